@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Debian packages the local mode and the tests need. Idempotent; installs only what is missing.
+set -euo pipefail
+need=()
+command -v java >/dev/null 2>&1 && java -version 2>&1 | grep -q '"17' || need+=(openjdk-17-jre-headless)
+[ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "[setup] installing Debian packages: ${need[*]}"
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
