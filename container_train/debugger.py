@@ -1,0 +1,92 @@
+"""The SageMaker Debugger (smdebug) hook.
+
+* On SageMaker with Debugger configured, the service writes
+  ``<base>/input/config/debughookconfig.json`` (output path, collections, save intervals);
+  the hook is built from it with ``Hook.create_from_json_file``.
+* Otherwise (local runs, or a job without a Debugger config) a local hook saves the default
+  collections ``losses``, ``weights``, ``gradients`` and ``biases`` every
+  ``debugger-save-interval`` steps to ``<base>/output/tensors`` -- the local path SageMaker itself
+  uses for Debugger tensors -- so the same rule code reads both.
+
+Read the result with ``smdebug.trials.create_trial(<tensors dir>)``.
+
+A hook's output directory must not be reused by a new run once the previous run closed it
+(smdebug refuses), and a resumed job restarts smdebug's step count at 0. So when a job finds an
+earlier run's tensors (a restart in the same local /opt/ml tree), they are moved aside to
+``tensors-before-epoch-<N>`` (N = the first epoch this run trains).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COLLECTIONS = ("losses", "weights", "gradients", "biases")
+TENSORS_DIR = "tensors"
+
+# smdebug looks for its optional configs at fixed /opt/ml paths unless told otherwise.
+_SMDEBUG_ENV_FILES = {
+    "SMDEBUG_CONFIG_FILE_PATH": "input/config/debughookconfig.json",
+    "TENSORBOARD_CONFIG_FILE_PATH": "input/config/tensorboardoutputconfig.json",
+    "SMPROFILER_CONFIG_PATH": "input/config/profilerconfig.json",
+    "CHECKPOINT_CONFIG_FILE_PATH": "input/config/checkpointconfig.json",
+}
+
+
+def point_smdebug_at(base: Path) -> None:
+    """Make smdebug read its config files under ``base`` (SAGEMAKER_BASE_DIR) instead of /opt/ml.
+
+    Must run before ``smdebug`` is imported: some of these paths are read at import time.
+    """
+    for var, rel in _SMDEBUG_ENV_FILES.items():
+        os.environ.setdefault(var, str(base / rel))
+
+
+def tensors_dir(base: Path) -> Path:
+    return base / "output" / TENSORS_DIR
+
+
+def rotate_previous_tensors(base: Path, resumed_after_epoch: int) -> Path | None:
+    """Move an earlier run's local tensors out of the way (see module docstring)."""
+    current = tensors_dir(base)
+    if not current.exists():
+        return None
+    target = current.with_name(f"{TENSORS_DIR}-before-epoch-{resumed_after_epoch + 1}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = current.with_name(f"{TENSORS_DIR}-before-epoch-{resumed_after_epoch + 1}-{n}")
+    current.rename(target)
+    log.info("moved the previous run's Debugger tensors to %s", target)
+    return target
+
+
+def create_hook(base: Path, save_interval: int):
+    """The hook for this job (see module docstring). Returns ``(hook, description)``."""
+    point_smdebug_at(base)
+    import smdebug.pytorch as smd
+
+    config = base / "input" / "config" / "debughookconfig.json"
+    if config.is_file():
+        hook = smd.Hook.create_from_json_file(str(config))
+        return hook, f"from {config}"
+    out_dir = tensors_dir(base)
+    hook = smd.Hook(
+        out_dir=str(out_dir),
+        export_tensorboard=False,
+        save_config=smd.SaveConfig(save_interval=save_interval),
+        include_collections=list(DEFAULT_COLLECTIONS),
+    )
+    return hook, f"local: {', '.join(DEFAULT_COLLECTIONS)} every {save_interval} steps to {out_dir}"
+
+
+def set_mode(hook, mode: str) -> None:
+    """``mode`` is ``"TRAIN"`` or ``"EVAL"``; no-op without a hook."""
+    if hook is None:
+        return
+    import smdebug.pytorch as smd
+
+    hook.set_mode(getattr(smd.modes, mode))

@@ -1,0 +1,185 @@
+"""Every hyperparameter the trainer accepts, defined once.
+
+SageMaker writes hyperparameters to ``/opt/ml/input/config/hyperparameters.json`` with every value
+as a string; the ``sagemaker-training`` toolkit turns them into command-line arguments
+(``--lr 0.01 --batch-size 32 --pretrained true``). :func:`parse_hyperparameters` reads those back,
+converts and validates them, and rejects names it does not know, so a typo in a tuning job or
+estimator fails the job at once with a clear message instead of being silently ignored.
+
+Other code (the tuner, the CLI) imports :data:`HYPERPARAMETERS` and :data:`TUNABLE` from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from byoc_common.architectures import DEFAULT_ARCH, SUPPORTED_ARCHS
+
+
+class HyperparameterError(ValueError):
+    """A hyperparameter is unknown or has a value the trainer cannot use."""
+
+
+def parse_bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes", "y", "on"):
+        return True
+    if value in ("false", "0", "no", "n", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    name: str                     # as passed on the command line, without the leading dashes
+    type: Callable[[str], Any]    # str -> value (int, float, str, parse_bool)
+    default: Any
+    help: str
+    choices: tuple | None = None
+    check: Callable[[Any], bool] | None = None   # extra validation on the converted value
+    check_text: str = ""                          # what check() requires, for the error message
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    def convert(self, raw: str) -> Any:
+        try:
+            value = self.type(raw)
+        except (TypeError, ValueError) as e:
+            kind = {int: "an integer", float: "a number", parse_bool: "true or false"}.get(self.type, "a string")
+            raise HyperparameterError(f"hyperparameter {self.name}={raw!r} is not {kind} ({e})") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise HyperparameterError(f"hyperparameter {self.name}={raw!r} must be a finite number")
+        if self.choices is not None and value not in self.choices:
+            raise HyperparameterError(
+                f"hyperparameter {self.name}={raw!r} is not one of: {', '.join(map(str, self.choices))}"
+            )
+        if self.check is not None and not self.check(value):
+            raise HyperparameterError(f"hyperparameter {self.name}={raw!r} must be {self.check_text}")
+        return value
+
+
+def _positive(v):
+    return v > 0
+
+
+def _non_negative(v):
+    return v >= 0
+
+
+_TABLE: tuple[Hyperparameter, ...] = (
+    # --- what the tuning job searches ----------------------------------------------------------
+    Hyperparameter("lr", float, 0.01, "initial learning rate (peak after warmup)", check=_positive,
+                   check_text="> 0"),
+    Hyperparameter("batch-size", int, 32, "images per training step", check=_positive, check_text="> 0"),
+    Hyperparameter("epochs", int, 5, "passes over the training set", check=_positive, check_text="> 0"),
+    # --- model ---------------------------------------------------------------------------------
+    Hyperparameter("arch", str, DEFAULT_ARCH, "network architecture", choices=SUPPORTED_ARCHS),
+    Hyperparameter("pretrained", parse_bool, True,
+                   "start from ImageNet weights (pretrained channel > pretrained-weights file > "
+                   "torchvision download); false trains from random weights"),
+    Hyperparameter("pretrained-weights", str, "",
+                   "path to a .pth ImageNet state_dict for the backbone (used when no pretrained channel)"),
+    Hyperparameter("freeze", str, "layer4",
+                   "which layers train: head = only the new head, layer4 = last stage + head, none = all",
+                   choices=("head", "layer4", "none")),
+    # --- optimisation --------------------------------------------------------------------------
+    Hyperparameter("optimizer", str, "sgd", "optimizer", choices=("sgd", "adam", "adamw")),
+    Hyperparameter("momentum", float, 0.9, "SGD momentum", check=lambda v: 0 <= v < 1,
+                   check_text="in [0, 1)"),
+    Hyperparameter("weight-decay", float, 1e-4, "L2 weight decay", check=_non_negative, check_text=">= 0"),
+    Hyperparameter("lr-scheduler", str, "cosine", "learning-rate schedule after warmup",
+                   choices=("cosine", "step", "none")),
+    Hyperparameter("lr-step-size", int, 3, "epochs between x0.1 decays (lr-scheduler=step)",
+                   check=_positive, check_text="> 0"),
+    Hyperparameter("warmup-epochs", float, 0.0, "linear learning-rate warmup length in epochs",
+                   check=_non_negative, check_text=">= 0"),
+    Hyperparameter("label-smoothing", float, 0.0, "cross-entropy label smoothing",
+                   check=lambda v: 0 <= v < 1, check_text="in [0, 1)"),
+    Hyperparameter("amp", parse_bool, True, "mixed precision (used only when a GPU is present)"),
+    Hyperparameter("early-stopping-patience", int, 0,
+                   "stop after this many epochs without a better validation accuracy (0 = never)",
+                   check=_non_negative, check_text=">= 0"),
+    # --- data ----------------------------------------------------------------------------------
+    Hyperparameter("image-size", int, 224, "training crop size in pixels (eval: resize then centre crop)",
+                   check=lambda v: v >= 16, check_text=">= 16"),
+    Hyperparameter("workers", int, 2, "DataLoader worker processes (0 = load in the main process)",
+                   check=_non_negative, check_text=">= 0"),
+    Hyperparameter("seed", int, 42, "random seed (data order, augmentation, head initialisation)"),
+    Hyperparameter("max-steps-per-epoch", int, 0,
+                   "cap on training and evaluation steps per epoch (0 = the whole split); for smoke runs",
+                   check=_non_negative, check_text=">= 0"),
+    Hyperparameter("feature-cache", str, "auto",
+                   "train the head on cached backbone features: auto = when freeze=head "
+                   "(see container_train.feature_cache)", choices=("auto", "true", "false")),
+    Hyperparameter("feature-cache-dir", str, "",
+                   "feature cache directory shared by trials (default $BYOC_FEATURE_CACHE_DIR, else "
+                   "<checkpoint dir>/feature-cache)"),
+    Hyperparameter("feature-cache-views", int, 0,
+                   "0 = one eval-transform view per image (no augmentation); n = n augmented views "
+                   "cycled over epochs", check=_non_negative, check_text=">= 0"),
+    # --- job plumbing --------------------------------------------------------------------------
+    Hyperparameter("checkpoint", parse_bool, True,
+                   "write a checkpoint every epoch and resume from one found in the checkpoint dir"),
+    Hyperparameter("debugger", parse_bool, True, "attach the smdebug hook"),
+    Hyperparameter("debugger-save-interval", int, 10,
+                   "steps between tensor saves of the local Debugger hook", check=_positive,
+                   check_text="> 0"),
+    Hyperparameter("log-interval-s", float, 10.0, "seconds between progress lines",
+                   check=_positive, check_text="> 0"),
+)
+
+HYPERPARAMETERS: dict[str, Hyperparameter] = {h.name: h for h in _TABLE}
+DEFAULTS: dict[str, Any] = {h.name: h.default for h in _TABLE}
+# What the tuning job searches.
+TUNABLE: tuple[str, ...] = ("lr", "batch-size", "epochs")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print usage and exit 2; raise ours instead
+        raise HyperparameterError(message)
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="train.py", description="Fine-tune an image classifier (SageMaker training job).",
+                     allow_abbrev=False)
+    for h in _TABLE:
+        # Convert in parse_hyperparameters() so errors name the hyperparameter the SageMaker way.
+        parser.add_argument(f"--{h.name}", dest=h.dest, type=str, default=None, help=h.help)
+    return parser
+
+
+def parse_hyperparameters(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line arguments (as the toolkit passes them) -> a namespace of typed values.
+
+    Attribute names use underscores (``args.batch_size``). Unknown names raise
+    :class:`HyperparameterError` listing them.
+    """
+    parser = build_arg_parser()
+    known, unknown = parser.parse_known_args(list(argv or []))
+    if unknown:
+        names = sorted({u.lstrip("-").split("=", 1)[0] for u in unknown if u.startswith("-")}) or unknown
+        raise HyperparameterError(
+            f"unknown hyperparameter(s): {', '.join(names)}; "
+            f"known: {', '.join(sorted(HYPERPARAMETERS))}"
+        )
+    values = {}
+    for h in _TABLE:
+        raw = getattr(known, h.dest)
+        values[h.dest] = h.default if raw is None else h.convert(raw)
+    return argparse.Namespace(**values)
+
+
+def to_dict(args: argparse.Namespace) -> dict[str, Any]:
+    """Typed values keyed by hyperparameter name (dashes), e.g. for metrics.json and checkpoints."""
+    return {h.name: getattr(args, h.dest) for h in _TABLE}
+
+
+def to_sagemaker_strings(values: dict[str, Any]) -> dict[str, str]:
+    """A hyperparameter dict as SageMaker stores it: every value a string, booleans lower-case."""
+    return {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in values.items()}

@@ -1,0 +1,73 @@
+"""Where a SageMaker training job keeps things, resolved once.
+
+Inside the image everything lives under ``/opt/ml``. The ``sagemaker-training`` toolkit honours
+``SAGEMAKER_BASE_DIR`` to move that root (tests and the local runner use a temporary tree), and it
+exports ``SM_MODEL_DIR``, ``SM_OUTPUT_DATA_DIR`` and ``SM_CHANNEL_<NAME>`` to the user script.
+This module reads those variables, falling back to the base-dir layout when the script runs
+without the toolkit (``python -m container_train.train``)::
+
+    <base>/input/config/hyperparameters.json   (read by the toolkit, passed to us as CLI args)
+    <base>/input/config/debughookconfig.json   (written by SageMaker when Debugger is configured)
+    <base>/input/data/<channel>/               training, validation, test, pretrained
+    <base>/model/                              SM_MODEL_DIR: the model artifact (uploaded as model.tar.gz)
+    <base>/output/data/                        SM_OUTPUT_DATA_DIR: metrics, profiler, tensors (output.tar.gz)
+    <base>/output/failure                      FailureReason shown by DescribeTrainingJob
+    <base>/checkpoints/                        synced to S3 (checkpoint_s3_uri) for spot training
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_BASE_DIR = "/opt/ml"
+CHANNELS = ("training", "validation", "test", "pretrained")
+
+
+def base_dir() -> Path:
+    return Path(os.environ.get("SAGEMAKER_BASE_DIR", DEFAULT_BASE_DIR))
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    base: Path
+    model_dir: Path
+    output_data_dir: Path
+    output_dir: Path
+    checkpoint_dir: Path
+    config_dir: Path
+    channels: dict[str, Path] = field(default_factory=dict)   # only channels that exist
+
+    @property
+    def failure_file(self) -> Path:
+        return self.output_dir / "failure"
+
+    @property
+    def debug_hook_config(self) -> Path:
+        return self.config_dir / "debughookconfig.json"
+
+    def channel(self, name: str) -> Path | None:
+        return self.channels.get(name)
+
+
+def resolve_paths(environ: dict[str, str] | None = None) -> JobPaths:
+    env = os.environ if environ is None else environ
+    base = Path(env.get("SAGEMAKER_BASE_DIR", DEFAULT_BASE_DIR))
+    data_root = base / "input" / "data"
+    channels: dict[str, Path] = {}
+    for name in CHANNELS:
+        value = env.get(f"SM_CHANNEL_{name.upper()}")
+        path = Path(value) if value else data_root / name
+        if path.exists():
+            channels[name] = path
+    return JobPaths(
+        base=base,
+        model_dir=Path(env.get("SM_MODEL_DIR", base / "model")),
+        output_data_dir=Path(env.get("SM_OUTPUT_DATA_DIR", base / "output" / "data")),
+        output_dir=base / "output",
+        # SageMaker's default checkpoint_local_path (synced with checkpoint_s3_uri).
+        checkpoint_dir=base / "checkpoints",
+        config_dir=base / "input" / "config",
+        channels=channels,
+    )

@@ -1,0 +1,144 @@
+"""Profiling records for the profiler report: per-step timings and periodic system samples.
+
+Both are JSON lines under ``SM_OUTPUT_DATA_DIR`` (file names and record fields are defined in
+:mod:`container_train.contract`):
+
+* :class:`StepTimings` -> ``profiler/step_timings.jsonl``: for every training/evaluation step,
+  how long the loop waited for the DataLoader (``data_wait_s``) and how long the forward/backward
+  pass took (``compute_s``; on a GPU measured after ``cuda.synchronize``).
+* :class:`SystemSampler` -> ``profiler/system_metrics.jsonl``: a background thread sampling CPU
+  (total and per core), memory, this job's resident memory (trainer + DataLoader workers) and,
+  when present, each GPU's utilisation and memory via ``nvidia-smi``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+from container_train.contract import STEP_TIMINGS_FILE, SYSTEM_METRICS_FILE
+
+
+class _JsonLines:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a", buffering=1)   # line-buffered: readable while the job runs
+        self._lock = threading.Lock()
+
+    def write(self, record: dict) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+class StepTimings:
+    """Usage per step: ``t.data_ready()`` after the batch arrives, ``t.step_done(...)`` after compute."""
+
+    def __init__(self, output_data_dir: Path):
+        self._out = _JsonLines(output_data_dir / STEP_TIMINGS_FILE)
+        self._sync = torch.cuda.is_available()
+        self._start = time.perf_counter()
+        self._ready = self._start
+
+    def start(self) -> None:
+        """Call before asking the loader for the next batch."""
+        self._start = time.perf_counter()
+
+    def data_ready(self) -> None:
+        self._ready = time.perf_counter()
+
+    def step_done(self, epoch: int, step: int, mode: str, batch_size: int) -> dict:
+        if self._sync:
+            torch.cuda.synchronize()
+        end = time.perf_counter()
+        record = {
+            "ts": time.time(), "epoch": epoch, "step": step, "mode": mode, "batch_size": batch_size,
+            "data_wait_s": round(self._ready - self._start, 6),
+            "compute_s": round(end - self._ready, 6),
+            "step_s": round(end - self._start, 6),
+        }
+        self._out.write(record)
+        self._start = end
+        return record
+
+    def close(self) -> None:
+        self._out.close()
+
+
+def _gpu_samples() -> list[dict]:
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,utilization.gpu,memory.used,memory.total",
+             "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        try:
+            index, util, used, total = (x.strip() for x in line.split(","))
+            gpus.append({"index": int(index), "util_percent": float(util),
+                         "mem_used_mb": float(used), "mem_total_mb": float(total)})
+        except ValueError:
+            continue
+    return gpus
+
+
+def sample_system(process: psutil.Process) -> dict:
+    mem = psutil.virtual_memory()
+    rss = 0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            rss += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return {
+        "ts": time.time(),
+        "cpu_percent": psutil.cpu_percent(interval=None),
+        "cpu_per_core": psutil.cpu_percent(interval=None, percpu=True),
+        "mem_percent": mem.percent,
+        "mem_used_mb": round(mem.used / 2**20, 1),
+        "proc_rss_mb": round(rss / 2**20, 1),
+        "gpu": _gpu_samples(),
+    }
+
+
+class SystemSampler:
+    """Background thread writing one system sample every ``interval_s`` seconds."""
+
+    def __init__(self, output_data_dir: Path, interval_s: float = 2.0):
+        self._out = _JsonLines(output_data_dir / SYSTEM_METRICS_FILE)
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="system-sampler", daemon=True)
+        self._process = psutil.Process()
+
+    def __enter__(self) -> SystemSampler:
+        psutil.cpu_percent(interval=None)                 # prime: the first reading is since this call
+        psutil.cpu_percent(interval=None, percpu=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._out.write(sample_system(self._process))
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._out.write(sample_system(self._process))     # always at least one sample
+        self._out.close()

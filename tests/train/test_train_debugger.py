@@ -1,0 +1,76 @@
+"""The smdebug hook: SageMaker's debughookconfig.json when present, a local default otherwise."""
+
+import json
+
+import pytest
+import torch
+
+from container_train import debugger
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(autouse=True)
+def _restore_smdebug_env(monkeypatch):
+    """create_hook points smdebug's config variables at the base dir; undo that after each test."""
+    for var in debugger._SMDEBUG_ENV_FILES:
+        monkeypatch.setenv(var, "")     # records the original state, so teardown restores it
+        monkeypatch.delenv(var)
+
+
+def _train_a_few_steps(hook, steps=4):
+    import smdebug.pytorch as smd
+
+    model = torch.nn.Sequential(torch.nn.Linear(6, 3))
+    criterion = torch.nn.CrossEntropyLoss()
+    hook.register_module(model)
+    hook.register_loss(criterion)
+    hook.set_mode(smd.modes.TRAIN)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(steps):
+        loss = criterion(model(torch.randn(8, 6)), torch.randint(0, 3, (8,)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    hook.close()
+
+
+def test_sagemaker_debug_hook_config_is_used_when_present(tmp_path):
+    tensors = tmp_path / "sagemaker-tensors"
+    config = tmp_path / "input" / "config" / "debughookconfig.json"
+    config.parent.mkdir(parents=True)
+    config.write_text(json.dumps({
+        "LocalPath": str(tensors),
+        "HookParameters": {"save_interval": "2"},
+        "CollectionConfigurations": [{"CollectionName": "losses", "CollectionParameters": {"save_interval": "1"}},
+                                     {"CollectionName": "gradients"}],
+    }))
+    hook, description = debugger.create_hook(tmp_path, save_interval=10)
+    assert description == f"from {config}"
+    _train_a_few_steps(hook)
+    from smdebug.trials import create_trial
+
+    trial = create_trial(str(tensors))
+    assert trial.tensor(trial.tensor_names(collection="losses")[0]).steps() == [0, 1, 2, 3]
+    assert trial.tensor_names(collection="gradients")
+    assert not (tmp_path / "output" / "tensors").exists()
+
+
+def test_local_hook_writes_the_default_collections_under_output_tensors(tmp_path):
+    hook, description = debugger.create_hook(tmp_path, save_interval=2)
+    assert "losses, weights, gradients, biases every 2 steps" in description
+    _train_a_few_steps(hook)
+    from smdebug.trials import create_trial
+
+    trial = create_trial(str(debugger.tensors_dir(tmp_path)))
+    for collection in debugger.DEFAULT_COLLECTIONS:
+        assert trial.tensor_names(collection=collection), collection
+    assert trial.tensor(trial.tensor_names(collection="losses")[0]).steps() == [0, 2]
+
+
+def test_previous_tensors_are_moved_aside_on_resume(tmp_path):
+    (debugger.tensors_dir(tmp_path) / "events").mkdir(parents=True)
+    moved = debugger.rotate_previous_tensors(tmp_path, resumed_after_epoch=3)
+    assert moved.name == "tensors-before-epoch-4" and (moved / "events").is_dir()
+    assert not debugger.tensors_dir(tmp_path).exists()
+    assert debugger.rotate_previous_tensors(tmp_path, 3) is None

@@ -1,0 +1,48 @@
+import pytest
+
+from container_train.hyperparameters import (
+    DEFAULTS,
+    HYPERPARAMETERS,
+    TUNABLE,
+    HyperparameterError,
+    parse_hyperparameters,
+    to_dict,
+)
+
+
+def test_defaults_when_nothing_is_passed():
+    args = parse_hyperparameters([])
+    assert to_dict(args) == DEFAULTS
+    assert args.arch == "resnet50" and args.pretrained is True and args.batch_size == 32
+
+
+def test_values_arrive_as_strings_the_way_the_toolkit_passes_them():
+    args = parse_hyperparameters(["--lr", "0.003", "--batch-size", "8", "--pretrained", "False",
+                                  "--amp", "true", "--freeze", "head", "--warmup-epochs", "0.5"])
+    assert args.lr == pytest.approx(0.003)
+    assert args.batch_size == 8
+    assert args.pretrained is False and args.amp is True
+    assert args.freeze == "head" and args.warmup_epochs == 0.5
+
+
+def test_tunable_names_are_real_hyperparameters():
+    assert set(TUNABLE) == {"lr", "batch-size", "epochs"}
+    assert set(TUNABLE) <= set(HYPERPARAMETERS)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--learning-rate", "0.1"], "unknown hyperparameter(s): learning-rate"),
+    (["--lr", "-1"], "lr='-1' must be > 0"),
+    (["--lr", "nan"], "must be a finite number"),
+    (["--batch-size", "abc"], "batch-size='abc' is not an integer"),
+    (["--batch-size", "0"], "must be > 0"),
+    (["--pretrained", "maybe"], "pretrained='maybe' is not true or false"),
+    (["--arch", "vgg16"], "arch='vgg16' is not one of: resnet18"),
+    (["--freeze", "all"], "freeze='all' is not one of: head, layer4, none"),
+    (["--momentum", "1.5"], "momentum='1.5' must be in [0, 1)"),
+    (["--epochs"], "expected one argument"),
+])
+def test_bad_hyperparameters_are_clear_errors(argv, message):
+    with pytest.raises(HyperparameterError) as e:
+        parse_hyperparameters(argv)
+    assert message in str(e.value)
