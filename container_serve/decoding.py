@@ -1,0 +1,199 @@
+"""Request body -> model-ready tensors, for every accepted content type (see content_types).
+
+Every image goes through :func:`byoc_common.preprocessing.eval_transform`, the transform the trainer
+evaluates with, so the endpoint sees exactly what validation saw. Anything that is not a well-formed
+image raises a :class:`~container_serve.errors.InferenceError` with a message a client can act on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from byoc_common.artifact import ModelConfig
+from byoc_common.preprocessing import eval_transform, to_rgb
+from container_serve import content_types as ct
+from container_serve.errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from container_serve.settings import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGES_PER_REQUEST
+
+# Formats Pillow may parse here; anything else (EPS, PSD, ...) is refused before decoding.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_images: int = DEFAULT_MAX_IMAGES_PER_REQUEST
+
+
+class ImageDecoder:
+    """Decodes request bodies for one model (its input size and normalisation)."""
+
+    def __init__(self, config: ModelConfig, limits: DecodeLimits = DecodeLimits()):
+        self.transform = eval_transform(config)
+        self.limits = limits
+
+    def decode(self, body: bytes | bytearray | None, content_type: str) -> list[torch.Tensor]:
+        """Model inputs (float CHW tensors) for one request, in request order."""
+        kind = ct.media_type(content_type)
+        if kind not in ct.ACCEPTED_CONTENT_TYPES:
+            raise UnsupportedMediaTypeError(
+                f"unsupported content type {content_type or '(none)'!r}; "
+                f"accepted: {', '.join(ct.ACCEPTED_CONTENT_TYPES)}"
+            )
+        if not body:
+            raise BadRequestError("empty request body")
+        body = bytes(body)
+        if kind in ct.IMAGE_TYPES:
+            images = [self._from_encoded_image(body)]
+        elif kind == ct.NPY:
+            images = self._from_array(_load_npy(body), "the npy array")
+        else:
+            images = self._from_json(body)
+        if len(images) > self.limits.max_images:
+            raise PayloadTooLargeError(
+                f"{len(images)} images in one request; the limit is {self.limits.max_images}"
+            )
+        return images
+
+    # -- encoded images ------------------------------------------------------------------------
+    def _from_encoded_image(self, data: bytes, what: str = "the request body") -> torch.Tensor:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+                self._check_pixels(img.width, img.height, what)
+                img.load()
+        except Image.DecompressionBombError as e:  # Pillow's own guard, in case a format lies early
+            raise PayloadTooLargeError(f"{what}: refused as a decompression bomb ({e})") from e
+        except Image.DecompressionBombWarning as e:
+            raise PayloadTooLargeError(f"{what}: refused as a decompression bomb ({e})") from e
+        except UnidentifiedImageError as e:
+            raise BadRequestError(
+                f"{what} is not a decodable image (supported formats: {', '.join(IMAGE_FORMATS)})"
+            ) from e
+        except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
+            raise BadRequestError(f"{what} could not be decoded as an image: {e}") from e
+        return self.transform(to_rgb(img))
+
+    def _check_pixels(self, width: int, height: int, what: str) -> None:
+        if width < 1 or height < 1:
+            raise BadRequestError(f"{what}: image has no pixels ({width}x{height})")
+        if width * height > self.limits.max_image_pixels:
+            raise PayloadTooLargeError(
+                f"{what}: {width}x{height} = {width * height} pixels is over the limit of "
+                f"{self.limits.max_image_pixels} (decompression bomb protection)"
+            )
+
+    # -- arrays -----------------------------------------------------------------------------------
+    def _from_array(self, arr: np.ndarray, what: str) -> list[torch.Tensor]:
+        if arr.dtype == np.uint8 or np.issubdtype(arr.dtype, np.integer):
+            return self._from_pixels_hwc(arr, what)
+        if arr.dtype in (np.float32, np.float64, np.float16):
+            return self._from_floats_chw(arr, what)
+        raise BadRequestError(
+            f"{what} has dtype {arr.dtype}; expected uint8 (HWC/NHWC, 0..255) or float32/float64 "
+            "(CHW/NCHW, 0..1)"
+        )
+
+    def _from_pixels_hwc(self, arr: np.ndarray, what: str) -> list[torch.Tensor]:
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4 or arr.shape[-1] not in (1, 3):
+            raise BadRequestError(
+                f"{what} has shape {tuple(arr.shape)}; integer pixels must be HWC or NHWC with 1 or 3 channels"
+            )
+        if arr.dtype != np.uint8:
+            if arr.size and (arr.min() < 0 or arr.max() > 255):
+                raise BadRequestError(f"{what}: integer pixel values must lie in 0..255")
+            arr = arr.astype(np.uint8)
+        out = []
+        for image in arr:
+            self._check_pixels(image.shape[1], image.shape[0], what)
+            chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+            out.append(self.transform(chw.expand(3, -1, -1).contiguous()))
+        return out
+
+    def _from_floats_chw(self, arr: np.ndarray, what: str) -> list[torch.Tensor]:
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4 or arr.shape[1] not in (1, 3):
+            raise BadRequestError(
+                f"{what} has shape {tuple(arr.shape)}; float pixels must be CHW or NCHW with 1 or 3 channels"
+            )
+        if not np.isfinite(arr).all() or (arr.size and (arr.min() < 0.0 or arr.max() > 1.0)):
+            raise BadRequestError(f"{what}: float pixel values must be finite and lie in [0, 1]")
+        out = []
+        for image in arr.astype(np.float32, copy=False):
+            self._check_pixels(image.shape[2], image.shape[1], what)
+            chw = torch.from_numpy(np.ascontiguousarray(image))
+            out.append(self.transform(chw.expand(3, -1, -1).contiguous()))
+        return out
+
+    # -- JSON -------------------------------------------------------------------------------------
+    def _from_json(self, body: bytes) -> list[torch.Tensor]:
+        try:
+            doc = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BadRequestError(f"malformed JSON body: {e}") from e
+        if isinstance(doc, dict):
+            if "instances" not in doc:
+                raise BadRequestError('a JSON object body must have an "instances" list')
+            items = doc["instances"]
+            if not isinstance(items, list) or not items:
+                raise BadRequestError('"instances" must be a non-empty list')
+            images: list[torch.Tensor] = []
+            for i, item in enumerate(items):
+                images.extend(self._json_image(item, f"instances[{i}]"))
+            return images
+        if isinstance(doc, list) and doc and all(isinstance(x, str) for x in doc):
+            return [self._from_base64(s, f"item {i}") for i, s in enumerate(doc)]
+        return self._json_image(doc, "the JSON body")
+
+    def _json_image(self, item, what: str) -> list[torch.Tensor]:
+        if isinstance(item, str):
+            return [self._from_base64(item, what)]
+        if isinstance(item, list):
+            return self._from_array(_nested_list_to_array(item, what), what)
+        raise BadRequestError(f"{what}: expected a base64 image string or nested lists of numbers")
+
+    def _from_base64(self, text: str, what: str) -> torch.Tensor:
+        if text.startswith("data:") and "," in text:  # data URI: data:image/png;base64,....
+            text = text.split(",", 1)[1]
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise BadRequestError(f"{what} is not valid base64: {e}") from e
+        if not data:
+            raise BadRequestError(f"{what} is an empty image")
+        return self._from_encoded_image(data, what)
+
+
+def _load_npy(body: bytes) -> np.ndarray:
+    try:
+        arr = np.load(io.BytesIO(body), allow_pickle=False)
+    except ValueError as e:  # object arrays (would need pickle) and malformed headers
+        raise BadRequestError(f"not a loadable .npy array (pickled arrays are refused): {e}") from e
+    except (OSError, EOFError) as e:
+        raise BadRequestError(f"not a loadable .npy array: {e}") from e
+    if not isinstance(arr, np.ndarray):  # np.load on an .npz returns a mapping
+        raise BadRequestError("expected a single .npy array, not an .npz archive")
+    return arr
+
+
+def _nested_list_to_array(item: list, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(item)
+    except ValueError as e:  # ragged lists
+        raise BadRequestError(f"{what}: nested lists must form a rectangular array ({e})") from e
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise BadRequestError(f"{what}: nested lists must hold only numbers")
+    return arr

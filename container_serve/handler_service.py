@@ -1,0 +1,65 @@
+"""The MMS handler service: the module multi-model-server loads in every python worker.
+
+MMS (``mms/model_loader.py``) accepts a handler module with exactly one class, or a module-level
+``handle(data, context)`` function. We use the function form on purpose: MMS calls it once with
+``data=None`` to load the model and lets exceptions from that call reach the frontend, so
+
+* a model that cannot be loaded (bad artifact, directory outside the model root) fails
+  ``POST /models`` with 500 and is unregistered again, and
+* a ``MemoryError`` while loading answers 507, which tells SageMaker to evict other models and retry.
+  (MMS 1.1.11 then keeps the name registered with zero workers: ``DELETE /models/{name}`` it before
+  loading it again, or the new ``POST /models`` gets 409.)
+
+(With the class form MMS calls ``initialize`` inside a ``try`` that only logs, and a broken model would
+look loaded.) The per-model state lives in the one class, :class:`HandlerService`.
+
+Per request, an unexpected exception becomes a JSON 500 for the requests of that batch; ``MemoryError``
+is re-raised so MMS answers 507.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+
+from container_serve.image_classifier_handler import ImageClassifierHandler
+
+logger = logging.getLogger(__name__)
+
+
+class HandlerService:
+    """One model in one worker process: owns the TorchServe-style handler."""
+
+    def __init__(self):
+        self.handler = ImageClassifierHandler()
+
+    def initialize(self, context) -> None:
+        self.handler.initialize(context)
+
+    def handle(self, data: list[dict], context) -> list[bytes]:
+        try:
+            return self.handler.handle(data, context)
+        except MemoryError:
+            raise  # MMS answers 507 Out of resources
+        except Exception as e:  # noqa: BLE001 - a bug or an unexpected input must not kill the worker
+            logger.error("inference failed for model %s:\n%s", self.handler.model_name, traceback.format_exc())
+            body = json.dumps({"error": f"internal error: {type(e).__name__}: {e}", "code": 500}).encode()
+            for idx in range(len(data)):
+                context.set_response_status(code=500, phrase="Internal Server Error", idx=idx)
+                context.set_response_content_type(idx, "application/json")
+            return [body for _ in data]
+
+
+_service: HandlerService | None = None
+
+
+def handle(data, context):
+    """MMS entry point. ``data is None``: load the model (exceptions propagate to MMS on purpose)."""
+    global _service
+    if data is None:
+        service = HandlerService()
+        service.initialize(context)
+        _service = service
+        return None
+    return _service.handle(data, context)

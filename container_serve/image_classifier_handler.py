@@ -1,0 +1,157 @@
+"""The image classifier as a TorchServe-style handler: initialize -> preprocess -> inference -> postprocess.
+
+One instance serves one model inside one MMS worker process. MMS may hand :meth:`handle` several
+requests at once (a batch); every request is decoded on its own, so one bad request gets its own error
+status while the others in the batch are answered normally, and all good images of the batch go
+through the network in one forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from byoc_common.artifact import load_model_artifact
+from container_serve import content_types as ct
+from container_serve import responses
+from container_serve.decoding import DecodeLimits, ImageDecoder
+from container_serve.errors import InferenceError
+from container_serve.gradcam import GradCam, overlay_png_base64
+from container_serve.settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+
+class ModelOutsideRootError(ValueError):
+    """The model directory MMS was asked to load is not under the configured model root."""
+
+
+@dataclass
+class ParsedRequest:
+    """One request of a batch after preprocessing: its images or the error that refused it."""
+
+    images: list[torch.Tensor] = field(default_factory=list)
+    accept: str = ct.JSON
+    options: ct.InferenceOptions = field(default_factory=ct.InferenceOptions)
+    error: InferenceError | None = None
+
+
+class _Headers:
+    """Case-insensitive view of one request's headers as MMS passes them."""
+
+    def __init__(self, context, idx: int):
+        raw = context.get_all_request_header(idx) if context is not None else {}
+        self._h = {str(k).lower(): v for k, v in (raw or {}).items() if isinstance(v, str)}
+
+    def get(self, name: str) -> str | None:
+        return self._h.get(name.lower())
+
+
+def check_inside_root(model_dir: str | os.PathLike, model_root: str | os.PathLike) -> Path:
+    """Resolve ``model_dir`` (following symlinks) and refuse it unless it lies in ``model_root``."""
+    resolved, root = Path(model_dir).resolve(), Path(model_root).resolve()
+    if resolved != root and not resolved.is_relative_to(root):
+        raise ModelOutsideRootError(f"model directory {model_dir} is outside the model root {root}; refused")
+    return resolved
+
+
+class ImageClassifierHandler:
+    def __init__(self, settings: ServeSettings | None = None):
+        self.settings = settings or ServeSettings.from_env()
+        self.model = None
+        self.classes: list[str] = []
+        self.config = None
+        self.decoder: ImageDecoder | None = None
+        self.gradcam: GradCam | None = None
+        self.model_name = ""
+
+    # -- initialize -----------------------------------------------------------------------------
+    def initialize(self, context) -> None:
+        props = context.system_properties
+        model_dir = check_inside_root(props["model_dir"], self.settings.model_root)
+        self.model_name = getattr(context, "model_name", "") or model_dir.name
+        torch.set_num_threads(self.settings.torch_threads)
+        # load_model_artifact rebuilds the network from model_config.json and reads model.pth with
+        # torch.load(weights_only=True): no pickled code from the artifact ever runs here.
+        self.model, self.classes, self.config = load_model_artifact(model_dir, device="cpu")
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.decoder = ImageDecoder(self.config, DecodeLimits(self.settings.max_image_pixels,
+                                                              self.settings.max_images_per_request))
+        self.gradcam = GradCam(self.model, self.config.arch)
+        self._warm_up()
+        logger.info("model %s loaded from %s: %s, %d classes, input %dpx, %d torch threads",
+                    self.model_name, model_dir, self.config.arch, len(self.classes),
+                    self.config.image_size, self.settings.torch_threads)
+
+    def _warm_up(self) -> None:
+        size = self.config.image_size
+        with torch.inference_mode():
+            self.model(torch.zeros(1, 3, size, size))
+
+    # -- the four steps ---------------------------------------------------------------------------
+    def preprocess(self, data: list[dict], context) -> list[ParsedRequest]:
+        parsed = []
+        for idx, request in enumerate(data):
+            headers = _Headers(context, idx)
+            req = ParsedRequest()
+            try:
+                req.options = ct.parse_custom_attributes(headers.get(ct.CUSTOM_ATTRIBUTES_HEADER))
+                req.accept = ct.negotiate_accept(headers.get("accept"), self.settings.default_accept)
+                responses.check_producible(req.accept, req.options)
+                body = request.get("body")
+                if body is None:
+                    body = request.get("data")
+                req.images = self.decoder.decode(body, headers.get("content-type") or "")
+            except InferenceError as e:
+                req.error = e
+            parsed.append(req)
+        return parsed
+
+    def inference(self, images: torch.Tensor) -> torch.Tensor:
+        """NCHW batch -> N x num_classes probabilities."""
+        with torch.inference_mode():
+            return torch.softmax(self.model(images), dim=1)
+
+    def postprocess(self, parsed: list[ParsedRequest], probabilities: torch.Tensor, context) -> list[bytes]:
+        bodies, offset = [], 0
+        for idx, req in enumerate(parsed):
+            if req.error is not None:
+                bodies.append(req.error.to_json_bytes())
+                _set_status(context, idx, req.error.status, req.error.phrase, ct.JSON)
+                continue
+            preds = []
+            for image in req.images:
+                pred = responses.ImagePrediction(probabilities[offset])
+                offset += 1
+                if req.options.explain == "gradcam":
+                    pred.gradcam_index = int(pred.probabilities.argmax())
+                    heat = self.gradcam.heatmap(image, pred.gradcam_index)
+                    pred.gradcam_png_base64 = overlay_png_base64(image, heat, self.config)
+                preds.append(pred)
+            bodies.append(responses.encode(preds, self.classes, req.options, req.accept))
+            _set_status(context, idx, 200, "OK", req.accept)
+        return bodies
+
+    def handle(self, data: list[dict], context) -> list[bytes]:
+        if len(data) > 1:
+            logger.info("model %s: handling a batch of %d requests", self.model_name, len(data))
+        parsed = self.preprocess(data, context)
+        images = [img for req in parsed if req.error is None for img in req.images]
+        if images:
+            probabilities = self.inference(torch.stack(images))
+        else:
+            probabilities = torch.empty(0, len(self.classes))
+        return self.postprocess(parsed, probabilities, context)
+
+
+def _set_status(context, idx: int, code: int, phrase: str, content_type: str) -> None:
+    if context is None:
+        return
+    context.set_response_status(code=code, phrase=phrase, idx=idx)
+    context.set_response_content_type(idx, content_type)

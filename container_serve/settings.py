@@ -1,0 +1,150 @@
+"""Everything the serving container reads from its environment, in one place.
+
+SageMaker configures a serving container only through environment variables. The ``SAGEMAKER_*`` names
+below are the platform's (and the sagemaker-inference toolkit's); the ``BYOC_*`` names are this
+project's own knobs, all optional.
+
+=================================  =========================================================  ===========
+variable                           meaning                                                    default
+=================================  =========================================================  ===========
+SAGEMAKER_BIND_TO_PORT             port for /ping, /invocations, /models ... (MMS: < 32767)   8080
+BYOC_BIND_ADDRESS                  interface to listen on (local runs use 127.0.0.1)          0.0.0.0
+SAGEMAKER_MULTI_MODEL              ``true``: multi-model endpoint (models loaded via /models)  false
+SAGEMAKER_BASE_DIR                 the ``/opt/ml`` tree (toolkit variable)                    /opt/ml
+BYOC_MODEL_ROOT                    model root, overriding ``<base>/model`` (single model)      (derived)
+                                   or ``<base>/models`` (multi-model)
+SAGEMAKER_MAX_PAYLOAD_IN_MB        largest request body accepted (413 above it)               6
+SAGEMAKER_BATCH                    ``true`` inside a batch transform job                      false
+SAGEMAKER_MODEL_SERVER_WORKERS     python workers per model                                   see below
+SAGEMAKER_MODEL_SERVER_TIMEOUT     seconds a worker may take for one request                  60 (600 batch)
+SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT  response type when the client sends no/any Accept        application/json
+SAGEMAKER_MODEL_SERVER_VMARGS      JVM arguments for the MMS frontend (toolkit default)       -XX:-UseContainerSupport
+BYOC_TORCH_THREADS                 torch intra-op threads per worker                          cores/workers
+BYOC_JOB_QUEUE_SIZE                requests queued per model before 503                       100
+BYOC_MAX_IMAGE_PIXELS              largest decoded image (width*height) before 413            40000000
+BYOC_MAX_IMAGES_PER_REQUEST        images in one request body                                 64
+BYOC_BATCH_STRATEGY                BatchStrategy advertised on /execution-parameters          SINGLE_RECORD
+=================================  =========================================================  ===========
+
+Workers: one per model on a multi-model endpoint (many models share the cores); on a single-model
+endpoint ``max(1, cores // 2)``, each using ``cores // workers`` torch threads, so concurrent requests
+never ask for more threads than there are cores.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_BASE_DIR = "/opt/ml"
+DEFAULT_PORT = 8080
+MAX_PORT = 32766  # multi-model-server rejects port numbers >= 32767
+DEFAULT_MAX_PAYLOAD_MB = 6
+DEFAULT_TIMEOUT_S = 60
+DEFAULT_BATCH_TIMEOUT_S = 600
+DEFAULT_JOB_QUEUE_SIZE = 100
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+DEFAULT_MAX_IMAGES_PER_REQUEST = 64
+BATCH_STRATEGIES = ("SINGLE_RECORD", "MULTI_RECORD")
+DEFAULT_JVM_ARGS = "-XX:-UseContainerSupport"  # the sagemaker-inference toolkit's default
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the server cannot use."""
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "false").strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no", ""):
+        raise SettingsError(f"{name}={value!r}: expected true or false")
+    return value in ("true", "1", "yes")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as e:
+        raise SettingsError(f"{name}={raw!r}: expected an integer") from e
+    if value < minimum:
+        raise SettingsError(f"{name}={value}: must be >= {minimum}")
+    return value
+
+
+def cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    port: int
+    bind_address: str
+    multi_model: bool
+    base_dir: Path
+    model_root: Path
+    max_payload_mb: int
+    batch: bool
+    workers_per_model: int
+    torch_threads: int
+    response_timeout_s: int
+    job_queue_size: int
+    default_accept: str
+    max_image_pixels: int
+    max_images_per_request: int
+    batch_strategy: str
+    jvm_args: str
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return self.max_payload_mb * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServeSettings:
+        env = os.environ if env is None else env
+        multi_model = _bool(env, "SAGEMAKER_MULTI_MODEL")
+        batch = _bool(env, "SAGEMAKER_BATCH")
+        base_dir = Path(env.get("SAGEMAKER_BASE_DIR") or DEFAULT_BASE_DIR)
+        root = env.get("BYOC_MODEL_ROOT") or str(base_dir / ("models" if multi_model else "model"))
+        cores = cpu_count()
+        workers = _int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", 1 if multi_model else max(1, cores // 2))
+        strategy = env.get("BYOC_BATCH_STRATEGY", "SINGLE_RECORD").strip().upper()
+        if strategy not in BATCH_STRATEGIES:
+            raise SettingsError(f"BYOC_BATCH_STRATEGY={strategy!r}: expected one of {BATCH_STRATEGIES}")
+        port = _int(env, "SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT)
+        if port > MAX_PORT:
+            raise SettingsError(f"SAGEMAKER_BIND_TO_PORT={port}: multi-model-server accepts ports up to {MAX_PORT}")
+        return cls(
+            port=port,
+            bind_address=env.get("BYOC_BIND_ADDRESS") or "0.0.0.0",
+            multi_model=multi_model,
+            base_dir=base_dir,
+            model_root=Path(os.path.abspath(root)),
+            max_payload_mb=_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_MAX_PAYLOAD_MB),
+            batch=batch,
+            workers_per_model=workers,
+            torch_threads=_int(env, "BYOC_TORCH_THREADS", max(1, cores // workers)),
+            response_timeout_s=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT",
+                                    DEFAULT_BATCH_TIMEOUT_S if batch else DEFAULT_TIMEOUT_S),
+            job_queue_size=_int(env, "BYOC_JOB_QUEUE_SIZE", DEFAULT_JOB_QUEUE_SIZE),
+            default_accept=env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or "application/json",
+            max_image_pixels=_int(env, "BYOC_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS),
+            max_images_per_request=_int(env, "BYOC_MAX_IMAGES_PER_REQUEST", DEFAULT_MAX_IMAGES_PER_REQUEST),
+            batch_strategy=strategy,
+            jvm_args=env.get("SAGEMAKER_MODEL_SERVER_VMARGS") or DEFAULT_JVM_ARGS,
+        )
+
+    def execution_parameters(self) -> dict:
+        """What ``GET /execution-parameters`` answers (SageMaker batch transform reads it to size its
+        requests): one concurrent transform per worker, our payload limit, our batch strategy."""
+        return {
+            "MaxConcurrentTransforms": self.workers_per_model,
+            "BatchStrategy": self.batch_strategy,
+            "MaxPayloadInMB": self.max_payload_mb,
+        }
