@@ -1,0 +1,104 @@
+"""The serving image run the way a SageMaker multi-model endpoint runs it:
+
+    docker run --network host -e SAGEMAKER_BIND_TO_PORT=<port> -e SAGEMAKER_MULTI_MODEL=true \
+        -v <models>:/opt/ml/models IMAGE serve
+
+(started through scripts/local_endpoint.py in container mode). The model is a real artifact in the
+project's format (random resnet18 weights, 32 px) -- serving does not care how well it was trained.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pytest
+from PIL import Image
+
+from byoc_common.architectures import build_classifier
+from byoc_common.artifact import ModelConfig, save_model_artifact
+from scripts.local_endpoint import LocalEndpoint
+
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+
+CLASSES = ["cat", "dog", "fox"]
+STOP_LIMIT_S = 10.0
+
+
+def write_model(model_dir):
+    config = ModelConfig(arch="resnet18", num_classes=len(CLASSES), image_size=32,
+                         resize_size=ModelConfig.default_resize(32))
+    save_model_artifact(model_dir, build_classifier("resnet18", len(CLASSES)), CLASSES, config)
+
+
+def jpeg(color=(200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 40), color).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_serve_image_multi_model_endpoint(serve_image, tmp_path, give_back_to_user, docker):
+    models = tmp_path / "models"
+    write_model(models / "pets")
+    give_back_to_user(serve_image, tmp_path)
+
+    endpoint = LocalEndpoint(model_root=models, multi_model=True, image=serve_image,
+                             log_file=tmp_path / "endpoint.log")
+    endpoint.start()
+    try:
+        status, _, _ = endpoint.request("GET", "/ping")
+        assert status == 200
+
+        status, body = endpoint.load_model("pets")         # url /opt/ml/models/pets, as SageMaker sends
+        assert status == 200, body
+
+        status, headers, raw = endpoint.invoke(jpeg(), "image/jpeg", accept="application/json", model="pets")
+        assert status == 200, raw[:500]
+        prediction = json.loads(raw)["predictions"][0]
+        assert prediction["label"] in CLASSES and 0.0 <= prediction["probability"] <= 1.0
+
+        status, _, raw = endpoint.invoke(b"this is not an image", "image/jpeg", model="pets")
+        assert status == 400, raw[:500]
+
+        status, body = endpoint.unload_model("pets")
+        assert status == 200, body
+        status, _, _ = endpoint.invoke(jpeg(), "image/jpeg", model="pets")
+        assert status == 404
+    except BaseException:
+        print(endpoint.log_text()[-6000:])
+        raise
+    finally:
+        started = time.monotonic()
+        returncode = endpoint.stop()      # docker stop: SIGTERM to the container's PID 1
+        stop_seconds = time.monotonic() - started
+
+    print(f"serving container stopped in {stop_seconds:.2f} s (exit {returncode})")
+    assert stop_seconds < STOP_LIMIT_S, f"SIGTERM took {stop_seconds:.1f} s to stop the container"
+    leftover = docker("ps", "-aq", "--filter", f"name=^{endpoint._container_name}$").stdout.strip()
+    assert not leftover, "the container is still there after stop()"
+
+
+def test_serve_image_is_sagemaker_ready_and_has_no_compiler(serve_image, docker):
+    info = json.loads(docker("image", "inspect", serve_image).stdout)[0]["Config"]
+    assert info["Labels"]["com.amazonaws.sagemaker.capabilities.multi-models"] == "true"
+    assert info["Labels"]["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == "true"
+
+    probe = docker("run", "--rm", "--network", "host", serve_image, "sh", "-c",
+                   "command -v serve; java -version 2>&1 | head -1; "
+                   "command -v gcc cc c++ javac || echo no-compiler")
+    lines = probe.stdout.split("\n")
+    assert lines[0] == "/usr/local/bin/serve"
+    assert '"17.' in lines[1], probe.stdout
+    assert lines[2] == "no-compiler", f"build tools left in the image: {probe.stdout}"
+
+
+def test_serve_image_single_model_endpoint(serve_image, tmp_path, give_back_to_user):
+    """Without SAGEMAKER_MULTI_MODEL the image serves the model mounted at /opt/ml/model."""
+    write_model(tmp_path / "model")
+    give_back_to_user(serve_image, tmp_path)
+    with LocalEndpoint(model_root=tmp_path / "model", multi_model=False, image=serve_image,
+                       log_file=tmp_path / "endpoint.log") as endpoint:
+        status, _, raw = endpoint.invoke(jpeg((20, 200, 20)), "image/jpeg", accept="application/json")
+        assert status == 200, f"{raw[:500]}\n{endpoint.log_text()[-4000:]}"
+        assert json.loads(raw)["predictions"][0]["label"] in CLASSES
