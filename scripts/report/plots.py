@@ -1,0 +1,105 @@
+"""The report's figures, rendered with matplotlib (Agg) and returned as ``data:image/png`` URIs
+so the HTML file needs nothing beside itself."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+import pandas as pd  # noqa: E402
+
+from .checks import step_outliers  # noqa: E402
+from .data import ProfileData  # noqa: E402
+
+_MODE_COLORS = {"TRAIN": "#1f77b4", "EVAL": "#ff7f0e"}
+
+
+def _to_data_uri(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def utilization_over_time(data: ProfileData) -> str | None:
+    """CPU, memory (and each GPU's utilisation and memory) against seconds since start."""
+    sysd = data.system
+    if sysd.empty:
+        return None
+    t = sysd["ts"] - sysd["ts"].iloc[0]
+    rows = 2 if data.has_gpu else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(10, 3.2 * rows), sharex=True, squeeze=False)
+    ax = axes[0][0]
+    ax.plot(t, sysd["cpu_percent"], label="CPU (all cores, whole machine)")
+    if sysd["cpu_core_max"].notna().any():
+        ax.plot(t, sysd["cpu_core_max"], label="busiest core", alpha=0.5, linestyle="--")
+    ax.plot(t, sysd["mem_percent"], label="system memory")
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("%")
+    ax.set_title("CPU and memory utilisation")
+    ax.legend(loc="upper right", fontsize=8)
+    if data.has_gpu:
+        ax = axes[1][0]
+        for i in range(data.gpu_count):
+            if f"gpu{i}_util" in sysd:
+                ax.plot(t, sysd[f"gpu{i}_util"], label=f"GPU{i} util")
+            if f"gpu{i}_mem_percent" in sysd:
+                ax.plot(t, sysd[f"gpu{i}_mem_percent"], label=f"GPU{i} memory", linestyle="--")
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("%")
+        ax.set_title("GPU utilisation and memory")
+        ax.legend(loc="upper right", fontsize=8)
+    axes[-1][0].set_xlabel("seconds since the first sample")
+    return _to_data_uri(fig)
+
+
+def step_duration_histogram(data: ProfileData) -> str | None:
+    if data.steps.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    for mode, group in data.steps.groupby("mode"):
+        ax.hist(group["step_s"], bins=30, alpha=0.6, label=f"{mode} ({len(group)} steps)",
+                color=_MODE_COLORS.get(mode))
+    ax.set_xlabel("step duration (s)")
+    ax.set_ylabel("steps")
+    ax.set_title("Step duration histogram")
+    ax.legend(fontsize=8)
+    return _to_data_uri(fig)
+
+
+def step_durations_over_time(data: ProfileData) -> str | None:
+    """Each step's duration split into data wait and compute, outliers marked."""
+    if data.steps.empty:
+        return None
+    steps = data.steps
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    idx = range(len(steps))
+    ax.bar(idx, steps["compute_s"], width=1.0, label="compute", color="#1f77b4")
+    ax.bar(idx, steps["data_wait_s"], width=1.0, bottom=steps["compute_s"], label="data wait", color="#d62728")
+    outliers = pd.Series(False, index=steps.index)
+    for _, group in steps.groupby("mode"):
+        outliers |= step_outliers(group["step_s"]).reindex(steps.index, fill_value=False)
+    if outliers.any():
+        pos = [i for i, flag in zip(idx, outliers, strict=True) if flag]
+        ax.scatter(pos, steps.loc[outliers, "step_s"] * 1.05, marker="v", color="black", label="outlier", zorder=3)
+    ax.set_xlabel("step (in order, TRAIN and EVAL)")
+    ax.set_ylabel("seconds")
+    ax.set_title("Step time: compute vs waiting for data")
+    ax.legend(fontsize=8)
+    return _to_data_uri(fig)
+
+
+def data_wait_share_per_epoch(per_epoch: pd.DataFrame) -> str | None:
+    if per_epoch.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 3.0))
+    ax.bar(per_epoch["epoch"].astype(str), per_epoch["data_wait_share"] * 100, color="#d62728")
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("% of training step time")
+    ax.set_title("Share of training time spent waiting for data")
+    return _to_data_uri(fig)

@@ -1,0 +1,390 @@
+"""Hyperparameter tuning on this machine, with the same spec a SageMaker tuning job uses.
+
+Every trial is a real training job (``scripts.local_training_job``: process mode, or container
+mode when an image is given) in ``<out>/trials/trial-NNNN/``; up to ``max_parallel_jobs`` run at
+once. The study is kept in ``<out>/study.db`` (SQLite), so running the same command again after the
+tuner was killed continues where it stopped:
+
+* finished trials (complete, pruned, failed) are kept and count towards ``max_jobs``;
+* trials that were running when the tuner died are marked failed with ``interrupted`` (not counted),
+  their orphaned training processes are killed, and they are queued again with the same
+  hyperparameters, resuming from their last epoch checkpoint.
+
+Results: ``leaderboard.csv``/``.json``, ``best_hyperparameters.json`` (see ``leaderboard.py``).
+
+Python API::
+
+    result = run_local_tuning("tuning/local-demo.yaml", {"training": "data/train", ...}, "runs/tune")
+    result.best_hyperparameters, result.best_value, result.leaderboard_csv
+
+Command line::
+
+    python -m scripts.tuning.local_tuner --spec tuning/local-demo.yaml --data DATA_DIR --out runs/tune
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from container_train.hyperparameters import DEFAULTS
+from scripts.tuning import leaderboard, search
+from scripts.tuning.progress import LiveProgress, PlainProgress
+from scripts.tuning.spec import SpecError, TuningSpec, load_spec, to_dict, trial_hyperparameters
+from scripts.tuning.trial_runner import TrialOutcome, run_trial
+
+TRIALS_DIR = "trials"
+LOCK_FILE = ".tuner.lock"
+# Channel name (container_train.job_env.CHANNELS) -> ImageFolder split folder under --data.
+DATA_SPLITS = {"training": "train", "validation": "valid", "test": "test"}
+
+
+class TuningError(RuntimeError):
+    """The tuning run cannot start or continue; the message says why."""
+
+
+@dataclass
+class TuningResult:
+    out_dir: Path
+    best_trial: int | None
+    best_value: float | None
+    best_params: dict[str, Any]               # tuned values only
+    best_hyperparameters: dict[str, Any]      # static + tuned: what a final training job needs
+    leaderboard: list[dict[str, Any]]
+    leaderboard_csv: Path
+    leaderboard_json: Path
+    best_hyperparameters_path: Path | None
+    study_path: Path
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def channels_from_data_dir(data_dir: str | Path) -> dict[str, str]:
+    """``train/ valid/ test/`` under an ImageFolder root -> the trainer's channels."""
+    root = Path(data_dir)
+    channels = {name: str(root / split) for name, split in DATA_SPLITS.items() if (root / split).is_dir()}
+    if "training" not in channels:
+        raise TuningError(f"{root} has no train/ folder (expected the layout train/ valid/ test/)")
+    return channels
+
+
+# ---- study bookkeeping ----------------------------------------------------------------------------
+
+def _lock(out_dir: Path):
+    handle = open(out_dir / LOCK_FILE, "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise TuningError(f"another tuner is running on {out_dir} (lock {out_dir / LOCK_FILE})") from None
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _check_same_search(study: optuna.Study, spec: TuningSpec) -> None:
+    """A study dir belongs to one search; budget and parallelism may change between runs."""
+    current = {k: v for k, v in to_dict(spec).items() if k not in ("max_jobs", "max_parallel_jobs")}
+    stored = study.user_attrs.get("spec")
+    if stored is None:
+        study.set_user_attr("spec", current)
+    elif stored != current:
+        raise TuningError("the output dir holds a study for a different search (objective, strategy, "
+                          "parameters or static hyperparameters changed); use another --out")
+
+
+def _kill_orphan(t: optuna.trial.FrozenTrial) -> None:
+    """Kill the training job a killed tuner left running (checked by process start time)."""
+    import subprocess
+
+    import psutil
+
+    pid, created = t.user_attrs.get("pid"), t.user_attrs.get("pid_create_time")
+    if pid:
+        try:
+            if abs(psutil.Process(pid).create_time() - created) < 1e-3:
+                os.killpg(pid, signal.SIGKILL)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            pass
+    if t.user_attrs.get("container"):
+        subprocess.run(["docker", "kill", t.user_attrs["container"]], capture_output=True, check=False)
+
+
+def recover_interrupted(study: optuna.Study, spec: TuningSpec) -> list[int]:
+    """Fail the trials a killed tuner left RUNNING and queue them again. Returns their numbers."""
+    recovered = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        _kill_orphan(t)
+        storage = study._storage
+        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        storage.set_trial_user_attr(t._trial_id, "failure_reason",
+                                    "interrupted: the tuner stopped while this trial was running")
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        if set(t.params) == set(spec.parameter_names):
+            # The retry continues the same training: its checkpoints, and the log lines written so
+            # far (an epoch finished before the kill is not trained again, its metrics still count).
+            attrs: dict[str, Any] = {"retry_of": t.number}
+            if t.user_attrs.get("checkpoint_dir"):
+                attrs["checkpoint_dir"] = t.user_attrs["checkpoint_dir"]
+                logs = list(t.user_attrs.get("previous_logs", []))
+                if t.user_attrs.get("job_dir"):
+                    logs.append(str(Path(t.user_attrs["job_dir"]) / "training.log"))
+                attrs["previous_logs"] = logs
+            study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
+            retry = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[-1]
+            # GridSampler bookkeeping: the retry stands for the same grid point.
+            for key in ("grid_id", "search_space"):
+                if key in t.system_attrs:
+                    storage.set_trial_system_attr(retry._trial_id, key, t.system_attrs[key])
+        recovered.append(t.number)
+    return recovered
+
+
+def _counted(study: optuna.Study) -> int:
+    """Trials that used up budget: finished, not interrupted by a dead tuner."""
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state.is_finished() and not t.user_attrs.get("interrupted"))
+
+
+def _counts(study: optuna.Study) -> dict[str, int]:
+    counts = {"complete": 0, "pruned": 0, "failed": 0, "interrupted": 0, "running": 0, "waiting": 0}
+    for t in study.get_trials(deepcopy=False):
+        counts[leaderboard.trial_status(t)] += 1
+    return counts
+
+
+# ---- the run ----------------------------------------------------------------------------------------
+
+def run_local_tuning(spec: TuningSpec | str | Path, channels: dict[str, str], out_dir: str | Path, *,
+                     image: str | None = None, max_jobs: int | None = None, max_parallel: int | None = None,
+                     progress: bool = True, trial_timeout_s: float | None = None,
+                     enqueue: list[dict[str, Any]] | None = None,
+                     env: dict[str, str] | None = None) -> TuningResult:
+    """Run (or continue) a tuning study; see the module docstring.
+
+    ``enqueue``: hyperparameter sets to try first (each a full set of the tuned parameters), e.g.
+    known-good settings; they are queued only when the study is new. Not with Grid, which runs
+    every combination anyway.
+    """
+    if not isinstance(spec, TuningSpec):
+        spec = load_spec(spec)
+    spec = spec.with_overrides(max_jobs=max_jobs, max_parallel_jobs=max_parallel)
+    if enqueue and spec.strategy == "Grid":
+        raise TuningError("enqueue is not supported with the Grid strategy (every combination runs)")
+    out_dir = Path(out_dir).resolve()
+    (out_dir / TRIALS_DIR).mkdir(parents=True, exist_ok=True)
+    channels = {name: str(Path(p).resolve()) for name, p in channels.items()}
+    for name, path in channels.items():
+        if not Path(path).is_dir():
+            raise TuningError(f"channel {name}: {path} is not a directory")
+
+    lock = _lock(out_dir)
+    try:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = search.open_study(spec, out_dir)
+        _check_same_search(study, spec)
+        new_study = not study.get_trials(deepcopy=False)
+        if new_study:
+            for params in enqueue or []:
+                study.enqueue_trial(params)
+        recovered = recover_interrupted(study, spec)
+        done = _counted(study)
+        remaining = max(0, spec.max_jobs - done)
+        show = LiveProgress(spec.max_jobs, spec.objective.metric, done) if progress else \
+            PlainProgress(spec.max_jobs, spec.objective.metric)
+        with show:
+            if not new_study:
+                show.message(f"continuing the study in {out_dir}: {done} of {spec.max_jobs} trials "
+                             f"done" + (f"; re-queued interrupted trial(s) {recovered}" if recovered else ""))
+            _run_trials(study, spec, channels, out_dir, remaining, show, image, trial_timeout_s, env)
+        return _finish(study, spec, out_dir, progress)
+    finally:
+        lock.close()
+
+
+def _run_trials(study: optuna.Study, spec: TuningSpec, channels: dict[str, str], out_dir: Path,
+                remaining: int, show: PlainProgress, image: str | None, timeout_s: float | None,
+                env: dict[str, str] | None) -> None:
+    running: dict[Future, optuna.Trial] = {}
+    launched = 0
+
+    def update_counts() -> None:
+        c = _counts(study)
+        best = leaderboard.best_trial(study)
+        best_text = "-" if best is None else f"{best.value:.4f} (trial {best.number})"
+        show.counts(c["complete"] + c["pruned"] + c["failed"], len(running), c["pruned"], c["failed"],
+                    best_text)
+
+    with ThreadPoolExecutor(max_workers=spec.max_parallel_jobs, thread_name_prefix="trial") as pool:
+        try:
+            while launched < remaining or running:
+                while launched < remaining and len(running) < spec.max_parallel_jobs:
+                    trial = study.ask()
+                    future = pool.submit(_trial_worker, trial, spec, channels, out_dir, show, image,
+                                         timeout_s, env)
+                    running[future] = trial
+                    launched += 1
+                update_counts()
+                finished, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    trial = running.pop(future)
+                    _tell(study, trial, future.result(), show)
+        except BaseException:
+            # Ctrl-C or an internal error: stop the jobs still running; they are marked as
+            # interrupted and re-queued by the next run.
+            for trial in running.values():
+                job = _JOBS.get(trial.number)
+                if job is not None:
+                    job.kill()
+            raise
+        update_counts()
+
+
+_JOBS: dict[int, Any] = {}          # trial number -> running TrainingJob (for Ctrl-C)
+_JOBS_LOCK = threading.Lock()
+
+
+def _trial_worker(trial: optuna.Trial, spec: TuningSpec, channels: dict[str, str], out_dir: Path,
+                  show: PlainProgress, image: str | None, timeout_s: float | None,
+                  env: dict[str, str] | None) -> TrialOutcome:
+    try:
+        params = search.suggest(trial, spec)
+    except Exception as e:  # noqa: BLE001 - recorded as a failed trial
+        return TrialOutcome(state="FAIL", value=None, failure_reason=f"could not suggest values: {e}")
+    hyperparameters = trial_hyperparameters(spec, params)
+    job_dir = out_dir / TRIALS_DIR / f"trial-{trial.number:04d}"
+    checkpoint_dir = trial.user_attrs.get("checkpoint_dir")
+    if checkpoint_dir is None:
+        checkpoint_dir = str(job_dir / "checkpoints")
+        trial.set_user_attr("checkpoint_dir", checkpoint_dir)
+    trial.set_user_attr("job_dir", str(job_dir))
+    previous_log = "".join(Path(p).read_text(errors="replace") for p in trial.user_attrs.get("previous_logs", [])
+                           if Path(p).is_file())
+    epochs = hyperparameters.get("epochs", DEFAULTS["epochs"])
+    show.trial_started(trial.number, params, int(epochs))
+
+    def on_start(job) -> None:
+        with _JOBS_LOCK:
+            _JOBS[trial.number] = job
+        import psutil
+
+        trial.set_user_attr("pid", job.pid)
+        trial.set_user_attr("pid_create_time", psutil.Process(job.pid).create_time())
+        if image:
+            trial.set_user_attr("container", job.container_name)
+
+    try:
+        return run_trial(trial, hyperparameters, channels, job_dir, spec.objective.metric, image=image,
+                         checkpoint_dir=checkpoint_dir, timeout_s=timeout_s, env=env,
+                         last_step=int(epochs), previous_log=previous_log, on_start=on_start,
+                         on_progress=lambda step, value: show.trial_epoch(trial.number, step, value))
+    finally:
+        with _JOBS_LOCK:
+            _JOBS.pop(trial.number, None)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, show: PlainProgress) -> None:
+    trial.set_user_attr("duration_s", outcome.duration_s)
+    if outcome.returncode is not None:
+        trial.set_user_attr("returncode", outcome.returncode)
+    if outcome.failure_reason:
+        trial.set_user_attr("failure_reason", outcome.failure_reason[:2000])
+    if outcome.state == "COMPLETE":
+        study.tell(trial, outcome.value)
+    elif outcome.state == "PRUNED":
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, state=TrialState.FAIL)
+    note = outcome.failure_reason or ""
+    if outcome.state == "PRUNED" and outcome.intermediate:
+        note = f"stopped after epoch {outcome.intermediate[-1][0]}"
+    show.trial_finished(trial.number, outcome.state, outcome.value, note)
+
+
+def _finish(study: optuna.Study, spec: TuningSpec, out_dir: Path, progress: bool) -> TuningResult:
+    paths = leaderboard.write(study, spec, out_dir)
+    table = leaderboard.rows(study, spec)
+    if progress:
+        leaderboard.render(table, spec)
+    best = leaderboard.best_trial(study)
+    return TuningResult(
+        out_dir=out_dir,
+        best_trial=None if best is None else best.number,
+        best_value=None if best is None else best.value,
+        best_params={} if best is None else dict(best.params),
+        best_hyperparameters={} if best is None else trial_hyperparameters(spec, best.params),
+        leaderboard=table, leaderboard_csv=paths["csv"], leaderboard_json=paths["json"],
+        best_hyperparameters_path=paths.get("best"), study_path=out_dir / search.STUDY_FILE,
+        counts=_counts(study))
+
+
+# ---- command line ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m scripts.tuning.local_tuner",
+                                description="Tune hyperparameters locally with real training jobs.")
+    p.add_argument("--spec", default="tuning/tuning.yaml", help="tuning spec YAML (default: %(default)s)")
+    p.add_argument("--data", required=True, help="dataset root with train/ valid/ test/")
+    p.add_argument("--out", required=True, help="output dir (study.db, trials/, leaderboard); "
+                                                "run again with the same --out to resume")
+    p.add_argument("--image", help="run every trial in this training image (container mode)")
+    p.add_argument("--max-jobs", type=int, help="override the spec's max_jobs")
+    p.add_argument("--max-parallel-jobs", type=int, help="override the spec's max_parallel_jobs")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a static hyperparameter, e.g. --set epochs=1 (repeatable)")
+    p.add_argument("--trial-timeout", type=float, help="seconds before a trial's job is killed")
+    p.add_argument("--no-progress", action="store_true", help="plain log lines instead of live bars")
+    return p
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise TuningError(f"--set {item!r}: expected NAME=VALUE")
+        out[name] = yaml.safe_load(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        spec = load_spec(args.spec)
+        if args.set:
+            spec = spec.with_overrides(static=_parse_set(args.set))
+        started = time.monotonic()
+        result = run_local_tuning(spec, channels_from_data_dir(args.data), args.out, image=args.image,
+                                  max_jobs=args.max_jobs, max_parallel=args.max_parallel_jobs,
+                                  progress=not args.no_progress, trial_timeout_s=args.trial_timeout)
+    except (SpecError, TuningError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.no_progress:
+        for row in result.leaderboard:
+            print(row)
+    print(f"{sum(result.counts.values())} trials in {time.monotonic() - started:.0f} s: {result.counts}")
+    if result.best_trial is None:
+        print("no trial completed; see the leaderboard's failure reasons", file=sys.stderr)
+        return 1
+    print(f"best: trial {result.best_trial} {spec.objective.metric}={result.best_value:.4f} "
+          f"{result.best_params}")
+    print(f"written: {result.leaderboard_csv}, {result.leaderboard_json}, {result.best_hyperparameters_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

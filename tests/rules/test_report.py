@@ -1,0 +1,167 @@
+"""Profiler report: recommendations from a synthetic profile, the full report from a real job,
+and the HTML rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from container_train.contract import PROFILER_REPORT_FILE, STEP_TIMINGS_FILE, SYSTEM_METRICS_FILE
+from scripts.report import (
+    NOT_APPLICABLE,
+    OK,
+    TRIGGERED,
+    ProfileDataError,
+    build_profiler_report,
+    evaluate_all,
+    load_profile,
+)
+from scripts.report.__main__ import main as report_cli
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _profile(out: Path, *, cpu: float, mem: float, data_wait: float, compute: float,
+             outlier_steps: int = 0, gpu_util: float | None = None, workers: int | None = None) -> Path:
+    """A job output dir with hand-written records in the trainer's schema (contract.py)."""
+    t0 = 1_700_000_000.0
+    steps, ts = [], t0 + 1
+    for epoch in (1, 2):
+        for step in range(1, 151):   # 300 steps: enough for 11 outliers to stand out at 3 sigma
+            dur = data_wait + compute
+            if outlier_steps and epoch == 2 and step <= outlier_steps:
+                dur *= 20
+            ts += dur
+            steps.append({"ts": ts, "epoch": epoch, "step": step, "mode": "TRAIN", "batch_size": 8,
+                          "data_wait_s": data_wait, "compute_s": dur - data_wait, "step_s": dur})
+    gpus = [] if gpu_util is None else [{"index": 0, "util_percent": gpu_util, "mem_used_mb": 1000,
+                                         "mem_total_mb": 16000}]
+    system = [{"ts": t0 + 2 * i, "cpu_percent": cpu, "cpu_per_core": [cpu] * 4, "mem_percent": mem,
+               "mem_used_mb": 1000.0, "proc_rss_mb": 500.0, "gpu": gpus} for i in range(40)]
+    data_dir = out / "output" / "data"
+    _write_jsonl(data_dir / STEP_TIMINGS_FILE, steps)
+    _write_jsonl(data_dir / SYSTEM_METRICS_FILE, system)
+    if workers is not None:
+        cfg = out / "input" / "config"
+        cfg.mkdir(parents=True)
+        (cfg / "hyperparameters.json").write_text(json.dumps({"workers": str(workers)}))
+    return data_dir
+
+
+def _status(checks):
+    return {c.rule: c.status for c in checks}
+
+
+def test_low_utilisation_profile_gets_batch_size_and_loader_recommendations(tmp_path):
+    data_dir = _profile(tmp_path, cpu=12, mem=20, data_wait=0.30, compute=0.10, outlier_steps=11, workers=0)
+    checks = evaluate_all(load_profile(data_dir))
+    status = _status(checks)
+    assert status["BatchSize"] == TRIGGERED          # CPU p95 12% < 70, memory 20% < 70
+    assert status["IOBottleneck"] == TRIGGERED       # 75% of every step is waiting for data
+    assert status["Dataloader"] == TRIGGERED         # 0 workers on 4 cores
+    assert status["StepOutlier"] == TRIGGERED        # 11 slow steps > n_outliers=10
+    assert status["LowGPUUtilization"] == NOT_APPLICABLE
+
+    html = build_profiler_report(data_dir).read_text()
+    recs = html.split('id="recommendations"')[1].split('id="profiler-rules"')[0]
+    assert "increase `batch-size`" in recs
+    assert "raise `workers`" in recs.lower()
+    assert "pin_memory" in recs
+
+
+def test_busy_profile_triggers_nothing(tmp_path):
+    data_dir = _profile(tmp_path, cpu=95, mem=85, data_wait=0.001, compute=0.2, workers=4)
+    status = _status(evaluate_all(load_profile(data_dir)))
+    assert {s for s in status.values()} <= {OK, NOT_APPLICABLE}
+    html = build_profiler_report(data_dir).read_text()
+    assert "No rule triggered" in html
+
+
+def test_gpu_profile_flags_an_idle_gpu(tmp_path):
+    data_dir = _profile(tmp_path, cpu=95, mem=50, data_wait=0.01, compute=0.2, gpu_util=5)
+    status = _status(evaluate_all(load_profile(data_dir)))
+    assert status["LowGPUUtilization"] == TRIGGERED
+    assert status["CPUBottleneck"] == TRIGGERED      # CPU > 90% while GPU < 10% all the time
+
+
+def test_missing_records_are_a_clear_error(tmp_path, capsys):
+    with pytest.raises(ProfileDataError, match="no profiler records"):
+        build_profiler_report(tmp_path)
+    assert report_cli(["--job-output", str(tmp_path)]) == 2
+    assert "no profiler records" in capsys.readouterr().err
+
+
+def _check_report_sections(html: str) -> None:
+    for section in ("summary", "recommendations", "profiler-rules", "utilization", "steps",
+                    "dataloading", "epochs", "debugger-rules"):
+        assert f'id="{section}"' in html, section
+    for rule in ("LowGPUUtilization", "CPUBottleneck", "IOBottleneck", "BatchSize", "StepOutlier",
+                 "Dataloader", "LoadBalancing"):
+        assert rule in html
+    # Self-contained: every image is inline, nothing is fetched.
+    images = re.findall(r'<img[^>]*src="([^"]+)"', html)
+    assert len(images) >= 4 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+
+
+@pytest.mark.slow
+def test_report_from_a_real_training_job(healthy_job, tmp_path):
+    from scripts.rules import job_tensor_dir, rules_dir, run_rules
+
+    run_rules(job_tensor_dir(healthy_job.output_data_dir), ["ExplodingTensor", "LossNotDecreasing"],
+              rules_dir(healthy_job.output_data_dir))
+    assert report_cli(["--job-output", str(healthy_job.output_data_dir)]) == 0
+    path = healthy_job.output_data_dir / PROFILER_REPORT_FILE
+    html = path.read_text()
+    _check_report_sections(html)
+    # The real job's numbers made it in: its training step count, Debugger results, epoch metrics.
+    records = (healthy_job.output_data_dir / STEP_TIMINGS_FILE).read_text().splitlines()
+    train_steps = sum(json.loads(r)["mode"] == "TRAIN" for r in records)
+    assert train_steps > 0
+    assert f'<div class="v">{train_steps}</div><div class="k">training steps' in html
+    assert "ExplodingTensor" in html.split('id="debugger-rules"')[1]
+    assert "valid_loss" in html          # per-epoch metrics from metrics.json
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(healthy_job, tmp_path):
+    from PIL import Image, ImageStat
+
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("BYOC_REQUIRE_BROWSER") == "1":
+            pytest.fail("BYOC_REQUIRE_BROWSER=1 but no chromium on PATH")
+        pytest.skip("headless Chromium is not installed (apt-get install chromium); "
+                    "set BYOC_REQUIRE_BROWSER=1 to make this a failure")
+    report = build_profiler_report(healthy_job.output_data_dir, tmp_path / "report.html")
+    png = tmp_path / "report.png"
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--screenshot={png}",
+           "--window-size=1280,2000", report.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert png.is_file(), f"chromium wrote no screenshot (rc {proc.returncode}): {proc.stderr[-2000:]}"
+    image = Image.open(png).convert("L")
+    assert image.size == (1280, 2000)
+    stat = ImageStat.Stat(image)
+    assert stat.stddev[0] > 20, "screenshot is (nearly) blank"
+    # Dark pixels (text, plot lines) cover a real part of the page, not just a stray line.
+    dark = sum(image.histogram()[:128]) / (image.size[0] * image.size[1])
+    assert dark > 0.01
+    keep = os.environ.get("BYOC_REPORT_SCREENSHOT")
+    if keep:
+        shutil.copy(png, keep)

@@ -1,0 +1,109 @@
+"""Rules on real training jobs: the project's trainer (scripts.local_training_job, process mode)
+with the Debugger hook saving losses, weights, gradients and biases at every step.
+
+Why these parameters (tiny runs: 4 training steps per epoch, a few epochs):
+
+* Healthy run: ResNet18 from random weights (no ImageNet weights offline), lr 0.01, 3 epochs of
+  4 training steps. Silent:
+  ExplodingTensor, VanishingGradient, Overtraining (defaults), LossNotDecreasing in TRAIN mode
+  with its default num_steps=10 (the default mode picks EVAL, which this run has too few steps
+  of to compare at all -- "silent" would prove nothing; 12 TRAIN steps give one comparison,
+  step 0 against step 10). Overfit and
+  PoorWeightInitialization are left out: after a few steps from random weights, eval-mode BatchNorm
+  gives a validation loss far above the training loss (Overfit correctly reports that), and
+  layer4's gradients of a fresh ResNet are narrower than the 0.001 spread the rule demands.
+* Exploding run: lr 50, SGD, no clipping -> the loss blows up within a few steps and the trainer
+  ends the job at the first non-finite loss (its divergence guard), so the run is short:
+  LossNotDecreasing runs in TRAIN mode with num_steps=2 to get comparisons inside it.
+* Loss that cannot fall: pretrained EfficientNet-Lite0 with a frozen backbone (its BatchNorm
+  stays in eval mode) and lr 1e-12, so the model does not change. LossNotDecreasing in EVAL
+  mode with num_steps = validation steps per epoch compares the same validation batch one epoch
+  apart: the loss is identical, 0% < diff_percent.
+* StopTraining: the same cannot-learn job configured for 20 epochs, watched live with
+  LossNotDecreasing as the stop_on rule. (An exploding job is a poor subject here: the trainer's
+  own divergence guard ends it at the first NaN loss, racing the watcher.)
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from container_train.contract import STEP_TIMINGS_FILE
+from scripts.rules import ISSUES_FOUND, NO_ISSUES_FOUND, RuleWatcher, job_tensor_dir, rules_dir, run_rules
+
+pytestmark = pytest.mark.slow
+
+
+def _by_rule(results):
+    return {r.rule: r for r in results}
+
+
+def test_healthy_job_keeps_the_rules_silent(healthy_job):
+    tensors = job_tensor_dir(healthy_job.output_data_dir)
+    results = _by_rule(run_rules(
+        tensors,
+        {"ExplodingTensor": {}, "VanishingGradient": {}, "Overtraining": {},
+         "LossNotDecreasing": {"mode": "TRAIN"}},
+        rules_dir(healthy_job.output_data_dir),
+    ))
+    for r in results.values():
+        assert r.status == NO_ISSUES_FOUND, f"{r.rule} fired on the healthy run: {r.message}"
+    assert results["ExplodingTensor"].steps_evaluated >= 12
+    # LossNotDecreasing really compared something: there are more than num_steps=10 TRAIN steps.
+    records = (healthy_job.output_data_dir / STEP_TIMINGS_FILE).read_text().splitlines()
+    assert sum(json.loads(r)["mode"] == "TRAIN" for r in records) > 10
+    assert (rules_dir(healthy_job.output_data_dir) / "rule_results.json").is_file()
+
+
+def test_exploding_learning_rate_fires_exploding_tensor_and_loss_not_decreasing(tmp_path, dataset, trainer):
+    job = trainer(tmp_path / "job", dataset, lr=50, optimizer="sgd", epochs=1)
+    results = _by_rule(run_rules(
+        job_tensor_dir(job.output_data_dir),
+        {"ExplodingTensor": {}, "LossNotDecreasing": {"mode": "TRAIN", "num_steps": 2}},
+    ))
+    assert results["ExplodingTensor"].status == ISSUES_FOUND, results["ExplodingTensor"].message
+    assert "NaN" in results["ExplodingTensor"].message
+    assert results["LossNotDecreasing"].status == ISSUES_FOUND, results["LossNotDecreasing"].message
+
+
+FROZEN_HP = {"arch": "efficientnet_lite0", "pretrained": "true", "freeze": "head", "lr": 1e-12}
+
+
+def _valid_steps_per_epoch(dataset, batch_size=8) -> int:
+    images = sum(1 for p in (dataset / "valid").rglob("*") if p.is_file())
+    return -(-images // batch_size)
+
+
+def test_model_that_cannot_learn_fires_loss_not_decreasing(tmp_path, dataset, trainer):
+    job = trainer(tmp_path / "job", dataset, epochs=2, **FROZEN_HP)
+    records = [json.loads(x) for x in (job.output_data_dir / STEP_TIMINGS_FILE).read_text().splitlines()]
+    eval_steps_per_epoch = sum(r["mode"] == "EVAL" and r["epoch"] == 1 for r in records)
+    assert eval_steps_per_epoch == _valid_steps_per_epoch(dataset)
+    result = run_rules(job_tensor_dir(job.output_data_dir),
+                       {"LossNotDecreasing": {"mode": "EVAL", "num_steps": eval_steps_per_epoch}})[0]
+    assert result.status == ISSUES_FOUND, result.message
+    assert "fell only 0.000%" in result.message
+
+
+def test_stop_training_action_ends_a_job_early(tmp_path, base_hp, dataset, dataset_channels):
+    from scripts.local_training_job import TrainingJob
+
+    epochs = 20
+    rule = {"LossNotDecreasing": {"mode": "EVAL", "num_steps": _valid_steps_per_epoch(dataset)}}
+    job = TrainingJob(tmp_path / "job", {**base_hp, **FROZEN_HP, "epochs": epochs, "checkpoint": "true"},
+                      dataset_channels)
+    tensors = job.job_dir / "output" / "tensors"
+    with RuleWatcher(tensors, job.start(), rules=rule, stop_on=["LossNotDecreasing"],
+                     out_dir=job.job_dir / "output" / "data" / "rules", poll_interval_s=0.5) as watcher:
+        result = job.wait(timeout=900)
+    assert watcher.error is None
+    assert watcher.stopped_training, "the rule never fired"
+    assert "LossNotDecreasing fired" in watcher.stop_reason
+    assert result.returncode == 0, result.failure_reason          # SIGTERM -> checkpoint, clean exit
+    metrics = result.metrics
+    assert metrics["status"] == "stopped"
+    assert metrics["epochs_completed"] < epochs
+    saved = json.loads((job.job_dir / "output" / "data" / "rules" / "LossNotDecreasing.json").read_text())
+    assert saved["status"] == "IssuesFound"

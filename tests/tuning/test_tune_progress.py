@@ -1,0 +1,45 @@
+"""The live progress display and the leaderboard table render what happened."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from scripts.tuning import leaderboard
+from scripts.tuning.progress import LiveProgress
+from scripts.tuning.spec import parse_spec
+
+
+def test_live_progress_shows_trials_counts_and_best():
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=160)
+    with LiveProgress(4, "validation:accuracy", already_done=1, console=console) as show:
+        show.trial_started(3, {"lr": 0.0123, "batch-size": 32}, epochs=2)
+        show.trial_epoch(3, 1, 0.5)
+        show.counts(2, 1, 1, 0, "0.9000 (trial 0)")
+        show._progress.refresh()
+        live = out.getvalue()
+        show.trial_finished(3, "PRUNED", 0.5, "stopped after epoch 1")
+    text = out.getvalue()
+    assert "trial 3" in live and "lr=0.0123 batch-size=32 | validation:accuracy=0.5000" in live
+    assert "running 1 | pruned 1 | failed 0 | best 0.9000 (trial 0)" in live
+    assert "trial 3 pruned validation:accuracy=0.5000 - stopped after epoch 1" in text
+
+
+def test_leaderboard_table_lists_rows_in_rank_order():
+    spec = parse_spec({"objective": {"metric": "validation:loss", "direction": "Minimize"},
+                       "strategy": "Random", "max_jobs": 2,
+                       "parameters": {"lr": {"type": "continuous", "min": 0.001, "max": 0.1}}})
+    rows = [
+        {"rank": 1, "trial": 1, "status": "complete", "value": 0.5, "lr": 0.01, "epochs_reported": 2,
+         "duration_s": 10.0, "failure_reason": ""},
+        {"rank": 2, "trial": 0, "status": "failed", "value": None, "lr": 0.09, "epochs_reported": 0,
+         "duration_s": 3.0, "failure_reason": "training job exited with code 1: boom"},
+    ]
+    out = io.StringIO()
+    leaderboard.render(rows, spec, console=Console(file=out, width=200))
+    text = out.getvalue()
+    assert "validation:loss (minimize)" in text
+    assert text.index("complete") < text.index("failed")
+    assert "exited with code 1: boom" in text
