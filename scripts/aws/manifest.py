@@ -1,0 +1,53 @@
+"""A local record of every AWS resource a run created, so ``byoc cleanup`` can delete exactly those.
+
+Stored as ``<run dir>/aws-resources.json``::
+
+    {"region": "eu-west-1",
+     "resources": [{"kind": "s3_prefix", "name": "s3://bucket/byoc/pipeline/"},
+                   {"kind": "model", "name": "byoc-pipeline-mme"},
+                   {"kind": "endpoint_config", "name": "..."}, {"kind": "endpoint", "name": "..."},
+                   {"kind": "training_job", ...}, {"kind": "tuning_job", ...}, {"kind": "transform_job", ...}]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MANIFEST_FILE = "aws-resources.json"
+KINDS = ("s3_prefix", "model", "endpoint_config", "endpoint", "training_job", "tuning_job", "transform_job")
+
+
+@dataclass
+class Manifest:
+    path: Path
+    region: str | None = None
+    resources: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def load_or_new(cls, run_dir: str | os.PathLike, region: str | None = None) -> Manifest:
+        path = Path(run_dir) / MANIFEST_FILE
+        if path.is_file():
+            data = json.loads(path.read_text())
+            return cls(path=path, region=data.get("region", region), resources=data.get("resources", []))
+        return cls(path=path, region=region)
+
+    def add(self, kind: str, name: str, **details) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown resource kind {kind!r}")
+        if not any(r["kind"] == kind and r["name"] == name for r in self.resources):
+            self.resources.append({"kind": kind, "name": name, **details})
+
+    def remove(self, kind: str, name: str) -> None:
+        self.resources = [r for r in self.resources if not (r["kind"] == kind and r["name"] == name)]
+
+    def names(self, kind: str) -> list[str]:
+        return [r["name"] for r in self.resources if r["kind"] == kind]
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"region": self.region, "resources": self.resources}, indent=1))
+        os.replace(tmp, self.path)

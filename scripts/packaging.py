@@ -1,0 +1,33 @@
+"""``byoc package``: a trained model directory -> ``model.tar.gz`` as SageMaker expects it.
+
+SageMaker unpacks ``ModelDataUrl`` into ``/opt/ml/model`` (single model) or under
+``/opt/ml/models/`` (multi-model), so the archive is *flat*: the artifact files at the top level,
+no enclosing folder, and only the files of the artifact contract
+(:data:`byoc_common.artifact.ARTIFACT_FILES`), never checkpoints or logs. The archive format itself
+is defined once, next to the code that unpacks it (:mod:`container_serve.model_archive`).
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+from container_serve.model_archive import create_model_archive
+
+
+def package_model(model_dir: str | os.PathLike, output: str | os.PathLike | None = None) -> Path:
+    """Validate ``model_dir`` and write the archive (default ``<model_dir>/../model.tar.gz``).
+
+    Raises :class:`byoc_common.artifact.ModelArtifactError` naming what is missing."""
+    model_dir = Path(model_dir)
+    out = Path(output) if output else model_dir.parent / "model.tar.gz"
+    tmp = out.with_name(out.name + ".tmp")
+    create_model_archive(model_dir, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def archive_members(path: str | os.PathLike) -> list[str]:
+    with tarfile.open(path, "r:gz") as tar:
+        return sorted(tar.getnames())

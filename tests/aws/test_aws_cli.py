@@ -1,0 +1,62 @@
+"""The byoc CLI with --backend sagemaker: against moto, and --dry-run with nothing listening."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from scripts.cli import main
+
+from .conftest import BUCKET, REGION, ROLE
+
+
+def _flags(tmp_path, endpoint_url):
+    return ["--backend", "sagemaker", "--region", REGION, "--role-arn", ROLE, "--bucket", BUCKET,
+            "--train-image", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/byoc-train:1",
+            "--serve-image", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/byoc-serve:1",
+            "--run-dir", str(tmp_path / "run"), "--aws-endpoint-url", endpoint_url]
+
+
+def test_serve_deploy_cleanup_against_moto(tmp_path, aws_env, raw_s3, capsys):
+    raw_s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    flags = _flags(tmp_path, aws_env)
+    archive = tmp_path / "m.tar.gz"
+    archive.write_bytes(b"artifact")
+    assert main(["serve", *flags]) == 0
+    assert main(["deploy", str(archive), "--name", "fashion", *flags]) == 0
+    assert "fashion.tar.gz" in capsys.readouterr().out
+    keys = [o["Key"] for o in raw_s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert keys == ["byoc/run/models/fashion.tar.gz"]
+    manifest = json.loads((tmp_path / "run" / "aws-resources.json").read_text())
+    assert {r["kind"] for r in manifest["resources"]} == {"model", "endpoint_config", "endpoint", "s3_prefix"}
+
+    assert main(["cleanup", *flags]) == 0
+    assert "Contents" not in raw_s3.list_objects_v2(Bucket=BUCKET)
+    import boto3
+
+    sm = boto3.client("sagemaker", region_name=REGION, endpoint_url=aws_env)
+    assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
+
+
+def test_pipeline_dry_run_prints_every_request_and_sends_none(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(k, raising=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    rc = main(["pipeline", "--tiny", "--dry-run", *_flags(tmp_path, closed)])
+    out = capsys.readouterr().out
+    assert rc == 0, out[-3000:]
+    ops = [line.split()[1] for line in out.splitlines() if line.startswith("DRY-RUN ")]
+    for op in ("s3.PutObject", "sagemaker.CreateHyperParameterTuningJob", "sagemaker.CreateTrainingJob",
+               "sagemaker.CreateModel", "sagemaker.CreateEndpointConfig", "sagemaker.CreateEndpoint",
+               "sagemaker-runtime.InvokeEndpoint", "sagemaker.CreateTransformJob"):
+        assert op in ops, (op, sorted(set(ops)))
+    assert ops.count("sagemaker.CreateTrainingJob") == 2
+    train = next(json.loads(line.split(" ", 2)[2]) for line in out.splitlines()
+                 if line.startswith("DRY-RUN sagemaker.CreateTrainingJob "))
+    assert {r["RuleConfigurationName"] for r in train["DebugRuleConfigurations"]} >= {"VanishingGradient", "Overfit"}
+    assert train["ProfilerRuleConfigurations"][0]["RuleConfigurationName"] == "ProfilerReport"
+    # Nothing was created, so nothing is recorded for clean-up.
+    assert not (tmp_path / "run" / "aws-resources.json").exists()

@@ -1,0 +1,79 @@
+"""The pipeline runner: finished steps are skipped, a failed step says what failed, where its log
+is and how to resume, --from-step re-runs from there. (Steps replaced by small functions here; the
+real steps run end to end in test_pipeline_tiny.py.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scripts import pipeline
+from scripts.config import load_settings
+
+
+@pytest.fixture
+def fake_steps(monkeypatch):
+    calls: list[str] = []
+    fail = {"name": None}
+
+    def make(name):
+        def fn(ctx):
+            calls.append(name)
+            if fail["name"] == name:
+                raise RuntimeError(f"{name} broke")
+            return {"value": name}
+        return fn
+
+    steps = [(n, make(n), n) for n in ("one", "two", "three")]
+    monkeypatch.setattr(pipeline, "STEPS", steps)
+    monkeypatch.setattr(pipeline, "STEP_NAMES", [s[0] for s in steps])
+    monkeypatch.setattr(pipeline, "print_summary", lambda state, run_dir: None)
+    return calls, fail
+
+
+def _settings(tmp_path):
+    return load_settings(overrides={"run_dir": str(tmp_path / "run")}, environ={})
+
+
+def test_failure_then_resume_skips_finished_steps(tmp_path, fake_steps, capsys):
+    calls, fail = fake_steps
+    settings = _settings(tmp_path)
+    fail["name"] = "two"
+    assert pipeline.run_pipeline(settings, profile="tiny") == 1
+    out = capsys.readouterr().out
+    assert "step two failed" in out and "two broke" in out
+    log = tmp_path / "run" / "logs" / "two.log"
+    assert str(log) in out.replace("\n", "") and "RuntimeError: two broke" in log.read_text()
+    assert f"byoc pipeline --run-dir {tmp_path / 'run'} --profile tiny" in out.replace("\n", "")
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["steps"]["one"]["status"] == "done" and state["steps"]["two"]["status"] == "failed"
+    assert "three" not in state["steps"]
+
+    fail["name"] = None
+    calls.clear()
+    assert pipeline.run_pipeline(settings, profile="tiny") == 0
+    assert calls == ["two", "three"]
+    assert "one: done earlier, skipped" in capsys.readouterr().out
+
+    calls.clear()
+    assert pipeline.run_pipeline(settings, profile="tiny") == 0
+    assert calls == []
+    assert pipeline.run_pipeline(settings, profile="tiny", from_step="two") == 0
+    assert calls == ["two", "three"]
+
+
+def test_profile_mismatch_and_restart(tmp_path, fake_steps):
+    calls, _ = fake_steps
+    settings = _settings(tmp_path)
+    assert pipeline.run_pipeline(settings, profile="tiny") == 0
+    with pytest.raises(pipeline.StepFailed, match="--restart"):
+        pipeline.run_pipeline(settings, profile="demo")
+    calls.clear()
+    assert pipeline.run_pipeline(settings, profile="demo", restart=True) == 0
+    assert calls == ["one", "two", "three"]
+
+
+def test_unknown_from_step(tmp_path, fake_steps):
+    with pytest.raises(pipeline.StepFailed, match="unknown step"):
+        pipeline.run_pipeline(_settings(tmp_path), profile="tiny", from_step="nope")
