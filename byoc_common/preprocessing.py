@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import torch
 from PIL import Image
 from torchvision.transforms import v2 as T
-import torch
 
 from byoc_common.artifact import ModelConfig
 

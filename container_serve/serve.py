@@ -90,8 +90,9 @@ def worker_environment(settings: ServeSettings, run_dir: Path, plugins_available
     # Each server gets private temp space: MMS keeps its pid file and worker sockets there, so several
     # servers on one host (tests) never collide.
     env["TEMP"] = env["TMPDIR"] = str(run_dir)
-    env["OMP_NUM_THREADS"] = str(settings.torch_threads)
-    env["BYOC_TORCH_THREADS"] = str(settings.torch_threads)
+    # Size OpenMP/MKL pools before torch starts them (initialize() also calls torch.set_num_threads).
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "BYOC_TORCH_THREADS"):
+        env[name] = str(settings.torch_threads)
     env["BYOC_MODEL_ROOT"] = str(settings.model_root)
     env["SAGEMAKER_MULTI_MODEL"] = "true" if settings.multi_model else "false"
     if plugins_available:

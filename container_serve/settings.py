@@ -19,16 +19,18 @@ SAGEMAKER_MODEL_SERVER_WORKERS     python workers per model                     
 SAGEMAKER_MODEL_SERVER_TIMEOUT     seconds a worker may take for one request                  60 (600 batch)
 SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT  response type when the client sends no/any Accept        application/json
 SAGEMAKER_MODEL_SERVER_VMARGS      JVM arguments for the MMS frontend (toolkit default)       -XX:-UseContainerSupport
-BYOC_TORCH_THREADS                 torch intra-op threads per worker                          cores/workers
+BYOC_TORCH_THREADS                 torch intra-op threads per worker                          1
 BYOC_JOB_QUEUE_SIZE                requests queued per model before 503                       100
 BYOC_MAX_IMAGE_PIXELS              largest decoded image (width*height) before 413            40000000
 BYOC_MAX_IMAGES_PER_REQUEST        images in one request body                                 64
 BYOC_BATCH_STRATEGY                BatchStrategy advertised on /execution-parameters          SINGLE_RECORD
 =================================  =========================================================  ===========
 
-Workers: one per model on a multi-model endpoint (many models share the cores); on a single-model
-endpoint ``max(1, cores // 2)``, each using ``cores // workers`` torch threads, so concurrent requests
-never ask for more threads than there are cores.
+Workers: one per model on a multi-model endpoint (many models share the cores), one per core on a
+single-model endpoint; each runs one torch thread. Concurrency comes from processes, never from intra-op
+threads, so concurrent requests never ask for more threads than there are cores: measured in
+``bench/RESULTS.md`` section 3, 2 workers x 1 thread served 5.5x the requests/s of 1 worker x 2 threads
+on 2 cores.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ class ServeSettings:
         base_dir = Path(env.get("SAGEMAKER_BASE_DIR") or DEFAULT_BASE_DIR)
         root = env.get("BYOC_MODEL_ROOT") or str(base_dir / ("models" if multi_model else "model"))
         cores = cpu_count()
-        workers = _int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", 1 if multi_model else max(1, cores // 2))
+        workers = _int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", 1 if multi_model else cores)
         strategy = env.get("BYOC_BATCH_STRATEGY", "SINGLE_RECORD").strip().upper()
         if strategy not in BATCH_STRATEGIES:
             raise SettingsError(f"BYOC_BATCH_STRATEGY={strategy!r}: expected one of {BATCH_STRATEGIES}")
@@ -129,7 +131,7 @@ class ServeSettings:
             max_payload_mb=_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_MAX_PAYLOAD_MB),
             batch=batch,
             workers_per_model=workers,
-            torch_threads=_int(env, "BYOC_TORCH_THREADS", max(1, cores // workers)),
+            torch_threads=_int(env, "BYOC_TORCH_THREADS", 1),
             response_timeout_s=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT",
                                     DEFAULT_BATCH_TIMEOUT_S if batch else DEFAULT_TIMEOUT_S),
             job_queue_size=_int(env, "BYOC_JOB_QUEUE_SIZE", DEFAULT_JOB_QUEUE_SIZE),

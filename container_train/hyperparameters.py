@@ -64,6 +64,11 @@ class Hyperparameter:
         return value
 
 
+def _lower(text: str) -> str:
+    # The toolkit may pass a JSON boolean through as "True"; choices are lower-case words.
+    return str(text).strip().lower()
+
+
 def _positive(v):
     return v > 0
 
@@ -114,7 +119,7 @@ _TABLE: tuple[Hyperparameter, ...] = (
     Hyperparameter("max-steps-per-epoch", int, 0,
                    "cap on training and evaluation steps per epoch (0 = the whole split); for smoke runs",
                    check=_non_negative, check_text=">= 0"),
-    Hyperparameter("feature-cache", str, "auto",
+    Hyperparameter("feature-cache", _lower, "auto",
                    "train the head on cached backbone features: auto = when freeze=head "
                    "(see container_train.feature_cache)", choices=("auto", "true", "false")),
     Hyperparameter("feature-cache-dir", str, "",
@@ -140,6 +145,28 @@ DEFAULTS: dict[str, Any] = {h.name: h.default for h in _TABLE}
 TUNABLE: tuple[str, ...] = ("lr", "batch-size", "epochs")
 
 
+# SageMaker adds hyperparameters of its own to tuning jobs (``_tuning_objective_metric``); they
+# describe the job, not the model, and are dropped rather than rejected as unknown.
+RESERVED_PREFIXES: tuple[str, ...] = ("_tuning_",)
+
+
+def _drop_reserved(argv: Sequence[str]) -> list[str]:
+    """Remove ``--_tuning_x value`` and ``--_tuning_x=value`` pairs from a toolkit argv."""
+    kept: list[str] = []
+    skip_value = False
+    for token in argv:
+        if skip_value:
+            skip_value = False
+            if not token.startswith("--"):
+                continue
+        name = token[2:].split("=", 1)[0] if token.startswith("--") else ""
+        if name.startswith(RESERVED_PREFIXES):
+            skip_value = "=" not in token
+            continue
+        kept.append(token)
+    return kept
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print usage and exit 2; raise ours instead
         raise HyperparameterError(message)
@@ -161,7 +188,7 @@ def parse_hyperparameters(argv: Sequence[str] | None) -> argparse.Namespace:
     :class:`HyperparameterError` listing them.
     """
     parser = build_arg_parser()
-    known, unknown = parser.parse_known_args(list(argv or []))
+    known, unknown = parser.parse_known_args(_drop_reserved(list(argv or [])))
     if unknown:
         names = sorted({u.lstrip("-").split("=", 1)[0] for u in unknown if u.startswith("-")}) or unknown
         raise HyperparameterError(

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -13,12 +10,6 @@ from byoc_common.artifact import ModelConfig
 from container_train.data import load_splits
 from container_train.pretrained import apply_freeze_policy
 from scripts.synthetic_dataset import make_dataset
-
-# bench/ is not an installed package (pyproject installs byoc_common, container_*, scripts): make the
-# repository root importable so the tests can import bench.loadgen.
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 ARCH = "resnet18"
 NUM_CLASSES = 3

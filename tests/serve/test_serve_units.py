@@ -30,7 +30,7 @@ from container_serve.model_archive import (
     deploy_model,
     extract_model_archive,
 )
-from container_serve.settings import ServeSettings, SettingsError
+from container_serve.settings import ServeSettings, SettingsError, cpu_count
 
 CONFIG = ModelConfig("resnet18", 3, image_size=32, resize_size=36)
 
@@ -160,6 +160,11 @@ def test_settings_from_env(tmp_path):
     assert s.execution_parameters() == {"MaxConcurrentTransforms": 2, "BatchStrategy": "SINGLE_RECORD",
                                         "MaxPayloadInMB": 20}
     assert ServeSettings.from_env({"BYOC_MODEL_ROOT": str(tmp_path)}).model_root == tmp_path
+    # Concurrency from processes, one torch thread each (bench/RESULTS.md section 3).
+    single = ServeSettings.from_env({})
+    assert (single.workers_per_model, single.torch_threads) == (cpu_count(), 1)
+    assert ServeSettings.from_env({"SAGEMAKER_MULTI_MODEL": "true"}).workers_per_model == 1
+    assert ServeSettings.from_env({"BYOC_TORCH_THREADS": "3"}).torch_threads == 3
     for bad in ({"SAGEMAKER_BIND_TO_PORT": "40000"}, {"SAGEMAKER_MULTI_MODEL": "maybe"},
                 {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "0"}, {"BYOC_BATCH_STRATEGY": "ALL"}):
         with pytest.raises(SettingsError):
@@ -298,6 +303,9 @@ def test_mms_config_and_command_follow_the_settings(tmp_path):
     assert props["decode_input_request"] == "false"      # from the toolkit's defaults
     assert not any("$$" in v for v in props.values())    # no unfilled toolkit placeholders
     assert "--models" not in mms_command(multi, tmp_path / "c")
+    from container_serve.serve import worker_environment
+    env = worker_environment(multi, tmp_path, plugins_available=False)
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == env["BYOC_TORCH_THREADS"] == "1"
 
     single = ServeSettings.from_env({"BYOC_MODEL_ROOT": str(tmp_path)})
     assert "plugins_path" not in mms_properties(single, None)

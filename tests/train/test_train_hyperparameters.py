@@ -46,3 +46,17 @@ def test_bad_hyperparameters_are_clear_errors(argv, message):
     with pytest.raises(HyperparameterError) as e:
         parse_hyperparameters(argv)
     assert message in str(e.value)
+
+
+def test_sagemaker_tuning_hyperparameters_are_dropped_not_rejected():
+    # A SageMaker tuning job adds _tuning_objective_metric to every training job it starts.
+    args = parse_hyperparameters(["--_tuning_objective_metric", "valid_acc", "--lr", "0.02",
+                                  "--_tuning_other=x", "--epochs", "3"])
+    assert args.lr == pytest.approx(0.02) and args.epochs == 3
+    with pytest.raises(HyperparameterError, match="unknown hyperparameter"):
+        parse_hyperparameters(["--tuning_objective_metric", "valid_acc"])
+
+
+@pytest.mark.parametrize("raw, expected", [("True", "true"), ("FALSE", "false"), (" auto ", "auto")])
+def test_feature_cache_accepts_json_booleans_as_the_toolkit_renders_them(raw, expected):
+    assert parse_hyperparameters(["--feature-cache", raw]).feature_cache == expected
