@@ -99,18 +99,8 @@ def train_one_epoch(model: nn.Module, batches: Iterable[Batch], *, criterion: nn
     """Train for up to ``total_steps`` steps. The scheduler steps per optimizer step."""
     set_train_mode(model)
     progress = Progress("train", epoch, epochs, total_steps, log_interval_s)
-    loss_sum, correct, seen, step = 0.0, 0, 0, 0
-    start = time.monotonic()
-    if timings:
-        timings.start()
-    for batch in batches:
-        if timings:
-            timings.data_ready()
-        skipped.add(batch.skipped)
-        if len(batch) == 0:
-            continue
-        images = batch.images.to(device, non_blocking=True)
-        labels = batch.labels.to(device, non_blocking=True)
+    tally, step = _Tally(), 0
+    for images, labels in _device_batches(batches, device, timings, skipped):
         with autocast_context(device, amp):
             logits = model(images)
             loss = criterion(logits, labels)
@@ -125,20 +115,15 @@ def train_one_epoch(model: nn.Module, batches: Iterable[Batch], *, criterion: nn
         scaler.update()
         scheduler.step()
         step += 1
-        n = len(batch)
-        loss_sum += loss.item() * n
-        correct += int((logits.argmax(1) == labels).sum())
-        seen += n
+        tally.add(loss, logits, labels)
         if timings:
-            timings.step_done(epoch, step, "TRAIN", n)
-        progress.update(step, seen, loss_sum / seen, force=step == total_steps)
+            timings.step_done(epoch, step, "TRAIN", len(labels))
+        progress.update(step, tally.seen, tally.loss_sum / tally.seen, force=step == total_steps)
         if stop or step >= total_steps:
             break
-    elapsed = time.monotonic() - start
-    completed = not stop
-    if seen == 0:
+    if tally.seen == 0:
         raise _no_readable_images("train")
-    return EpochResult(loss_sum / seen, correct / seen, seen, step, elapsed, completed)
+    return tally.result(step, completed=not stop)
 
 
 @torch.no_grad()
@@ -146,8 +131,28 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], *, criterion: nn.Module
              amp: bool, epoch: int, total_steps: int, timings: StepTimings | None, skipped: SkipCounter,
              stop: StopFlag, split: str) -> EpochResult:
     model.eval()
-    loss_sum, correct, seen, step = 0.0, 0, 0, 0
-    start = time.monotonic()
+    tally, step = _Tally(), 0
+    for images, labels in _device_batches(batches, device, timings, skipped):
+        with autocast_context(device, amp):
+            logits = model(images)
+            loss = criterion(logits, labels)
+        step += 1
+        tally.add(loss, logits, labels)
+        if timings:
+            timings.step_done(epoch, step, "EVAL", len(labels))
+        if stop or step >= total_steps:
+            break
+    if tally.seen == 0:
+        if stop:
+            return EpochResult(math.nan, math.nan, 0, 0, 0.0, False)
+        raise _no_readable_images(split)
+    return tally.result(step, completed=not stop)
+
+
+def _device_batches(batches: Iterable[Batch], device: torch.device, timings: StepTimings | None,
+                    skipped: SkipCounter):
+    """(images, labels) on ``device`` for every non-empty batch, counting unreadable images and
+    marking when each batch was ready (data wait vs compute in the step timings)."""
     if timings:
         timings.start()
     for batch in batches:
@@ -156,25 +161,25 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], *, criterion: nn.Module
         skipped.add(batch.skipped)
         if len(batch) == 0:
             continue
-        images = batch.images.to(device, non_blocking=True)
-        labels = batch.labels.to(device, non_blocking=True)
-        with autocast_context(device, amp):
-            logits = model(images)
-            loss = criterion(logits, labels)
-        step += 1
-        n = len(batch)
-        loss_sum += loss.float().item() * n
-        correct += int((logits.argmax(1) == labels).sum())
-        seen += n
-        if timings:
-            timings.step_done(epoch, step, "EVAL", n)
-        if stop or step >= total_steps:
-            break
-    if seen == 0:
-        if stop:
-            return EpochResult(math.nan, math.nan, 0, 0, 0.0, False)
-        raise _no_readable_images(split)
-    return EpochResult(loss_sum / seen, correct / seen, seen, step, time.monotonic() - start, not stop)
+        yield batch.images.to(device, non_blocking=True), batch.labels.to(device, non_blocking=True)
+
+
+class _Tally:
+    """Running loss / accuracy over an epoch."""
+
+    def __init__(self):
+        self.loss_sum, self.correct, self.seen = 0.0, 0, 0
+        self.start = time.monotonic()
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        n = len(labels)
+        self.loss_sum += loss.float().item() * n
+        self.correct += int((logits.argmax(1) == labels).sum())
+        self.seen += n
+
+    def result(self, steps: int, completed: bool) -> EpochResult:
+        return EpochResult(self.loss_sum / self.seen, self.correct / self.seen, self.seen, steps,
+                           time.monotonic() - self.start, completed)
 
 
 def _no_readable_images(split: str) -> DataError:

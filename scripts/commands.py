@@ -43,43 +43,23 @@ def _backend(settings: Settings):
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is the whole story (no traceback needed)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from byoc_common.artifact import ModelArtifactError
+    from container_serve.model_archive import UnsafeArchiveError
+    from scripts.aws.s3_data import S3UriError
+    from scripts.aws.sagemaker_training import LaunchError
     from scripts.datasets import DatasetError
     from scripts.endpoint_client import EndpointError
     from scripts.local_backend import TrainingFailed
+    from scripts.local_endpoint import EndpointError as LocalEndpointError
     from scripts.pipeline import StepFailed
+    from scripts.tuning.local_tuner import TuningError
+    from scripts.tuning.spec import SpecError
 
-    errors: list[type[BaseException]] = [DatasetError, ModelArtifactError, EndpointError, FileNotFoundError,
-                                         FileExistsError, TrainingFailed, StepFailed]
-    try:
-        from container_serve.model_archive import UnsafeArchiveError
-        from scripts.local_endpoint import EndpointError as LocalEndpointError
-        from scripts.tuning.local_tuner import TuningError
-
-        errors += [UnsafeArchiveError, LocalEndpointError, TuningError]
-    except ImportError:
-        pass
-    try:
-        from scripts.tuning.spec import SpecError
-
-        errors.append(SpecError)
-    except ImportError:
-        pass
-    try:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        from scripts.aws.s3_data import S3UriError
-
-        errors += [BotoCoreError, ClientError, S3UriError]
-    except ImportError:
-        pass
-    try:
-        from scripts.aws.sagemaker_training import LaunchError
-
-        errors.append(LaunchError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (DatasetError, ModelArtifactError, EndpointError, FileNotFoundError, FileExistsError,
+            TrainingFailed, StepFailed, UnsafeArchiveError, LocalEndpointError, TuningError, SpecError,
+            BotoCoreError, ClientError, S3UriError, LaunchError)
 
 
 def run(handler: str, args: argparse.Namespace, settings: Settings) -> int:

@@ -197,10 +197,8 @@ def prepare_fashion_mnist(dest: str | os.PathLike, per_class: int | dict[str, in
     from scripts.fashion_mnist import export_imagefolder
 
     dest = Path(dest)
-    if not _complete(dest):
-        _fresh(dest)
-        export_imagefolder(dest, classes=classes, per_class=per_class, size=size, seed=seed)
-        _mark_complete(dest)
+    _build_once(dest, lambda: export_imagefolder(dest, classes=classes, per_class=per_class, size=size,
+                                                 seed=seed))
     return validate_imagefolder(dest, source="fashion-mnist")
 
 
@@ -209,26 +207,21 @@ def prepare_synthetic(dest: str | os.PathLike, num_classes: int = 4, per_class: 
     from scripts.synthetic_dataset import make_dataset
 
     dest = Path(dest)
-    if not _complete(dest):
-        _fresh(dest)
-        make_dataset(dest, num_classes=num_classes, per_class=per_class, size=size, seed=seed)
-        _mark_complete(dest)
+    _build_once(dest, lambda: make_dataset(dest, num_classes=num_classes, per_class=per_class, size=size,
+                                           seed=seed))
     return validate_imagefolder(dest, source="synthetic")
 
 
-def _complete(dest: Path) -> bool:
-    return (dest / ".complete").exists()
-
-
-def _mark_complete(dest: Path) -> None:
-    (dest / ".complete").write_text("ok\n")
-
-
-def _fresh(dest: Path) -> None:
-    """A half-written dataset from an interrupted run is removed and made again."""
+def _build_once(dest: Path, build) -> None:
+    """Run ``build`` into an empty ``dest`` unless a previous run finished it (``.complete``); a
+    half-written dataset from an interrupted run is removed and made again."""
+    if (dest / ".complete").exists():
+        return
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
+    build()
+    (dest / ".complete").write_text("ok\n")
 
 
 def prepare(source: str, dest: str | os.PathLike, per_class: int | dict[str, int] = 60, size: int = 64,
