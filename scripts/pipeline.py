@@ -178,15 +178,24 @@ def step_report(ctx: Context) -> dict:
 
 
 def subset_dataset(root: Path, dest: Path, num_classes: int) -> Path:
-    """The first ``num_classes`` classes of ``root`` as a new ImageFolder (symlinked class folders)."""
+    """The first ``num_classes`` classes of ``root`` as a new ImageFolder.
+
+    Files are hard-linked (copied across filesystems), never symlinked: a container job mounts only
+    the channel folder, where a symlink to the original dataset would point at nothing."""
     if dest.exists():
         shutil.rmtree(dest)
     classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())[:num_classes]
     for split in ("train", "valid", "test"):
-        (dest / split).mkdir(parents=True)
         for c in classes:
-            (dest / split / c).symlink_to((root / split / c).resolve(), target_is_directory=True)
+            shutil.copytree(root / split / c, dest / split / c, copy_function=_link_or_copy)
     return dest
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def step_train_second(ctx: Context) -> dict:
