@@ -65,21 +65,27 @@ def run_trial(job_dir: Path, hps: dict, data: Path, env: dict | None = None) -> 
 CACHE_ON, CACHE_OFF = json.dumps("true"), json.dumps("false")
 
 
-def run_cache_trial(job_dir: Path, hps: dict, data: Path, cache_dir: Path) -> tuple[str, float]:
-    return run_trial(job_dir, {**hps, "feature-cache": CACHE_ON}, data,
+def run_cache_trial(job_dir: Path, hps: dict, data: Path, cache_dir: Path, views: int = 0) -> tuple[str, float]:
+    return run_trial(job_dir, {**hps, "feature-cache": CACHE_ON, "feature-cache-views": views}, data,
                      env={**os.environ, "BYOC_FEATURE_CACHE_DIR": str(cache_dir)})
 
 
-def run_variant(name: str, grid: list[dict], static: dict, data: Path, work: Path, parallel: int) -> dict:
+def variant_name(views: int | None) -> str:
+    """``images`` (no cache), ``cache`` (one eval view per image), ``cache-vN`` (N augmented views)."""
+    return "images" if views is None else ("cache" if views == 0 else f"cache-v{views}")
+
+
+def run_variant(views: int | None, grid: list[dict], static: dict, data: Path, work: Path, parallel: int) -> dict:
+    name = variant_name(views)
     cache_dir = work / "feature-cache"
 
     def trial(i_hp):
         i, hp = i_hp
         hps = {**static, **hp}
         job = work / f"{name}-trial{i}"
-        if name == "images":
+        if views is None:
             return run_trial(job, {**hps, "feature-cache": CACHE_OFF}, data)
-        return run_cache_trial(job, hps, data, cache_dir)
+        return run_cache_trial(job, hps, data, cache_dir, views)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(parallel) as pool:
@@ -91,6 +97,30 @@ def run_variant(name: str, grid: list[dict], static: dict, data: Path, work: Pat
     train_s = [json.loads((work / f"{name}-trial{i}" / "output" / "data" / "metrics.json").read_text())["seconds"]
                for i in range(len(grid))]
     return {"wall_s": wall, "trial_s": [t for _, t in outs], "train_s": train_s, "valid_acc": accs}
+
+
+def print_comparison(grid: list[dict], img: dict, cac: dict, name: str) -> None:
+    """Per-trial and summary tables: the image loop against one cache variant."""
+    rows = []
+    for i, hp in enumerate(grid):
+        ti, tc, si, sc = img["trial_s"][i], cac["trial_s"][i], img["train_s"][i], cac["train_s"][i]
+        ai, ac = img["valid_acc"][i], cac["valid_acc"][i]
+        rows.append([hp["lr"], hp["batch-size"], hp["epochs"], f"{ti:.1f}", f"{tc:.1f}", f"{ti / tc:.1f}x",
+                     f"{si:.1f}", f"{sc:.1f}", f"{si / sc:.1f}x", f"{ai:.3f}", f"{ac:.3f}", f"{(ac - ai) * 100:+.1f}"])
+    print_table(f"Per trial (images vs {name}): job wall time, training time (metrics.json seconds, no "
+                "process start-up), final-epoch validation accuracy",
+                ["lr", "batch", "epochs", "job s images", f"job s {name}", "ratio", "train s images",
+                 f"train s {name}", "ratio", "acc images", f"acc {name}", "diff (points)"], rows)
+    best_i, best_c = max(img["valid_acc"]), max(cac["valid_acc"])
+    mean_i, mean_c = statistics.fmean(img["valid_acc"]), statistics.fmean(cac["valid_acc"])
+    summary = [
+        ["8-trial wall time (s)", f"{img['wall_s']:.1f}", f"{cac['wall_s']:.1f}", f"{img['wall_s'] / cac['wall_s']:.1f}x"],
+        ["sum of training time (s)", f"{sum(img['train_s']):.1f}", f"{sum(cac['train_s']):.1f}",
+         f"{sum(img['train_s']) / sum(cac['train_s']):.1f}x"],
+        ["best trial validation accuracy", f"{best_i:.3f}", f"{best_c:.3f}", f"{(best_c - best_i) * 100:+.1f} points"],
+        ["mean validation accuracy", f"{mean_i:.3f}", f"{mean_c:.3f}", f"{(mean_c - mean_i) * 100:+.1f} points"],
+    ]
+    print_table(f"Tuning run: feature-cache=false (images) vs {name}", ["", "images", name, "ratio / diff"], summary)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -106,6 +136,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers per trial")
     p.add_argument("--epochs-scale", type=float, default=1.0,
                    help="multiply the grid's epochs (e.g. 0.5 for a quick check)")
+    p.add_argument("--cache-views", default="0",
+                   help="comma-separated feature-cache-views values, one cache variant each "
+                        "(0 = one eval view per image; N = N augmented views cycled over epochs)")
     p.add_argument("--work-dir", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     a = p.parse_args(argv)
@@ -121,34 +154,15 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"# bench_tuning_cache: {machine_note()}\n# data: {source} {a.classes} classes, "
           f"{a.train_per_class}/{a.valid_per_class}/{a.test_per_class} per class; static {static}; "
           f"grid {grid}; parallel {a.parallel}; work dir {work}", flush=True)
+    variants = [None] + [int(v) for v in a.cache_views.split(",")]
     results = {}
-    for name in ("images", "cache"):
+    for views in variants:
         shutil.rmtree(work / "feature-cache", ignore_errors=True)
-        results[name] = run_variant(name, grid, static, data, work, a.parallel)
-        print(f"# {name}: {results[name]['wall_s']:.1f}s", flush=True)
-    img, cac = results["images"], results["cache"]
-    rows = []
-    for i, hp in enumerate(grid):
-        ti, tc, si, sc = img["trial_s"][i], cac["trial_s"][i], img["train_s"][i], cac["train_s"][i]
-        ai, ac = img["valid_acc"][i], cac["valid_acc"][i]
-        rows.append([hp["lr"], hp["batch-size"], hp["epochs"], f"{ti:.1f}", f"{tc:.1f}", f"{ti / tc:.1f}x",
-                     f"{si:.1f}", f"{sc:.1f}", f"{si / sc:.1f}x", f"{ai:.3f}", f"{ac:.3f}", f"{(ac - ai) * 100:+.1f}"])
-    print_table("Per trial: job wall time, training time (metrics.json seconds, no process start-up), "
-                "final-epoch validation accuracy",
-                ["lr", "batch", "epochs", "job s images", "job s cache", "ratio", "train s images",
-                 "train s cache", "ratio", "acc images", "acc cache", "diff (points)"], rows)
-    best_i, best_c = max(img["valid_acc"]), max(cac["valid_acc"])
-    summary = [
-        ["8-trial wall time (s)", f"{img['wall_s']:.1f}", f"{cac['wall_s']:.1f}", f"{img['wall_s'] / cac['wall_s']:.1f}x"],
-        ["sum of training time (s)", f"{sum(img['train_s']):.1f}", f"{sum(cac['train_s']):.1f}",
-         f"{sum(img['train_s']) / sum(cac['train_s']):.1f}x"],
-        ["best trial validation accuracy", f"{best_i:.3f}", f"{best_c:.3f}", f"{(best_c - best_i) * 100:+.1f} points"],
-        ["mean validation accuracy", f"{statistics.fmean(img['valid_acc']):.3f}",
-         f"{statistics.fmean(cac['valid_acc']):.3f}",
-         f"{(statistics.fmean(cac['valid_acc']) - statistics.fmean(img['valid_acc'])) * 100:+.1f} points"],
-    ]
-    print_table("Tuning run: feature-cache=false (images) vs feature-cache=true (cache)",
-                ["", "images", "cache", "ratio / diff"], summary)
+        results[variant_name(views)] = run_variant(views, grid, static, data, work, a.parallel)
+        print(f"# {variant_name(views)}: {results[variant_name(views)]['wall_s']:.1f}s", flush=True)
+    img = results["images"]
+    for name in [variant_name(v) for v in variants[1:]]:
+        print_comparison(grid, img, results[name], name)
     out = {"grid": grid, "static": static, "source": source, "results": results}
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
