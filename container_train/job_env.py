@@ -71,3 +71,42 @@ def resolve_paths(environ: dict[str, str] | None = None) -> JobPaths:
         config_dir=base / "input" / "config",
         channels=channels,
     )
+
+
+# --- the config files SageMaker writes before it starts the container -----------------------------
+# The toolkit reads resourceconfig.json and inputdataconfig.json; without them it exits at once, with
+# code 0 and no message. The local runner writes them (scripts/local_training_job.py) and the image's
+# entry point fills in missing ones for a hand-made `docker run -v <dir>:/opt/ml IMAGE train`.
+
+def single_host_resource_config() -> dict:
+    """resourceconfig.json of a one-instance job."""
+    return {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"}
+
+
+def file_mode_input_data_config(channels) -> dict:
+    """inputdataconfig.json for ``channels`` (names), all in File mode."""
+    return {name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
+                   "RecordWrapperType": "None"} for name in channels}
+
+
+def complete_local_config(base: Path) -> list[str]:
+    """Write the config files SageMaker would have written and that are missing under ``base``:
+    one host, the channels found under ``input/data``, no hyperparameters. Returns the files written."""
+    import json
+
+    config = base / "input" / "config"
+    data = base / "input" / "data"
+    channels = sorted(p.name for p in data.iterdir() if p.is_dir()) if data.is_dir() else []
+    defaults = {
+        "resourceconfig.json": single_host_resource_config(),
+        "inputdataconfig.json": file_mode_input_data_config(channels),
+        "hyperparameters.json": {},
+    }
+    written = []
+    for name, content in defaults.items():
+        path = config / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(content, indent=1))
+            written.append(name)
+    return written

@@ -8,7 +8,9 @@ sits in front of it: on SIGTERM/SIGINT it signals the user script the toolkit st
 (``train.py``, which checkpoints, saves its best model and exits 0); the toolkit then sees the
 script finish and exits normally, and this process exits with the toolkit's code.
 
-Before starting, it also makes sure ``/opt/ml/code`` holds ``$SAGEMAKER_PROGRAM``: SageMaker leaves
+Before starting, it writes the job config files SageMaker always provides when a hand-made ``/opt/ml``
+lacks them (without ``resourceconfig.json`` the toolkit exits 0 at once, silently), and makes sure
+``/opt/ml/code`` holds ``$SAGEMAKER_PROGRAM``: SageMaker leaves
 the image's ``/opt/ml/code`` alone, but a local run that mounts a whole ``/opt/ml`` tree over it
 (``docker run -v job/opt/ml:/opt/ml IMAGE train``) hides it, so the script is copied in from
 ``$BYOC_TRAIN_SCRIPT``, the package's copy of it.
@@ -61,10 +63,22 @@ def stage_user_script(environ=os.environ) -> Path | None:
     return target
 
 
+def fill_missing_config(environ=os.environ) -> None:
+    """Write the job config files a hand-made ``/opt/ml`` lacks (SageMaker always writes them)."""
+    from container_train.job_env import complete_local_config
+
+    base = Path(environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
+    written = complete_local_config(base)
+    if written:
+        print(f"[entrypoint] not on SageMaker? wrote the missing {', '.join(written)} under {base}/input/config "
+              "(one host, channels from input/data)", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     command = list(sys.argv[1:] if argv is None else argv) or ["train"]
     if command[0] == "train":
         stage_user_script()
+        fill_missing_config()
     toolkit = subprocess.Popen(command)
 
     def forward(signum, _frame):

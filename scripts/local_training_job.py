@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from container_train.hyperparameters import to_sagemaker_strings
+from container_train.job_env import file_mode_input_data_config, single_host_resource_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = REPO_ROOT / "container_train" / "train.py"
@@ -105,12 +106,8 @@ def prepare_job_dir(job_dir: Path, hyperparameters: dict, channels: dict[str, st
     job_dir = Path(job_dir).resolve()
     config = job_dir / "input" / "config"
     _write_json(config / "hyperparameters.json", to_sagemaker_strings(hyperparameters))
-    _write_json(config / "resourceconfig.json",
-                {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"})
-    _write_json(config / "inputdataconfig.json", {
-        name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
-               "RecordWrapperType": "None"} for name in channels
-    })
+    _write_json(config / "resourceconfig.json", single_host_resource_config())
+    _write_json(config / "inputdataconfig.json", file_mode_input_data_config(channels))
     data = job_dir / "input" / "data"
     data.mkdir(parents=True, exist_ok=True)
     for name, path in channels.items():

@@ -67,6 +67,28 @@ def test_train_image_runs_a_training_job(train_image, dataset, tmp_path, give_ba
     assert values, "the loss tensor has no saved values"
 
 
+def test_train_image_runs_a_hand_made_opt_ml(train_image, dataset, tmp_path, give_back_to_user, docker):
+    """The README's `docker run -v <dir>:/opt/ml IMAGE train` with only the data and hyperparameters.json
+    (no resourceconfig.json / inputdataconfig.json, which SageMaker always writes) trains for real."""
+    import shutil
+
+    opt_ml = tmp_path / "ml"
+    give_back_to_user(train_image, opt_ml)
+    shutil.copytree(dataset, opt_ml / "input" / "data" / "training")   # train/ valid/ test/, as dogImages
+    (opt_ml / "input" / "config").mkdir(parents=True)
+    hps = {**TINY_JOB, "epochs": 1, "debugger": False}
+    (opt_ml / "input" / "config" / "hyperparameters.json").write_text(
+        json.dumps({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in hps.items()}))
+
+    proc = docker("run", "--rm", "--network", "host", "--add-host", "algo-1:127.0.0.1",
+                  "-v", f"{opt_ml}:/opt/ml", train_image, "train", timeout=900)
+
+    assert "wrote the missing resourceconfig.json, inputdataconfig.json" in proc.stderr + proc.stdout
+    _, classes, _ = load_model_artifact(opt_ml / "model")
+    assert len(classes) == NUM_CLASSES
+    assert (opt_ml / "output" / "success").exists()
+
+
 def test_train_image_reports_bad_data_in_the_failure_file(train_image, dataset, tmp_path, give_back_to_user):
     job_dir = tmp_path / "job"
     give_back_to_user(train_image, job_dir)

@@ -52,3 +52,22 @@ def test_trainer_processes_looks_through_a_shell_wrapper():
     finally:
         os.killpg(toolkit.pid, signal.SIGKILL)      # the whole little tree: python, sh, sleep
         toolkit.wait()
+
+
+def test_missing_job_config_is_filled_in_and_existing_files_are_kept(tmp_path):
+    """A hand-made /opt/ml (no resourceconfig.json) would make the toolkit exit 0 doing nothing."""
+    import json
+
+    entry = load_entrypoint()
+    base = tmp_path / "opt_ml"
+    (base / "input" / "data" / "training").mkdir(parents=True)
+    (base / "input" / "data" / "pretrained").mkdir()
+    (base / "input" / "config").mkdir()
+    (base / "input" / "config" / "hyperparameters.json").write_text('{"epochs": "3"}')
+
+    entry.fill_missing_config({"SAGEMAKER_BASE_DIR": str(base)})
+
+    config = base / "input" / "config"
+    assert json.loads((config / "resourceconfig.json").read_text())["hosts"] == ["algo-1"]
+    assert sorted(json.loads((config / "inputdataconfig.json").read_text())) == ["pretrained", "training"]
+    assert json.loads((config / "hyperparameters.json").read_text()) == {"epochs": "3"}
