@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import traceback
 
 from container_serve.image_classifier_handler import ImageClassifierHandler
@@ -59,7 +60,16 @@ def handle(data, context):
     global _service
     if data is None:
         service = HandlerService()
-        service.initialize(context)
+        try:
+            service.initialize(context)
+        except Exception as e:
+            # Say why in one line first: MMS stops reading the worker's output as soon as the worker
+            # dies, so the traceback that follows may reach the log only in part.
+            logger.error("cannot load model %s: %s: %s", getattr(context, "model_name", "?"),
+                         type(e).__name__, e)
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            raise
         _service = service
         return None
     return _service.handle(data, context)

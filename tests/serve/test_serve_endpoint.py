@@ -172,7 +172,8 @@ def test_model_url_outside_model_root_is_refused(loaded_endpoint, trained_models
     status, body = loaded_endpoint.load_model("outsider", url=str(trained_models["shapes-a"].model_dir))
     assert status >= 400, body
     assert "outsider" not in {m["modelName"] for m in loaded_endpoint.list_models()[1]["models"]}
-    assert _log_shows(loaded_endpoint, "outside the model root")
+    # the handler says why in the server log, before the worker exits (handler_service.handle)
+    assert _log_shows(loaded_endpoint, "outside the model root"), loaded_endpoint.log_text()[-4000:]
     # '..' in the url is refused by MMS before any code runs
     sneaky = f"{loaded_endpoint.model_root}/../../{trained_models['shapes-a'].model_dir}"
     status, body = loaded_endpoint.load_model("sneaky", url=sneaky)
