@@ -153,9 +153,11 @@ def test_killed_tuner_resumes_without_repeating_finished_trials(data_dir, tmp_pa
 def test_auto_early_stopping_prunes_a_diverging_trial(data_dir, tmp_path):
     # Two healthy trials first, then a learning rate that makes the loss explode: its first-epoch
     # training loss is far above the median of the healthy ones and the job is stopped.
+    # 96 px makes an epoch last about a second: the tuner reads the log every 0.5 s, and at 32 px
+    # (0.1 s an epoch) the job sometimes finished before the prune reached it.
     spec = spec_of("train:loss", "Minimize", strategy="Random", max_jobs=3, max_parallel_jobs=1, early_stopping="Auto",
                    parameters={"lr": {"type": "categorical", "values": [0.01, 50.0]}},
-                   static={**TINY, "epochs": 2, "lr-scheduler": "none"})
+                   static={**TINY, "epochs": 4, "image-size": 96, "lr-scheduler": "none"})
     result = run_local_tuning(spec, channels_from_data_dir(data_dir), tmp_path / "tune", progress=False,
                               enqueue=[{"lr": 0.01}, {"lr": 0.01}, {"lr": 50.0}])
     by_trial = {r["trial"]: r for r in result.leaderboard}
@@ -163,7 +165,7 @@ def test_auto_early_stopping_prunes_a_diverging_trial(data_dir, tmp_path):
     bad = by_trial[2]
     assert bad["lr"] == 50.0 and bad["epochs_reported"] == 1
     log = (Path(bad["job_dir"]) / "training.log").read_text()
-    assert "#metric epoch=1 " in log and "#metric epoch=2 " not in log     # stopped early
+    assert "#metric epoch=1 " in log and "#metric epoch=4 " not in log     # stopped early
     assert result.best_params == {"lr": 0.01}
 
 
