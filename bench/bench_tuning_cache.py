@@ -59,14 +59,8 @@ def run_trial(job_dir: Path, hps: dict, data: Path, env: dict | None = None) -> 
     return r.log_text, time.perf_counter() - start
 
 
-# The sagemaker-training toolkit JSON-decodes every hyperparameter value, so a bare "true"/"false"
-# reaches train.py as "True"/"False"; a JSON-encoded string (what the SageMaker Python SDK sends for
-# string hyperparameters) arrives as the lower-case word the trainer's choices list.
-CACHE_ON, CACHE_OFF = json.dumps("true"), json.dumps("false")
-
-
 def run_cache_trial(job_dir: Path, hps: dict, data: Path, cache_dir: Path, views: int = 0) -> tuple[str, float]:
-    return run_trial(job_dir, {**hps, "feature-cache": CACHE_ON, "feature-cache-views": views}, data,
+    return run_trial(job_dir, {**hps, "feature-cache": True, "feature-cache-views": views}, data,
                      env={**os.environ, "BYOC_FEATURE_CACHE_DIR": str(cache_dir)})
 
 
@@ -84,7 +78,7 @@ def run_variant(views: int | None, grid: list[dict], static: dict, data: Path, w
         hps = {**static, **hp}
         job = work / f"{name}-trial{i}"
         if views is None:
-            return run_trial(job, {**hps, "feature-cache": CACHE_OFF}, data)
+            return run_trial(job, {**hps, "feature-cache": False}, data)
         return run_cache_trial(job, hps, data, cache_dir, views)
 
     start = time.perf_counter()
