@@ -10,10 +10,10 @@ import requests
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from scripts.aws import batch_transform, cleanup, endpoints, s3_data
-from scripts.aws.manifest import MANIFEST_FILE, Manifest
-
-from .conftest import BUCKET, REGION, ROLE
+from byoc.aws import batch_transform, cleanup, endpoints, s3_data
+from byoc.aws.errors import LaunchError
+from byoc.aws.manifest import MANIFEST_FILE, Manifest
+from tests.helpers.moto_server import BUCKET, REGION, ROLE
 
 
 def _record_params(client) -> list[tuple[str, dict]]:
@@ -91,8 +91,8 @@ def test_multi_model_endpoint_requests_and_state(ctx):
 
 
 def test_create_endpoint_requires_role_and_image(settings_for):
-    from scripts.aws.session import AwsContext
-    from scripts.config import ConfigError
+    from byoc.aws.session import AwsContext
+    from byoc.settings import ConfigError
 
     c = AwsContext.from_settings(settings_for(serve_image=None))
     with pytest.raises(ConfigError, match="serve_image"):
@@ -161,11 +161,11 @@ def test_batch_transform_job_request(ctx, tmp_path):
 
 
 def test_transform_request_validation():
-    with pytest.raises(ValueError, match="batch_strategy"):
+    with pytest.raises(LaunchError, match="batch_strategy"):
         batch_transform.transform_request("j", "m", "s3://b/i/", "s3://b/o/", "image/png", batch_strategy="Whole")
-    with pytest.raises(ValueError, match="max_payload_mb"):
+    with pytest.raises(LaunchError, match="max_payload_mb"):
         batch_transform.transform_request("j", "m", "s3://b/i/", "s3://b/o/", "image/png", max_payload_mb=0)
-    with pytest.raises(ValueError, match="invalid SageMaker"):
+    with pytest.raises(LaunchError, match="invalid SageMaker"):
         batch_transform.transform_request("bad_name!", "m", "s3://b/i/", "s3://b/o/", "image/png")
 
 

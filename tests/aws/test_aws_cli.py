@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import socket
 
-from scripts.cli import main
-
-from .conftest import BUCKET, REGION, ROLE
+from byoc.cli import main
+from tests.helpers.moto_server import BUCKET, REGION, ROLE
 
 
 def _flags(tmp_path, endpoint_url):

@@ -9,11 +9,10 @@ import socket
 import pytest
 from botocore.exceptions import ParamValidationError
 
-from scripts.aws import batch_transform, cleanup, endpoints, s3_data
-from scripts.aws.dry_run import DryRun
-from scripts.aws.session import AwsContext
-
-from .conftest import BUCKET
+from byoc.aws import batch_transform, cleanup, endpoints, s3_data
+from byoc.aws.dry_run import DryRun
+from byoc.aws.session import AwsContext
+from tests.helpers.moto_server import BUCKET
 
 
 def _closed_port() -> int:

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scripts import sagemaker_backend
-from scripts.aws.manifest import Manifest
-from scripts.commands import read_best_hyperparameters
-
-from .conftest import BUCKET, REGION
-
-SPEC = str(Path(__file__).resolve().parents[2] / "tuning" / "local-demo.yaml")
+from byoc.aws.manifest import Manifest
+from byoc.backends.sagemaker import SageMakerBackend
+from byoc.tuning.best import read_best_hyperparameters
+from byoc.tuning.specs import DEMO_SPEC
+from tests.helpers.moto_server import BUCKET, REGION
 
 
 def test_tune_then_train_then_report(ctx, settings_for, tmp_path):
     settings = settings_for()
+    backend = SageMakerBackend(settings)
     data = f"s3://{BUCKET}/byoc/demo/data/"
-    tuned = sagemaker_backend.tune(settings, data, SPEC, max_jobs=4, max_parallel_jobs=2,
+    tuned = backend.tune(data, str(DEMO_SPEC), max_jobs=4, max_parallel_jobs=2,
                                    static={"arch": "efficientnet_lite0"})
     desc = ctx.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuned["tuning_job"])
     definition = desc["TrainingJobDefinition"]
@@ -28,13 +27,13 @@ def test_tune_then_train_then_report(ctx, settings_for, tmp_path):
     best = read_best_hyperparameters(Path(settings.run_dir) / "tune")   # what `train --from-tuning` reads
     assert best["arch"] == "efficientnet_lite0" and tuned["best_hyperparameters"] == best
 
-    trained = sagemaker_backend.train(settings, data, {"arch": "resnet18", "epochs": "2"})
+    trained = backend.train(data, {"arch": "resnet18", "epochs": "2"})
     assert trained["status"] == "Completed" and trained["model_data"]
     job = ctx.sagemaker.describe_training_job(TrainingJobName=trained["training_job"])
     assert job["HyperParameters"] == {"arch": "resnet18", "epochs": "2"}
     assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/byoc/demo/jobs"
 
-    report = sagemaker_backend.report(settings, trained["training_job"])
+    report = backend.report(trained["job"])
     assert report["training_job"] == trained["training_job"] and isinstance(report["rules"], dict)
 
     kinds = {(r["kind"], r["name"]) for r in Manifest.load_or_new(settings.run_dir, REGION).resources}

@@ -7,9 +7,9 @@ import json
 import tarfile
 from pathlib import Path
 
+from byoc.tuning.best import read_best_hyperparameters
+from byoc.pipeline.steps import STEP_NAMES
 from byoc_common.artifact import read_model_metadata
-from scripts.commands import read_best_hyperparameters
-from scripts.pipeline import STEP_NAMES
 
 
 def check_pipeline_artifacts(run: Path) -> list[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.cli import main
-from scripts.config import ConfigError, load_settings
+from byoc.cli import main
+from byoc.settings import ConfigError, load_settings
 
 
 def test_precedence(tmp_path):

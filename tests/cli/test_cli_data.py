@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from scripts import datasets
-from scripts.cli import main
-from scripts.synthetic_dataset import make_dataset
+from byoc.cli import main
+from byoc.datasets.synthetic import make_dataset
+from byoc.datasets import prepare as datasets
 
 
 def _dog_zip(tmp_path) -> bytes:

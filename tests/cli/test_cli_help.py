@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.cli import build_parser, main
+from byoc.cli import build_parser, main
 
 SUBCOMMANDS = ("data", "tune", "train", "report", "package", "serve", "deploy", "invoke", "batch", "explain",
                "pipeline", "cleanup")

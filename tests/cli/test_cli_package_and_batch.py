@@ -7,10 +7,10 @@ import tarfile
 
 import pytest
 
+from byoc.cli import main
+from byoc.local.client import EndpointError, transform_folder, write_gradcam_png
 from byoc_common.architectures import build_classifier
 from byoc_common.artifact import ModelConfig, save_model_artifact
-from scripts.cli import main
-from scripts.endpoint_client import EndpointError, transform_folder, write_gradcam_png
 
 
 @pytest.fixture

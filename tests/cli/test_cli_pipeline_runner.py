@@ -8,8 +8,10 @@ import json
 
 import pytest
 
-from scripts import pipeline
-from scripts.config import load_settings
+from byoc.backends.base import BackendError
+from byoc.backends.local import LocalBackend
+from byoc.pipeline import runner, steps
+from byoc.settings import load_settings
 
 
 @pytest.fixture
@@ -25,22 +27,22 @@ def fake_steps(monkeypatch):
             return {"value": name}
         return fn
 
-    steps = [(n, make(n), n) for n in ("one", "two", "three")]
-    monkeypatch.setattr(pipeline, "STEPS", steps)
-    monkeypatch.setattr(pipeline, "STEP_NAMES", [s[0] for s in steps])
-    monkeypatch.setattr(pipeline, "print_summary", lambda state, run_dir: None)
+    fakes = [(n, make(n), n) for n in ("one", "two", "three")]
+    monkeypatch.setattr(steps, "STEPS", fakes)
+    monkeypatch.setattr(steps, "STEP_NAMES", [s[0] for s in fakes])
+    monkeypatch.setattr(runner, "print_summary", lambda state, run_dir: None)
     return calls, fail
 
 
 def _settings(tmp_path):
-    return load_settings(overrides={"run_dir": str(tmp_path / "run")}, environ={})
+    return LocalBackend(load_settings(overrides={"run_dir": str(tmp_path / "run")}, environ={}))
 
 
 def test_failure_then_resume_skips_finished_steps(tmp_path, fake_steps, capsys):
     calls, fail = fake_steps
     settings = _settings(tmp_path)
     fail["name"] = "two"
-    assert pipeline.run_pipeline(settings, profile="tiny") == 1
+    assert runner.run_pipeline(settings, profile="tiny") == 1
     out = capsys.readouterr().out
     assert "step two failed" in out and "two broke" in out
     log = tmp_path / "run" / "logs" / "two.log"
@@ -52,28 +54,28 @@ def test_failure_then_resume_skips_finished_steps(tmp_path, fake_steps, capsys):
 
     fail["name"] = None
     calls.clear()
-    assert pipeline.run_pipeline(settings, profile="tiny") == 0
+    assert runner.run_pipeline(settings, profile="tiny") == 0
     assert calls == ["two", "three"]
     assert "one: done earlier, skipped" in capsys.readouterr().out
 
     calls.clear()
-    assert pipeline.run_pipeline(settings, profile="tiny") == 0
+    assert runner.run_pipeline(settings, profile="tiny") == 0
     assert calls == []
-    assert pipeline.run_pipeline(settings, profile="tiny", from_step="two") == 0
+    assert runner.run_pipeline(settings, profile="tiny", from_step="two") == 0
     assert calls == ["two", "three"]
 
 
 def test_profile_mismatch_and_restart(tmp_path, fake_steps):
     calls, _ = fake_steps
     settings = _settings(tmp_path)
-    assert pipeline.run_pipeline(settings, profile="tiny") == 0
-    with pytest.raises(pipeline.StepFailed, match="--restart"):
-        pipeline.run_pipeline(settings, profile="demo")
+    assert runner.run_pipeline(settings, profile="tiny") == 0
+    with pytest.raises(BackendError, match="--restart"):
+        runner.run_pipeline(settings, profile="demo")
     calls.clear()
-    assert pipeline.run_pipeline(settings, profile="demo", restart=True) == 0
+    assert runner.run_pipeline(settings, profile="demo", restart=True) == 0
     assert calls == ["one", "two", "three"]
 
 
 def test_unknown_from_step(tmp_path, fake_steps):
-    with pytest.raises(pipeline.StepFailed, match="unknown step"):
-        pipeline.run_pipeline(_settings(tmp_path), profile="tiny", from_step="nope")
+    with pytest.raises(BackendError, match="unknown step"):
+        runner.run_pipeline(_settings(tmp_path), profile="tiny", from_step="nope")

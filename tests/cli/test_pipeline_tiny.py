@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.local_endpoint import free_port  # below 32767: multi-model-server's limit
-from scripts.pipeline import STEP_NAMES
+from byoc.local.endpoint import free_port  # below 32767: multi-model-server's limit
+from byoc.pipeline.steps import STEP_NAMES
 from tests.cli.pipeline_checks import check_pipeline_artifacts
 
 BYOC = Path(sys.executable).with_name("byoc")

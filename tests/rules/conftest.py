@@ -34,7 +34,7 @@ def tiny():
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory) -> Path:
-    from scripts.synthetic_dataset import make_dataset
+    from byoc.datasets.synthetic import make_dataset
 
     root = tmp_path_factory.mktemp("rules-data")
     make_dataset(root, num_classes=4, per_class=8, size=40)   # 4 training steps of 8 images per epoch
@@ -47,7 +47,7 @@ def channels(root: Path) -> dict[str, Path]:
 
 def run_trainer(job_dir: Path, dataset: Path, **hp):
     """A real local training job (process mode) with the Debugger hook saving every step."""
-    from scripts.local_training_job import run_training_job
+    from byoc.local.training_job import run_training_job
 
     result = run_training_job(job_dir, {**TRAINER_BASE_HP, **hp}, channels(dataset), timeout=900)
     assert result.returncode == 0, f"training job failed: {result.failure_reason}\n{result.log_text[-3000:]}"

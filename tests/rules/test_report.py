@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from container_train.contract import PROFILER_REPORT_FILE, STEP_TIMINGS_FILE, SYSTEM_METRICS_FILE
-from scripts.report import (
+from byoc.cli import main as byoc
+from byoc.report import (
     NOT_APPLICABLE,
     OK,
     TRIGGERED,
@@ -22,7 +22,7 @@ from scripts.report import (
     evaluate_all,
     load_profile,
 )
-from scripts.report.__main__ import main as report_cli
+from container_train.contract import PROFILER_REPORT_FILE, STEP_TIMINGS_FILE, SYSTEM_METRICS_FILE
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
@@ -96,7 +96,8 @@ def test_gpu_profile_flags_an_idle_gpu(tmp_path):
 def test_missing_records_are_a_clear_error(tmp_path, capsys):
     with pytest.raises(ProfileDataError, match="no profiler records"):
         build_profiler_report(tmp_path)
-    assert report_cli(["--job-output", str(tmp_path)]) == 2
+    (tmp_path / "output" / "data").mkdir(parents=True)
+    assert byoc(["report", "--job-dir", str(tmp_path), "--run-dir", str(tmp_path)]) == 1
     assert "no profiler records" in capsys.readouterr().err
 
 
@@ -115,11 +116,8 @@ def _check_report_sections(html: str) -> None:
 
 @pytest.mark.slow
 def test_report_from_a_real_training_job(healthy_job, tmp_path):
-    from scripts.rules import job_tensor_dir, rules_dir, run_rules
-
-    run_rules(job_tensor_dir(healthy_job.output_data_dir), ["ExplodingTensor", "LossNotDecreasing"],
-              rules_dir(healthy_job.output_data_dir))
-    assert report_cli(["--job-output", str(healthy_job.output_data_dir)]) == 0
+    """`byoc report` on a real job: every rule, then the report that shows their results."""
+    assert byoc(["report", "--job-dir", str(healthy_job.job_dir), "--run-dir", str(tmp_path)]) == 0
     path = healthy_job.output_data_dir / PROFILER_REPORT_FILE
     html = path.read_text()
     _check_report_sections(html)

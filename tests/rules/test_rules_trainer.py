@@ -1,4 +1,4 @@
-"""Rules on real training jobs: the project's trainer (scripts.local_training_job, process mode)
+"""Rules on real training jobs: the project's trainer (byoc.local.training_job, process mode)
 with the Debugger hook saving losses, weights, gradients and biases at every step.
 
 Why these parameters (tiny runs: 4 training steps per epoch, a few epochs):
@@ -19,8 +19,8 @@ Why these parameters (tiny runs: 4 training steps per epoch, a few epochs):
   stays in eval mode) and lr 1e-12, so the model does not change. LossNotDecreasing in EVAL
   mode with num_steps = validation steps per epoch compares the same validation batch one epoch
   apart: the loss is identical, 0% < diff_percent.
-* StopTraining: the same cannot-learn job configured for 20 epochs, watched live with
-  LossNotDecreasing as the stop_on rule. (An exploding job is a poor subject here: the trainer's
+* StopTraining: the same cannot-learn job configured for 20 epochs, run by `byoc train --stop-on
+  LossNotDecreasing` (the rule watched live). (An exploding job is a poor subject here: the trainer's
   own divergence guard ends it at the first NaN loss, racing the watcher.)
 """
 
@@ -30,8 +30,8 @@ import json
 
 import pytest
 
+from byoc.rules import ISSUES_FOUND, NO_ISSUES_FOUND, job_tensor_dir, rules_dir, run_rules
 from container_train.contract import STEP_TIMINGS_FILE
-from scripts.rules import ISSUES_FOUND, NO_ISSUES_FOUND, RuleWatcher, job_tensor_dir, rules_dir, run_rules
 
 pytestmark = pytest.mark.slow
 
@@ -87,23 +87,22 @@ def test_model_that_cannot_learn_fires_loss_not_decreasing(tmp_path, dataset, tr
     assert "fell only 0.000%" in result.message
 
 
-def test_stop_training_action_ends_a_job_early(tmp_path, base_hp, dataset, dataset_channels):
-    from scripts.local_training_job import TrainingJob
+def test_byoc_train_stop_on_ends_a_job_early(tmp_path, base_hp, dataset, capsys):
+    """`byoc train --stop-on`: the local StopTraining action (a RuleWatcher on the job's tensors)."""
+    from byoc.cli import main
 
     epochs = 20
-    rule = {"LossNotDecreasing": {"mode": "EVAL", "num_steps": _valid_steps_per_epoch(dataset)}}
-    job = TrainingJob(tmp_path / "job", {**base_hp, **FROZEN_HP, "epochs": epochs, "checkpoint": "true"},
-                      dataset_channels)
-    tensors = job.job_dir / "output" / "tensors"
-    with RuleWatcher(tensors, job.start(), rules=rule, stop_on=["LossNotDecreasing"],
-                     out_dir=job.job_dir / "output" / "data" / "rules", poll_interval_s=0.5) as watcher:
-        result = job.wait(timeout=900)
-    assert watcher.error is None
-    assert watcher.stopped_training, "the rule never fired"
-    assert "LossNotDecreasing fired" in watcher.stop_reason
-    assert result.returncode == 0, result.failure_reason          # SIGTERM -> checkpoint, clean exit
-    metrics = result.metrics
+    hps = {**base_hp, **FROZEN_HP, "epochs": epochs, "checkpoint": "true"}
+    steps = _valid_steps_per_epoch(dataset)
+    argv = ["train", "--data", str(dataset), "--job-dir", str(tmp_path / "job"), "--run-dir", str(tmp_path),
+            "--stop-on", "LossNotDecreasing", "--rule-param", "LossNotDecreasing.mode=EVAL",
+            "--rule-param", f"LossNotDecreasing.num_steps={steps}",
+            *[a for k, v in hps.items() for a in ("--hp", f"{k}={v}")]]
+    assert main(argv) == 0                                     # SIGTERM -> checkpoint, clean exit
+    answer = json.loads(capsys.readouterr().out)
+    assert "LossNotDecreasing fired" in answer["stopped_by_rule"]
+    metrics = json.loads((tmp_path / "job" / "output" / "data" / "metrics.json").read_text())
     assert metrics["status"] == "stopped"
     assert metrics["epochs_completed"] < epochs
-    saved = json.loads((job.job_dir / "output" / "data" / "rules" / "LossNotDecreasing.json").read_text())
+    saved = json.loads((tmp_path / "job" / "output" / "data" / "rules" / "LossNotDecreasing.json").read_text())
     assert saved["status"] == "IssuesFound"

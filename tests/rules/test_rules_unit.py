@@ -7,16 +7,15 @@ import json
 
 import pytest
 
-from scripts.rules import (
-    BUILTIN_RULES,
+from byoc.rules import (
     ISSUES_FOUND,
     NO_ISSUES_FOUND,
+    RULES,
     RuleParameterError,
     TensorDirError,
     read_results,
     run_rules,
 )
-from scripts.rules.__main__ import main as rules_cli
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +34,7 @@ def _by_rule(results):
 
 def test_healthy_run_keeps_every_rule_silent(runs):
     results = _by_rule(run_rules(runs["healthy"]))
-    assert set(results) == set(BUILTIN_RULES)
+    assert set(results) == set(RULES)
     for r in results.values():
         assert r.status == NO_ISSUES_FOUND, f"{r.rule} fired on the healthy run: {r.message}"
         assert r.steps_evaluated == 36          # 6 epochs x (4 TRAIN + 2 EVAL) steps
@@ -103,12 +102,8 @@ def test_results_json_per_rule_and_summary(runs, tmp_path):
     assert read_results(tmp_path / "rules")[1].status == "NoIssuesFound"
 
 
-def test_cli_writes_results_and_reports_issues(runs, tmp_path, capsys):
-    code = rules_cli(["--tensors", str(runs["frozen"]), "--out", str(tmp_path),
-                      "--rules", "LossNotDecreasing,ExplodingTensor",
-                      "--param", "LossNotDecreasing.mode=TRAIN", "--fail-on-issues"])
-    out = capsys.readouterr().out
-    assert code == 1
-    assert "LossNotDecreasing" in out and "IssuesFound" in out
+def test_results_are_written_with_their_parameters(runs, tmp_path):
+    results = run_rules(runs["frozen"], {"LossNotDecreasing": {"mode": "TRAIN"}, "ExplodingTensor": {}}, tmp_path)
+    assert {r.rule: r.status for r in results}["LossNotDecreasing"] == ISSUES_FOUND
     saved = json.loads((tmp_path / "LossNotDecreasing.json").read_text())
     assert saved["parameters"]["mode"] == "TRAIN" and saved["mode"] == "TRAIN"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from scripts.rules import ISSUES_FOUND, RuleWatcher
+from byoc.rules import ISSUES_FOUND, RuleWatcher
 
 
 def _start(tiny_path, out_dir, kind, epochs, sleep=0.05):

@@ -1,0 +1,107 @@
+"""Move data between this machine and S3: upload a dataset folder, upload or copy one artifact,
+download a prefix (e.g. batch-transform outputs), delete everything under a prefix."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from byoc.aws.session import AwsContext
+from byoc.errors import ByocError
+
+
+class S3UriError(ByocError, ValueError):
+    pass
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/key`` -> ``("bucket", "some/key")``."""
+    if not uri.startswith("s3://"):
+        raise S3UriError(f"not an S3 URI (s3://bucket/key): {uri!r}")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket:
+        raise S3UriError(f"S3 URI has no bucket: {uri!r}")
+    return bucket, key
+
+
+def join_s3(prefix_uri: str, *parts: str) -> str:
+    return prefix_uri.rstrip("/") + "/" + "/".join(p.strip("/") for p in parts)
+
+
+def iter_objects(ctx: AwsContext, prefix_uri: str) -> Iterator[dict]:
+    """Every object under ``prefix_uri`` (paginated ListObjectsV2)."""
+    bucket, prefix = parse_s3_uri(prefix_uri)
+    for page in ctx.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        yield from page.get("Contents", [])
+
+
+def upload_folder(ctx: AwsContext, folder: str | os.PathLike, dest_uri: str,
+                  on_progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+    """Upload every file under ``folder`` to ``dest_uri`` keeping relative paths.
+
+    Hidden files are skipped. Resume-friendly: files already in S3 with the same size are skipped. ``on_progress(done_bytes,
+    total_bytes)`` is called as bytes go out (boto3's ``upload_file`` callback). Returns
+    ``(uploaded, skipped)`` file counts.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    bucket, prefix = parse_s3_uri(dest_uri.rstrip("/") + "/")
+    existing = {o["Key"]: o["Size"] for o in iter_objects(ctx, f"s3://{bucket}/{prefix}")}
+    # Hidden files (e.g. the ``.complete`` marker of a prepared dataset) are bookkeeping, not data.
+    files = sorted(p for p in folder.rglob("*")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    todo = [p for p in files if existing.get(prefix + p.relative_to(folder).as_posix()) != p.stat().st_size]
+    total = sum(p.stat().st_size for p in todo)
+    done = 0
+
+    def _callback(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress:
+            on_progress(done, total)
+
+    for p in todo:
+        ctx.s3.upload_file(str(p), bucket, prefix + p.relative_to(folder).as_posix(), Callback=_callback)
+    return len(todo), len(files) - len(todo)
+
+
+def put_file(ctx: AwsContext, path: str | os.PathLike, dest_uri: str) -> str:
+    """Upload one local file to exactly ``dest_uri``; returns the URI."""
+    bucket, key = parse_s3_uri(dest_uri)
+    ctx.s3.upload_file(str(path), bucket, key)
+    return dest_uri
+
+
+def copy_object(ctx: AwsContext, src_uri: str, dest_uri: str) -> str:
+    """Server-side copy (no bytes pass through this machine); returns ``dest_uri``."""
+    src_bucket, src_key = parse_s3_uri(src_uri)
+    bucket, key = parse_s3_uri(dest_uri)
+    ctx.s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": src_bucket, "Key": src_key})
+    return dest_uri
+
+
+def download_prefix(ctx: AwsContext, prefix_uri: str, dest: str | os.PathLike) -> list[Path]:
+    """Download every object under ``prefix_uri`` into ``dest`` (relative paths kept)."""
+    bucket, prefix = parse_s3_uri(prefix_uri.rstrip("/") + "/")
+    dest = Path(dest)
+    out = []
+    for obj in iter_objects(ctx, f"s3://{bucket}/{prefix}"):
+        target = dest / obj["Key"][len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ctx.s3.download_file(bucket, obj["Key"], str(target))
+        out.append(target)
+    return out
+
+
+def delete_prefix(ctx: AwsContext, prefix_uri: str) -> int:
+    """Delete every object under ``prefix_uri`` (DeleteObjects, 1000 keys a request)."""
+    bucket, prefix = parse_s3_uri(prefix_uri)
+    if not prefix.strip("/"):
+        raise S3UriError(f"refusing to delete a whole bucket: {prefix_uri!r} has no key prefix")
+    keys = [o["Key"] for o in iter_objects(ctx, prefix_uri)]
+    for i in range(0, len(keys), 1000):
+        batch = [{"Key": k} for k in keys[i:i + 1000]]
+        ctx.s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+    return len(keys)

@@ -1,0 +1,183 @@
+"""``CreateTrainingJob`` on the plain API (boto3): the request, its names, sending and waiting.
+
+Building a request never talks to AWS, so ``--dry-run`` prints exactly what would be sent. The
+``send_*``/``wait_*`` functions take a boto3 SageMaker client (tests use botocore's Stubber or a
+moto server). The tuning job's training job definition shares :func:`common_job_fields`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from byoc.aws.debugger import (
+    DebuggerSettings,
+    debug_hook_config,
+    debug_rule_configurations,
+    profiler_config,
+    profiler_rule_configurations,
+)
+from byoc.aws.errors import LaunchError
+from byoc_common.sagemaker_paths import CHECKPOINT_DIR
+from container_train import contract
+from container_train.hyperparameters import to_sagemaker_strings
+
+# ---- settings shared by every training job ------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainingResources:
+    """Where and on what a training job runs (the SDK's estimator arguments)."""
+
+    image_uri: str                          # the ECR training image
+    role_arn: str
+    channels: Mapping[str, str]             # channel name -> s3:// prefix
+    output_s3_uri: str                      # s3://bucket/prefix: model.tar.gz, output.tar.gz
+    instance_type: str = "ml.g4dn.xlarge"
+    instance_count: int = 1
+    volume_size_gb: int = 30
+    max_runtime_s: int = 40 * 60            # the seed's 40 minutes per trial
+    spot: bool = False                      # EnableManagedSpotTraining
+    max_wait_s: int | None = None           # spot only: runtime + waiting for capacity
+    checkpoint_s3_uri: str | None = None    # synced with /opt/ml/checkpoints (needed for spot resume)
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        problems = []
+        if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/.+", self.role_arn):
+            problems.append(f"role_arn {self.role_arn!r} is not an IAM role ARN")
+        if not self.channels:
+            problems.append("no input channels (need at least 'training')")
+        for name, uri in {**self.channels, "output": self.output_s3_uri}.items():
+            if not str(uri).startswith("s3://"):
+                problems.append(f"{name}: {uri!r} is not an s3:// URI")
+        if self.checkpoint_s3_uri and not self.checkpoint_s3_uri.startswith("s3://"):
+            problems.append(f"checkpoint_s3_uri {self.checkpoint_s3_uri!r} is not an s3:// URI")
+        if self.spot and self.max_wait_s is not None and self.max_wait_s < self.max_runtime_s:
+            problems.append(f"max_wait_s ({self.max_wait_s}) must be >= max_runtime_s ({self.max_runtime_s})")
+        if problems:
+            raise LaunchError("invalid training settings: " + "; ".join(problems))
+
+
+def _channels(resources: TrainingResources) -> list[dict[str, Any]]:
+    return [
+        {
+            "ChannelName": name,
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
+                                            "S3DataDistributionType": "FullyReplicated"}},
+            "InputMode": "File",
+        }
+        for name, uri in resources.channels.items()
+    ]
+
+
+def common_job_fields(resources: TrainingResources) -> dict[str, Any]:
+    """Fields a tuning job's training job definition and a plain training job have in common."""
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": resources.max_runtime_s}
+    if resources.spot:
+        stopping["MaxWaitTimeInSeconds"] = resources.max_wait_s or 2 * resources.max_runtime_s
+    fields: dict[str, Any] = {
+        "RoleArn": resources.role_arn,
+        "InputDataConfig": _channels(resources),
+        "OutputDataConfig": {"S3OutputPath": resources.output_s3_uri},
+        "ResourceConfig": {"InstanceType": resources.instance_type,
+                           "InstanceCount": resources.instance_count,
+                           "VolumeSizeInGB": resources.volume_size_gb},
+        "StoppingCondition": stopping,
+        "EnableManagedSpotTraining": resources.spot,
+    }
+    if resources.checkpoint_s3_uri:
+        fields["CheckpointConfig"] = {"S3Uri": resources.checkpoint_s3_uri,
+                                      "LocalPath": CHECKPOINT_DIR}
+    return fields
+
+
+def job_tags(resources: TrainingResources) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in resources.tags.items()]
+
+
+def algorithm_specification(image_uri: str) -> dict[str, Any]:
+    """The training image, File input mode and the trainer's metric regexes."""
+    return {"TrainingImage": image_uri, "TrainingInputMode": "File",
+            "MetricDefinitions": [dict(d) for d in contract.METRIC_DEFINITIONS]}
+
+
+def build_training_job_request(job_name: str, hyperparameters: Mapping[str, Any],
+                               resources: TrainingResources,
+                               debugger: DebuggerSettings | None = None) -> dict[str, Any]:
+    """The ``CreateTrainingJob`` request (nothing is sent); with ``debugger`` it carries the hook,
+    the built-in rules, system profiling and the profiler report rule."""
+    resources.validate()
+    check_training_job_name(job_name)
+    request: dict[str, Any] = {
+        "TrainingJobName": job_name,
+        "HyperParameters": to_sagemaker_strings(dict(hyperparameters)),
+        "AlgorithmSpecification": algorithm_specification(resources.image_uri),
+        **common_job_fields(resources),
+    }
+    if debugger is not None:
+        request["DebugHookConfig"] = debug_hook_config(resources.output_s3_uri, debugger.save_interval)
+        request["DebugRuleConfigurations"] = debug_rule_configurations(debugger)
+        if debugger.profiler:
+            request["ProfilerConfig"] = profiler_config(resources.output_s3_uri,
+                                                        debugger.profiling_interval_ms)
+            request["ProfilerRuleConfigurations"] = profiler_rule_configurations(debugger.region)
+    if resources.tags:
+        request["Tags"] = job_tags(resources)
+    return request
+
+
+# ---- names ----------------------------------------------------------------------------------------
+
+_TRAINING_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+
+
+def check_training_job_name(name: str) -> None:
+    if not _TRAINING_NAME.fullmatch(name):
+        raise LaunchError(f"training job name {name!r} must be 1-63 letters, digits or hyphens "
+                          "(starting with a letter or digit)")
+
+
+def unique_job_name(base: str, max_len: int, now: datetime | None = None) -> str:
+    """``base-YYMMDD-HHMMSS`` cut to ``max_len`` (32 for tuning jobs, 63 for training jobs)."""
+    stamp = (now or datetime.now(UTC)).strftime("%y%m%d-%H%M%S")
+    base = re.sub(r"[^a-zA-Z0-9-]+", "-", base).strip("-") or "byoc"
+    return f"{base[: max_len - len(stamp) - 1].rstrip('-')}-{stamp}"
+
+
+# ---- sending and waiting ------------------------------------------------------------------------
+
+TRAINING_DONE = ("Completed", "Failed", "Stopped")
+
+
+def send_training_job(client, request: Mapping[str, Any]) -> str:
+    return client.create_training_job(**request)["TrainingJobArn"]
+
+
+def wait_until_done(describe: Callable[[], dict], status_key: str, done: tuple[str, ...], what: str,
+          poll_s: float, timeout_s: float | None, on_status: Callable[[dict], None] | None,
+          sleep: Callable[[float], None]) -> dict:
+    started = time.monotonic()
+    while True:
+        answer = describe()
+        if on_status is not None:
+            on_status(answer)
+        if answer[status_key] in done:
+            return answer
+        if timeout_s is not None and time.monotonic() - started > timeout_s:
+            raise LaunchError(f"{what} still {answer[status_key]} after {timeout_s:.0f} s")
+        sleep(poll_s)
+
+
+def wait_for_training_job(client, name: str, poll_s: float = 60, timeout_s: float | None = None,
+                          on_status: Callable[[dict], None] | None = None,
+                          sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Poll ``DescribeTrainingJob`` until the job ends; returns the last answer."""
+    return wait_until_done(lambda: client.describe_training_job(TrainingJobName=name),
+                 "TrainingJobStatus", TRAINING_DONE, f"training job {name}",
+                 poll_s, timeout_s, on_status, sleep)
+
+

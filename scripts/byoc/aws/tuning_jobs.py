@@ -1,0 +1,131 @@
+"""``CreateHyperParameterTuningJob`` on the plain API (boto3): the ranges, objective, strategy and
+limits of a :class:`~byoc.tuning.spec.TuningSpec` over a training job definition on the training
+image; waiting for it and reading its best training job (``BestTrainingJob``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from byoc.aws.errors import LaunchError
+from byoc.aws.training_jobs import (
+    TrainingResources,
+    algorithm_specification,
+    common_job_fields,
+    job_tags,
+    wait_until_done,
+)
+from byoc.tuning.spec import TuningSpec
+from container_train.hyperparameters import to_sagemaker_strings
+
+TUNING_DONE = ("Completed", "Failed", "Stopped")
+
+
+def _number(value: float | int) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+_TUNING_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}")
+
+
+def check_tuning_job_name(name: str) -> None:
+    if not _TUNING_NAME.fullmatch(name):
+        raise LaunchError(f"tuning job name {name!r} must be 1-32 letters, digits or hyphens "
+                          "(starting with a letter or digit)")
+
+
+def parameter_ranges(spec: TuningSpec) -> dict[str, list[dict[str, Any]]]:
+    """The spec's ranges as SageMaker ``ParameterRanges`` (all values strings)."""
+    ranges: dict[str, list[dict[str, Any]]] = {
+        "ContinuousParameterRanges": [],
+        "IntegerParameterRanges": [],
+        "CategoricalParameterRanges": [],
+    }
+    for p in spec.parameters:
+        if p.kind == "categorical":
+            strings = to_sagemaker_strings({str(i): v for i, v in enumerate(p.values)})
+            ranges["CategoricalParameterRanges"].append({"Name": p.name, "Values": list(strings.values())})
+        else:
+            key = "ContinuousParameterRanges" if p.kind == "continuous" else "IntegerParameterRanges"
+            ranges[key].append({"Name": p.name, "MinValue": _number(p.min_value),
+                                "MaxValue": _number(p.max_value), "ScalingType": p.scaling})
+    return ranges
+
+
+def build_tuning_job_request(spec: TuningSpec, job_name: str, resources: TrainingResources) -> dict[str, Any]:
+    """The ``CreateHyperParameterTuningJob`` request for ``spec`` (nothing is sent)."""
+    resources.validate()
+    check_tuning_job_name(job_name)
+    config: dict[str, Any] = {
+        "Strategy": spec.strategy,
+        "HyperParameterTuningJobObjective": {"Type": spec.objective.direction,
+                                             "MetricName": spec.objective.metric},
+        "ResourceLimits": {"MaxNumberOfTrainingJobs": spec.max_jobs,
+                           "MaxParallelTrainingJobs": spec.max_parallel_jobs},
+        "ParameterRanges": parameter_ranges(spec),
+        "TrainingJobEarlyStoppingType": spec.early_stopping,
+    }
+    if spec.random_seed is not None:
+        config["RandomSeed"] = spec.random_seed
+    if spec.hyperband is not None:
+        config["StrategyConfig"] = {"HyperbandStrategyConfig": {
+            "MinResource": spec.hyperband.min_resource, "MaxResource": spec.hyperband.max_resource}}
+    definition: dict[str, Any] = {
+        "StaticHyperParameters": spec.static_strings(),
+        "AlgorithmSpecification": algorithm_specification(resources.image_uri),
+        **common_job_fields(resources),
+    }
+    request: dict[str, Any] = {
+        "HyperParameterTuningJobName": job_name,
+        "HyperParameterTuningJobConfig": config,
+        "TrainingJobDefinition": definition,
+    }
+    if resources.tags:
+        request["Tags"] = job_tags(resources)
+    return request
+
+
+def send_tuning_job(client, request: Mapping[str, Any]) -> str:
+    return client.create_hyper_parameter_tuning_job(**request)["HyperParameterTuningJobArn"]
+
+
+def wait_for_tuning_job(client, name: str, poll_s: float = 60, timeout_s: float | None = None,
+                        on_status: Callable[[dict], None] | None = None,
+                        sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Poll ``DescribeHyperParameterTuningJob`` until the job ends; returns the last answer."""
+    return wait_until_done(lambda: client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name),
+                 "HyperParameterTuningJobStatus", TUNING_DONE, f"tuning job {name}",
+                 poll_s, timeout_s, on_status, sleep)
+
+
+@dataclass(frozen=True)
+class BestJob:
+    training_job_name: str
+    tuned_hyperparameters: dict[str, str]
+    objective_metric: str
+    objective_value: float
+
+
+def best_training_job(description: Mapping[str, Any]) -> BestJob:
+    """``BestTrainingJob`` of a ``DescribeHyperParameterTuningJob`` answer."""
+    name = description.get("HyperParameterTuningJobName", "?")
+    status = description.get("HyperParameterTuningJobStatus")
+    best = description.get("BestTrainingJob")
+    if not best:
+        reason = description.get("FailureReason") or "no training job reported the objective metric"
+        raise LaunchError(f"tuning job {name} ({status}) has no best training job: {reason}")
+    metric = best.get("FinalHyperParameterTuningJobObjectiveMetric", {})
+    return BestJob(training_job_name=best["TrainingJobName"],
+                   tuned_hyperparameters=dict(best["TunedHyperParameters"]),
+                   objective_metric=metric.get("MetricName", ""),
+                   objective_value=float(metric.get("Value", "nan")))
+
+
+def final_hyperparameters(spec: TuningSpec, best: BestJob) -> dict[str, str]:
+    """Static hyperparameters plus the best job's tuned ones (SageMaker-internal names dropped)."""
+    tuned = {k: v for k, v in best.tuned_hyperparameters.items() if not k.startswith("_")}
+    return {**spec.static_strings(), **tuned}
+
+

@@ -1,0 +1,109 @@
+"""The interface every backend implements: what a ``byoc`` command or pipeline step asks of the place
+it runs. :class:`~byoc.backends.local.LocalBackend` runs it on this machine (processes, or the two
+Docker images with ``--containers``); :class:`~byoc.backends.sagemaker.SageMakerBackend` creates
+SageMaker resources (``--dry-run`` prints the requests instead).
+
+Arguments that only one backend can honour are part of the signature and refused, with the reason,
+by the other one (:meth:`Backend.refuse`), never silently dropped.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from byoc.errors import ByocError
+from byoc.settings import Settings
+from container_serve import content_types as ct
+
+if TYPE_CHECKING:
+    from byoc.datasets.prepare import DatasetSummary
+
+
+class BackendError(ByocError):
+    """A job or endpoint operation failed, or an argument does not apply to this backend."""
+
+
+class Backend(ABC):
+    """One method per operation; results are plain dicts the CLI prints as JSON and the pipeline
+    records in its state file."""
+
+    name: str
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def refuse(self, option: str, value, why: str) -> None:
+        """Fail on an option this backend cannot honour (when it was given at all)."""
+        if value not in (None, False, (), "", {}):
+            raise BackendError(f"{option} does not apply to the {self.name} backend: {why}")
+
+    # ---- data --------------------------------------------------------------------------------
+    @abstractmethod
+    def data(self, source: str, dest: str | None = None, num_classes: int | None = None,
+             per_class: int | dict[str, int] = 60, size: int = 64, url: str | None = None) -> DatasetSummary:
+        """Prepare a ``train/ valid/ test/`` dataset on this machine; ``summary.location`` is what
+        :meth:`tune` and :meth:`train` take as ``data`` (the folder, or its S3 copy)."""
+
+    @abstractmethod
+    def dataset_location(self, root: Path, name: str) -> str:
+        """Make a prepared dataset folder available to jobs (as is, or uploaded under ``name``)."""
+
+    # ---- tuning and training -------------------------------------------------------------------
+    @abstractmethod
+    def tune(self, data: str, spec: str, max_jobs: int | None = None, max_parallel_jobs: int | None = None,
+             static: dict[str, str] | None = None, out_dir: str | None = None) -> dict:
+        """Search hyperparameters; the answer has ``best_hyperparameters`` once the search ended."""
+
+    @abstractmethod
+    def train(self, data: str, hyperparameters: dict[str, str], job_dir: str | None = None,
+              description: str = "training", stop_on: dict[str, dict[str, str]] | None = None) -> dict:
+        """One training job; the answer's ``job`` names it for :meth:`report`. ``stop_on``: Debugger
+        rules (name -> parameters) whose firing stops the job (SageMaker's StopTraining action)."""
+
+    @abstractmethod
+    def report(self, job: str) -> dict:
+        """Debugger rule statuses and the profiler report of a finished training job."""
+
+    @abstractmethod
+    def model_artifact(self, train_result: dict, name: str, out_dir: Path) -> str:
+        """The ``model.tar.gz`` a finished :meth:`train` produced, where :meth:`deploy` can take it."""
+
+    # ---- the multi-model endpoint --------------------------------------------------------------
+    @abstractmethod
+    def start_endpoint(self, port: int | None = None, model_root: str | None = None) -> dict:
+        """Bring up the multi-model endpoint and return where it is (kept until :meth:`stop_endpoint`)."""
+
+    @abstractmethod
+    def stop_endpoint(self) -> None:
+        """Stop what :meth:`start_endpoint` started in this process (a SageMaker endpoint stays up)."""
+
+    @abstractmethod
+    def serve(self, port: int | None = None, model_root: str | None = None) -> int:
+        """``byoc serve``: :meth:`start_endpoint`, then (locally) keep it up until Ctrl-C."""
+
+    @abstractmethod
+    def deploy(self, artifact: str, name: str, url: str | None = None) -> str:
+        """Add a ``model.tar.gz`` to the endpoint under ``name``; returns the name to invoke it by."""
+
+    @abstractmethod
+    def invoke(self, image: str, target_model: str | None = None, content_type: str | None = None,
+               accept: str = ct.JSON, topk: int | None = None, explain: bool = False,
+               url: str | None = None) -> tuple[str, bytes]:
+        """Classify one image file; returns ``(content type, body)`` (empty in a dry run)."""
+
+    @abstractmethod
+    def explain(self, image: str, target_model: str | None, content_type: str | None, output: str,
+                url: str | None = None) -> dict:
+        """Write the Grad-CAM PNG of the top class to ``output``; returns the prediction."""
+
+    @abstractmethod
+    def batch(self, input_dir: str, output_dir: str, target_model: str | None = None,
+              model_data: str | None = None, content_type: str | None = None, accept: str = ct.JSON,
+              max_payload_mb: int = 6, url: str | None = None) -> dict:
+        """Batch transform over a folder: one ``<input>.out`` per input in ``output_dir``."""
+
+    @abstractmethod
+    def cleanup(self, keep_data: bool = False) -> int:
+        """Stop or delete what this run created."""

@@ -1,0 +1,255 @@
+"""The local backend: everything on this machine, as processes (default) or as the two Docker
+images (``--containers``). No AWS account, no network.
+
+A running ``byoc serve`` records itself in ``<run dir>/endpoint.json`` (URL, model root, pid) so
+``deploy``/``invoke``/``batch``/``explain`` in another terminal find it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from byoc.backends.base import Backend, BackendError
+from byoc.console import console, progress_bar
+from byoc.datasets import prepare as datasets
+from byoc.local.client import EndpointClient
+from byoc.local.endpoint import LocalEndpoint
+from byoc.local.training_job import TrainingJob, TrainingJobResult
+from container_serve import content_types as ct
+from container_train.contract import completed_epochs
+
+ENDPOINT_FILE = "endpoint.json"
+DEFAULT_PORT = 8080
+PROGRESS_POLL_S = 0.5       # how often the epoch bar re-reads the job log
+
+
+def default_data_dir(source: str) -> Path:
+    name = "dogImages" if source == "dogimages" else source
+    return Path("data") / (name if name in datasets.SOURCES else Path(name).name)
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self._endpoint: LocalEndpoint | None = None
+        self._info: dict | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.settings.run_dir)
+
+    def _train_image(self) -> str | None:
+        return self.settings.train_image_local if self.settings.containers else None
+
+    # ---- data --------------------------------------------------------------------------------
+    def data(self, source, dest=None, num_classes=None, per_class=60, size=64, url=None):
+        dest_path = Path(dest) if dest else default_data_dir(source)
+        if source == "dogimages":
+            console.print(f"dogImages: downloading {url or datasets.DOGIMAGES_URL} into {dest_path} "
+                          "(resumes if interrupted)")
+            with progress_bar("dogImages.zip", unit="bytes") as update:
+                summary = datasets.prepare("dogimages", dest_path, url=url or datasets.DOGIMAGES_URL,
+                                           on_download=update)
+        else:
+            self.refuse("--url", url, "it is the dogImages download address")
+            summary = datasets.prepare(source, dest_path, per_class=per_class, size=size,
+                                       num_classes=num_classes)
+        summary.location = self.dataset_location(summary.root, "data")
+        return summary
+
+    def dataset_location(self, root, name):
+        return str(Path(root))
+
+    # ---- tuning and training -------------------------------------------------------------------
+    def tune(self, data, spec, max_jobs=None, max_parallel_jobs=None, static=None, out_dir=None):
+        """Optuna on this machine (:mod:`byoc.tuning.local_tuner`); resumable."""
+        from byoc.tuning.local_tuner import channels_from_data_dir, run_local_tuning
+        from byoc.tuning.spec import load_spec
+
+        loaded = load_spec(spec).with_overrides(static=static or None)
+        out = Path(out_dir) if out_dir else self.run_dir / "tune"
+        result = run_local_tuning(loaded, channels_from_data_dir(data), out, max_jobs=max_jobs,
+                                  max_parallel=max_parallel_jobs, image=self._train_image())
+        if not result.best_hyperparameters:
+            raise BackendError(f"no tuning trial finished with a {loaded.objective.metric} value; see the "
+                               f"trial logs under {out / 'trials'} and {result.leaderboard_csv}")
+        return {"out_dir": str(out), "best_trial": result.best_trial, "best_value": result.best_value,
+                "best_hyperparameters": result.best_hyperparameters, "leaderboard": str(result.leaderboard_csv)}
+
+    def train(self, data, hyperparameters, job_dir=None, description="training", stop_on=None):
+        """One job in a SageMaker-shaped ``/opt/ml`` tree; an epoch bar; the log path on failure."""
+        job_dir_path = Path(job_dir) if job_dir else self.run_dir / "train"
+        if not Path(data).is_dir():
+            raise FileNotFoundError(f"dataset {data} does not exist (prepare one with `byoc data`)")
+        log_file = job_dir_path / "training.log"
+        log_file.unlink(missing_ok=True)
+        job = TrainingJob(job_dir_path, hyperparameters, {"training": Path(data)}, image=self._train_image(),
+                          log_file=log_file)
+        epochs = int(hyperparameters.get("epochs", 5))
+        with progress_bar(description, total=epochs) as update:
+            job.start()
+            with _rule_watcher(job, stop_on) as watcher:
+                while job.running():
+                    update(len(completed_epochs(job.log_text())))
+                    time.sleep(PROGRESS_POLL_S)
+            result = job.wait()
+            update(len(completed_epochs(result.log_text)))
+        if not result.ok:
+            raise BackendError(f"training job in {job_dir_path} failed (exit {result.returncode}): "
+                               f"{result.failure_reason or 'see the log'}; log: {log_file}")
+        return _train_summary(job_dir_path, result, log_file, watcher)
+
+    def report(self, job):
+        from byoc.report import build_profiler_report
+        from byoc.rules import job_tensor_dir, run_rules
+
+        output_data = Path(job) / "output" / "data"
+        if not output_data.is_dir():
+            raise FileNotFoundError(f"{output_data} does not exist: is {job} a finished training job?")
+        results = run_rules(job_tensor_dir(output_data), out_dir=output_data / "rules")
+        html = build_profiler_report(output_data)
+        return {"rules": {r.rule: r.status for r in results}, "rules_dir": str(output_data / "rules"),
+                "profiler_report": str(html)}
+
+    def model_artifact(self, train_result, name, out_dir):
+        from byoc.packaging import package_model
+
+        return str(package_model(train_result["model_dir"], Path(out_dir) / f"{name}.tar.gz"))
+
+    # ---- the endpoint --------------------------------------------------------------------------
+    def start_endpoint(self, port=None, model_root=None):
+        """Start the multi-model endpoint (once per process) and record it in endpoint.json."""
+        if self._endpoint is None:
+            root = Path(model_root) if model_root else self.run_dir / "endpoint" / "models"
+            root.mkdir(parents=True, exist_ok=True)
+            self._endpoint = LocalEndpoint(
+                port=port, model_root=root, multi_model=True,
+                image=self.settings.serve_image_local if self.settings.containers else None,
+                log_file=self.run_dir / "endpoint" / "server.log").start()
+            self._info = _write_endpoint_info(self.run_dir / ENDPOINT_FILE, self._endpoint)
+        return dict(self._info)
+
+    def stop_endpoint(self):
+        if self._endpoint is not None:
+            self._endpoint.stop()
+            (self.run_dir / ENDPOINT_FILE).unlink(missing_ok=True)
+            self._endpoint = self._info = None
+
+    def serve(self, port=None, model_root=None):
+        info = self.start_endpoint(port or self.settings.port or DEFAULT_PORT, model_root)
+        console.print(f"[green]endpoint up[/] at {info['url']} (models from {info['model_root']}); "
+                      f"recorded in {self.run_dir / ENDPOINT_FILE}")
+        console.print("deploy with `byoc deploy MODEL.tar.gz --name NAME`; Ctrl-C stops it")
+        stop: list[bool] = []
+        signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+        try:
+            while not stop:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            console.print("stopping the endpoint")
+            self.stop_endpoint()
+        return 0
+
+    def endpoint_info(self, url: str | None = None) -> dict:
+        """The endpoint this process started, else the one ``byoc serve`` recorded; ``url`` wins."""
+        path = self.run_dir / ENDPOINT_FILE
+        info = dict(self._info) if self._info else (json.loads(path.read_text()) if path.is_file() else {})
+        if url:
+            info["url"] = url
+        info.setdefault("url", f"http://127.0.0.1:{self.settings.port or DEFAULT_PORT}")
+        return info
+
+    def _client(self, url: str | None) -> EndpointClient:
+        return EndpointClient(self.endpoint_info(url)["url"])
+
+    def deploy(self, artifact, name, url=None):
+        """Unpack ``artifact`` under the endpoint's model root (as SageMaker does) and load it; a
+        model already loaded under ``name`` is replaced."""
+        from container_serve.model_archive import deploy_model
+
+        info = self.endpoint_info(url)
+        if "model_root" not in info:
+            raise FileNotFoundError(f"no running endpoint recorded in {self.run_dir / ENDPOINT_FILE}: "
+                                    "start one with `byoc serve` (same --run-dir)")
+        deploy_model(artifact, info["model_root"], name, overwrite=True)
+        self._client(url).deploy(name, f"{info['server_model_root']}/{name}", replace=True)
+        return name
+
+    def invoke(self, image, target_model=None, content_type=None, accept=ct.JSON, topk=None, explain=False,
+               url=None):
+        return self._client(url).classify_file(image, target_model, content_type, accept, topk, explain)
+
+    def explain(self, image, target_model, content_type, output, url=None):
+        return self._client(url).explain_to_png(image, output, target_model, content_type)
+
+    def batch(self, input_dir, output_dir, target_model=None, model_data=None, content_type=None,
+              accept=ct.JSON, max_payload_mb=6, url=None):
+        self.refuse("--model-data", model_data, "the local endpoint serves the models deployed to it; "
+                    "name one with --target-model")
+        with progress_bar("batch transform") as update:
+            result = self._client(url).transform_folder(input_dir, output_dir, target_model, content_type,
+                                                        accept, max_payload_mb, on_progress=update)
+        return {"outputs": [str(p) for p in result.outputs], "failures": result.failures}
+
+    def cleanup(self, keep_data=False):
+        """Stop a ``byoc serve`` recorded for this run dir (local data is never deleted)."""
+        self.refuse("--keep-data", keep_data, "local cleanup only stops the endpoint; it deletes no data")
+        path = self.run_dir / ENDPOINT_FILE
+        if not path.is_file():
+            console.print(f"nothing to clean up: no {path}")
+            return 0
+        pid = json.loads(path.read_text()).get("pid")
+        try:
+            os.kill(int(pid), signal.SIGTERM)
+            console.print(f"stopped `byoc serve` (pid {pid})")
+        except (ProcessLookupError, TypeError, ValueError):
+            path.unlink(missing_ok=True)
+        return 0
+
+
+def _write_endpoint_info(path: Path, ep: LocalEndpoint) -> dict:
+    """Record a started endpoint: its URL, where models are placed on this machine, and where the
+    server sees them (the same folder in process mode, /opt/ml/models inside the container)."""
+    info = {"url": ep.url, "model_root": str(ep.model_root),
+            "server_model_root": str(Path(ep.model_url("x")).parent), "pid": os.getpid()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=1))
+    return info
+
+
+class _NoWatcher:
+    stop_reason = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def _rule_watcher(job: TrainingJob, stop_on: dict[str, dict[str, str]] | None):
+    """The local StopTraining action: a :class:`~byoc.rules.RuleWatcher` on the job's tensors that
+    stops the job (SIGTERM to the trainer) when one of ``stop_on`` fires."""
+    if not stop_on:
+        return _NoWatcher()
+    from byoc.rules import RuleWatcher, job_tensor_dir
+
+    return RuleWatcher(job_tensor_dir(job.job_dir / "output" / "data"), job, rules=stop_on, stop_on=list(stop_on),
+                       out_dir=job.job_dir / "output" / "data" / "rules")
+
+
+def _train_summary(job_dir: Path, result: TrainingJobResult, log_file: Path, watcher) -> dict:
+    metrics = result.metrics or {}
+    accs = [h["valid_acc"] for h in metrics.get("history", []) if h.get("valid_acc") is not None]
+    return {"job": str(job_dir), "job_dir": str(job_dir), "model_dir": str(result.model_dir),
+            "output_data_dir": str(result.output_data_dir), "log": str(log_file),
+            "test": metrics.get("test"), "best_valid_acc": max(accs) if accs else None,
+            "stopped_by_rule": watcher.stop_reason}

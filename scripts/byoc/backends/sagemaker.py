@@ -1,0 +1,204 @@
+"""The SageMaker backend (boto3; ``--dry-run`` prints the requests instead of sending them).
+
+S3 layout of a run (``s3://BUCKET/PREFIX/<run>/``)::
+
+    data/{train,valid,test}/...      the dataset (byoc data); other datasets under <name>/
+    jobs/<job>/output/model.tar.gz   training job outputs (SageMaker's layout)
+    models/<name>.tar.gz             the multi-model endpoint's artifacts (TargetModel=<name>.tar.gz)
+    batch/<name>/input|output-*/     batch transform inputs and <input>.out answers
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+from byoc.aws import batch_transform, endpoints, s3_data
+from byoc.aws import training_jobs as tj
+from byoc.aws import tuning_jobs as hpo
+from byoc.aws.debugger import DebuggerSettings
+from byoc.aws.session import AwsContext
+from byoc.backends.base import Backend, BackendError
+from byoc.backends.local import LocalBackend
+from byoc.console import console, progress_bar
+from container_serve import content_types as ct
+from container_train.contract import CHANNEL_SPLITS
+
+POLL_S = 60     # DescribeTrainingJob / DescribeHyperParameterTuningJob interval while waiting
+LOCAL_ONLY_URL = "it is the local endpoint's address; on SageMaker the endpoint is --endpoint-name"
+
+
+class SageMakerBackend(Backend):
+    name = "sagemaker"
+
+    @cached_property
+    def ctx(self) -> AwsContext:
+        return AwsContext.from_settings(self.settings)
+
+    def _record_run_prefix(self) -> None:
+        self.ctx.record("s3_prefix", self.settings.s3_run_prefix)
+
+    # ---- data --------------------------------------------------------------------------------
+    def data(self, source, dest=None, num_classes=None, per_class=60, size=64, url=None):
+        """Prepare the dataset on this machine (as the local backend does), then upload it."""
+        summary = LocalBackend(self.settings).data(source, dest, num_classes, per_class, size, url)
+        summary.location = self.dataset_location(summary.root, "data")
+        return summary
+
+    def dataset_location(self, root, name):
+        dest_uri = s3_data.join_s3(self.settings.s3_run_prefix, name) + "/"
+        with progress_bar(f"upload to {dest_uri}", unit="bytes") as update:
+            uploaded, skipped = s3_data.upload_folder(self.ctx, root, dest_uri, on_progress=update)
+        self._record_run_prefix()
+        console.print(f"uploaded {uploaded} files ({skipped} already there) to {dest_uri}")
+        return dest_uri
+
+    def _resources(self, data: str) -> tj.TrainingResources:
+        s = self.settings
+        s.require("role_arn", "bucket", "train_image")
+        root = (data or "").rstrip("/")
+        if not root.startswith("s3://"):
+            raise s3_data.S3UriError(f"on SageMaker --data must be an s3:// prefix (upload with `byoc data "
+                                     f"--backend sagemaker`), got {data!r}")
+        channels = {name: f"{root}/{folder}/" for name, folder in CHANNEL_SPLITS.items()}
+        return tj.TrainingResources(image_uri=s.train_image, role_arn=s.role_arn, channels=channels,
+                                    output_s3_uri=s3_data.join_s3(s.s3_run_prefix, "jobs"),
+                                    instance_type=s.train_instance_type)
+
+    # ---- tuning and training -------------------------------------------------------------------
+    def tune(self, data, spec, max_jobs=None, max_parallel_jobs=None, static=None, out_dir=None):
+        from byoc.tuning.spec import load_spec
+
+        loaded = load_spec(spec).with_overrides(max_jobs=max_jobs, max_parallel_jobs=max_parallel_jobs,
+                                                static=static or None)
+        name = tj.unique_job_name(f"byoc-{self.settings.run_name}", 32)
+        hpo.send_tuning_job(self.ctx.sagemaker, hpo.build_tuning_job_request(loaded, name, self._resources(data)))
+        self.ctx.record("tuning_job", name)
+        self._record_run_prefix()
+        result: dict = {"tuning_job": name}
+        if self.ctx.is_dry_run or not self.settings.wait:
+            return result
+        answer = hpo.wait_for_tuning_job(self.ctx.sagemaker, name, poll_s=POLL_S, on_status=lambda a: console.print(
+            f"{name}: {a['HyperParameterTuningJobStatus']}"))
+        best = hpo.best_training_job(answer)
+        hps = hpo.final_hyperparameters(loaded, best)
+        out = Path(out_dir) if out_dir else Path(self.settings.run_dir) / "tune"
+        from byoc.tuning.best import write_best_hyperparameters
+
+        write_best_hyperparameters(out, metric=loaded.objective.metric, direction=loaded.objective.direction,
+                                   value=best.objective_value, hyperparameters=hps,
+                                   tuned=best.tuned_hyperparameters, training_job=best.training_job_name)
+        result.update(best_training_job=best.training_job_name, best_value=best.objective_value,
+                      best_hyperparameters=hps, out_dir=str(out))
+        return result
+
+    def train(self, data, hyperparameters, job_dir=None, description="training", stop_on=None):
+        """CreateTrainingJob with the Debugger hook, built-in rules and the profiler report."""
+        self.refuse("--job-dir", job_dir, "a SageMaker job's files live under the run's S3 prefix")
+        self.refuse("--stop-on", stop_on, "the local rule watcher stops local jobs; on SageMaker a rule's "
+                    "StopTraining action is configured on the rule itself")
+        name = tj.unique_job_name(f"byoc-{self.settings.run_name}-train", 63)
+        request = tj.build_training_job_request(name, hyperparameters, self._resources(data),
+                                                DebuggerSettings(region=self.ctx.region))
+        tj.send_training_job(self.ctx.sagemaker, request)
+        self.ctx.record("training_job", name)
+        self._record_run_prefix()
+        result = {"job": name, "training_job": name,
+                  "model_data": f"{request['OutputDataConfig']['S3OutputPath']}/{name}/output/model.tar.gz"}
+        if self.ctx.is_dry_run or not self.settings.wait:
+            return result
+        final = tj.wait_for_training_job(self.ctx.sagemaker, name, poll_s=POLL_S, on_status=lambda a: console.print(
+            f"{name}: {a['TrainingJobStatus']}"))
+        result.update(status=final["TrainingJobStatus"],
+                      model_data=final.get("ModelArtifacts", {}).get("S3ModelArtifacts", result["model_data"]),
+                      failure_reason=final.get("FailureReason"))
+        if final["TrainingJobStatus"] != "Completed":
+            raise BackendError(f"training job {name} ended {final['TrainingJobStatus']}: "
+                               f"{final.get('FailureReason', 'no reason given')}")
+        return result
+
+    def report(self, job):
+        """Rule statuses of training job ``job`` and its profiler report, downloaded next to the
+        run dir once the ProfilerReport rule has written it."""
+        desc = self.ctx.sagemaker.describe_training_job(TrainingJobName=job)
+        statuses = desc.get("DebugRuleEvaluationStatuses", []) + desc.get("ProfilerRuleEvaluationStatuses", [])
+        result: dict = {"training_job": job,
+                        "rules": {r["RuleConfigurationName"]: r.get("RuleEvaluationStatus") for r in statuses}}
+        output = desc.get("OutputDataConfig", {}).get("S3OutputPath")
+        if output:
+            prefix = s3_data.join_s3(output, job, "rule-output") + "/"
+            bucket, _ = s3_data.parse_s3_uri(prefix)
+            for obj in s3_data.iter_objects(self.ctx, prefix):
+                if obj["Key"].endswith("profiler-output/profiler-report.html"):
+                    dest = Path(self.settings.run_dir) / f"{job}-profiler-report.html"
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    self.ctx.s3.download_file(bucket, obj["Key"], str(dest))
+                    result["profiler_report"] = str(dest)
+        return result
+
+    def model_artifact(self, train_result, name, out_dir):
+        return train_result["model_data"]
+
+    # ---- the multi-model endpoint --------------------------------------------------------------
+    @property
+    def _endpoint(self) -> endpoints.MultiModelEndpoint:
+        return endpoints.MultiModelEndpoint.for_run(self.ctx)
+
+    def start_endpoint(self, port=None, model_root=None):
+        self.refuse("--port", port, "SageMaker endpoints answer on their own HTTPS address")
+        self.refuse("--model-root", model_root, "a multi-model endpoint loads from the run's models/ prefix")
+        ep = self._endpoint
+        desc = endpoints.create_multi_model_endpoint(self.ctx, ep)
+        return {"endpoint": ep.endpoint_name, "status": desc.get("EndpointStatus"),
+                "model_data_prefix": ep.model_data_prefix}
+
+    def stop_endpoint(self):
+        """Nothing to stop in this process: the endpoint stays up until `byoc cleanup`."""
+
+    def serve(self, port=None, model_root=None):
+        info = self.start_endpoint(port, model_root)
+        console.print(f"endpoint {info['endpoint']}: {info['status']}; models go under {info['model_data_prefix']}")
+        return 0
+
+    def deploy(self, artifact, name, url=None):
+        self.refuse("--url", url, LOCAL_ONLY_URL)
+        return endpoints.add_model(self.ctx, self._endpoint, artifact, name)
+
+    def invoke(self, image, target_model=None, content_type=None, accept=ct.JSON, topk=None, explain=False,
+               url=None):
+        from byoc.local.client import content_type_for
+
+        self.refuse("--url", url, LOCAL_ONLY_URL)
+        attributes = ct.format_custom_attributes(topk=topk, explain="gradcam" if explain else None) or None
+        return endpoints.invoke(self.ctx, self._endpoint.endpoint_name, Path(image).read_bytes(),
+                                content_type or content_type_for(image), accept, target_model, attributes)
+
+    def explain(self, image, target_model, content_type, output, url=None):
+        from byoc.local.client import write_gradcam_png
+
+        _, body = self.invoke(image, target_model, content_type, ct.JSON, None, True, url)
+        if not body:  # dry run
+            return {"label": None}
+        return write_gradcam_png(json.loads(body), output)
+
+    def batch(self, input_dir, output_dir, target_model=None, model_data=None, content_type=None,
+              accept=ct.JSON, max_payload_mb=6, url=None):
+        self.refuse("--url", url, LOCAL_ONLY_URL)
+        if not model_data:
+            if not target_model:
+                raise BackendError("batch on SageMaker needs --model-data s3://.../model.tar.gz or "
+                                   "--target-model NAME of a deployed model")
+            model_data = self._endpoint.model_data_prefix + endpoints.target_model_name(target_model)
+        name = (target_model or "model").removesuffix(".tar.gz")
+        result = batch_transform.run_transform_job(self.ctx, name, model_data, input_dir,
+                                                   content_type or ct.X_IMAGE, accept,
+                                                   download_to=output_dir, max_payload_mb=max_payload_mb)
+        return {"outputs": result["Outputs"], "failures": {}, "transform_job": result["TransformJobName"]}
+
+    def cleanup(self, keep_data=False):
+        from byoc.aws.cleanup import cleanup as run_cleanup
+
+        done = run_cleanup(self.ctx, keep_data=keep_data, log=console.print)
+        console.print(f"cleaned up: {json.dumps(done)}" if done else "nothing recorded to clean up")
+        return 0

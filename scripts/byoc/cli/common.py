@@ -1,0 +1,76 @@
+"""What every ``byoc`` subcommand shares: the options that say where it runs, the way a subcommand
+registers its parser, ``--hp NAME=VALUE`` parsing and JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+
+from byoc.errors import ByocError
+from byoc.settings import BACKENDS, Settings, load_settings
+
+# Flags that are settings (byoc.settings.Settings fields): a flag given wins over byoc.yaml and BYOC_*.
+SETTING_FLAGS = ("backend", "run_dir", "containers", "region", "role_arn", "bucket", "prefix", "train_image",
+                 "serve_image", "endpoint_name", "endpoint_url", "dry_run", "wait", "port")
+
+
+class UsageError(ByocError):
+    """A flag's value is malformed; the message shows the expected form."""
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every subcommand takes (a parent parser, so they work after the subcommand)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("where it runs")
+    g.add_argument("--backend", choices=BACKENDS, help="local (default) or sagemaker")
+    g.add_argument("--config", metavar="FILE", help="settings file (default: ./byoc.yaml when present)")
+    g.add_argument("--run-dir", help="folder for this run's state and artifacts (default: runs/pipeline)")
+    g.add_argument("--containers", action="store_true", default=None,
+                   help="local backend: run the Docker images (byoc-train, byoc-serve) instead of processes")
+    a = p.add_argument_group("SageMaker backend (or set them in byoc.yaml)")
+    a.add_argument("--region", help="AWS region, e.g. eu-west-1")
+    a.add_argument("--role-arn", help="SageMaker execution role ARN")
+    a.add_argument("--bucket", help="S3 bucket for data and artifacts")
+    a.add_argument("--prefix", help="S3 key prefix (default: byoc); the run lives under s3://BUCKET/PREFIX/<run>/")
+    a.add_argument("--train-image", help="ECR URI of the training image")
+    a.add_argument("--serve-image", help="ECR URI of the serving image")
+    a.add_argument("--endpoint-name", help="SageMaker endpoint name (default: byoc-<run>)")
+    a.add_argument("--aws-endpoint-url", dest="endpoint_url",
+                   help="send AWS requests here instead (moto or LocalStack on 127.0.0.1)")
+    a.add_argument("--dry-run", action="store_true", default=None,
+                   help="print every AWS request (operation and parameters) and send none")
+    a.add_argument("--no-wait", dest="wait", action="store_false", default=None,
+                   help="start SageMaker jobs/endpoints and return without waiting")
+    return p
+
+
+def add_command(subparsers, name: str, common: argparse.ArgumentParser, help: str, description: str,
+                examples: str) -> argparse.ArgumentParser:
+    """A subcommand's parser with the common options, its description and examples."""
+    return subparsers.add_parser(
+        name, parents=[common], help=help,
+        description=textwrap.dedent(description).strip(),
+        epilog="examples:\n" + textwrap.indent(textwrap.dedent(examples).strip(), "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {k: getattr(args, k, None) for k in SETTING_FLAGS}
+    return load_settings(config_path=args.config, overrides=overrides)
+
+
+def parse_hp(items: list[str]) -> dict[str, str]:
+    """``["lr=0.01", "arch=resnet18"]`` -> ``{"lr": "0.01", "arch": "resnet18"}``."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--hp {item!r}: expected NAME=VALUE, e.g. --hp lr=0.01")
+        out[name.strip().lstrip("-")] = value.strip()
+    return out
+
+
+def print_json(result) -> None:
+    print(json.dumps(result, indent=1, default=str))

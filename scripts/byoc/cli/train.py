@@ -1,0 +1,56 @@
+"""``byoc train``: one training job (with the Debugger hook and the profiler)."""
+
+from __future__ import annotations
+
+from byoc.cli.common import UsageError, add_command, parse_hp, print_json
+
+
+def register(sub, common) -> None:
+    p = add_command(sub, "train", common, "one training job (with Debugger hook and profiler)",
+                    """
+                    Run one training job: the trainer in a SageMaker-shaped /opt/ml tree (process mode, or
+                    the training image with --containers), or a SageMaker training job with the Debugger
+                    hook, the built-in rules and the profiler report. Hyperparameters are the trainer's
+                    (`python -m container_train.train --help`): lr, batch-size, epochs, arch, freeze, ...
+                    --from-tuning takes the best hyperparameters of a finished `byoc tune`. Locally,
+                    --stop-on RULE watches the job's Debugger tensors and stops the job when the rule
+                    fires (SageMaker's StopTraining rule action); the job saves its checkpoint and model.
+                    """,
+                    """
+                    byoc train --data data/demo --hp arch=efficientnet_lite0 --hp freeze=head --hp epochs=3
+                    byoc train --data data/demo --from-tuning runs/pipeline/tune --job-dir runs/best
+                    byoc train --data data/demo --hp lr=5 --stop-on LossNotDecreasing,ExplodingTensor
+                    byoc train --backend sagemaker --data s3://bucket/byoc/run/data/ --hp epochs=5
+                    """)
+    p.add_argument("--data", required=True, help="dataset folder holding train/ valid/ test/ (or s3:// prefix)")
+    p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="hyperparameter; repeatable")
+    p.add_argument("--from-tuning", metavar="DIR", help="start from the best hyperparameters in this tuning folder")
+    p.add_argument("--job-dir", help="local job folder (default: RUN_DIR/train)")
+    p.add_argument("--stop-on", metavar="RULE[,RULE]", default="",
+                   help="local: stop the job when one of these Debugger rules fires")
+    p.add_argument("--rule-param", action="append", default=[], metavar="RULE.NAME=VALUE",
+                   help="a --stop-on rule's parameter, SageMaker's names (e.g. LossNotDecreasing.num_steps=4)")
+    p.set_defaults(run=run)
+
+
+def run(args, backend) -> int:
+    from byoc.tuning.best import read_best_hyperparameters
+
+    hps = read_best_hyperparameters(args.from_tuning) if args.from_tuning else {}
+    hps.update(parse_hp(args.hp))
+    print_json(backend.train(args.data, hps, job_dir=args.job_dir, stop_on=stop_rules(args.stop_on, args.rule_param)))
+    return 0
+
+
+def stop_rules(names: str, params: list[str]) -> dict[str, dict[str, str]]:
+    """``"A,B"`` and ``["A.x=1"]`` -> ``{"A": {"x": "1"}, "B": {}}``."""
+    rules: dict[str, dict[str, str]] = {n.strip(): {} for n in names.split(",") if n.strip()}
+    for item in params:
+        key, sep, value = item.partition("=")
+        rule, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise UsageError(f"--rule-param {item!r}: expected RULE.NAME=VALUE")
+        if rule not in rules:
+            raise UsageError(f"--rule-param {item!r}: {rule} is not a --stop-on rule")
+        rules[rule][name] = value
+    return rules

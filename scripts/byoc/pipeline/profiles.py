@@ -1,0 +1,52 @@
+"""The sizes of a pipeline run. Every profile runs the same code; only the numbers differ.
+
+* ``demo``: Fashion-MNIST (real images, offline), 10 classes, efficientnet_lite0 with its real
+  ImageNet weights and a head-only fine-tune. Real runs use ``resnet50`` (the trainer's default):
+  ``byoc train --data data/dogImages``.
+* ``tiny``: 3 classes, a handful of images, 1 epoch of 2 steps: for tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    num_classes: int
+    per_class: dict[str, int]
+    image_size: int            # pixels of the prepared images
+    train_size: int            # image-size hyperparameter
+    tune_jobs: int
+    tune_parallel: int
+    tune_epochs: int
+    train_epochs: int
+    max_steps: int             # max-steps-per-epoch (0 = whole split)
+    second_classes: int        # classes of the second model
+    samples_per_model: int     # images invoked against each model
+    batch_images: int          # images in the batch-transform folder
+    debugger_interval: int
+
+    def hyperparameters(self, **extra) -> dict[str, str]:
+        """The demo's fixed hyperparameters at this profile's sizes, plus ``extra`` (``a_b`` -> ``a-b``)."""
+        hps = {**DEMO_STATIC_HPS, "image-size": str(self.train_size), "max-steps-per-epoch": str(self.max_steps)}
+        hps.update({k.replace("_", "-"): str(v) for k, v in extra.items()})
+        return hps
+
+    def model_names(self) -> tuple[str, str]:
+        """The two models on the endpoint: all classes, and the class subset."""
+        return f"{self.name}-all", f"{self.name}-subset{self.second_classes}"
+
+
+PROFILES = {
+    "demo": Profile("demo", num_classes=10, per_class={"train": 30, "valid": 10, "test": 10}, image_size=64,
+                    train_size=64, tune_jobs=4, tune_parallel=2, tune_epochs=2, train_epochs=3, max_steps=0,
+                    second_classes=4, samples_per_model=3, batch_images=20, debugger_interval=5),
+    "tiny": Profile("tiny", num_classes=3, per_class={"train": 6, "valid": 3, "test": 3}, image_size=48,
+                    train_size=48, tune_jobs=2, tune_parallel=1, tune_epochs=1, train_epochs=1, max_steps=2,
+                    second_classes=2, samples_per_model=2, batch_images=4, debugger_interval=1),
+}
+# Head-only transfer learning from real ImageNet weights (efficientnet_lite0 ships them offline).
+DEMO_STATIC_HPS = {"arch": "efficientnet_lite0", "pretrained": "true", "freeze": "head", "workers": "0",
+                   "optimizer": "sgd"}

@@ -1,0 +1,161 @@
+"""Operator settings for ``byoc``: a YAML file, overridden by command-line flags.
+
+Lookup order for every setting (later wins)::
+
+    built-in default  <  byoc.yaml (or the file given with --config)  <  BYOC_* environment  <  flag
+
+Example ``byoc.yaml`` for the SageMaker backend::
+
+    backend: sagemaker
+    region: eu-west-1
+    role_arn: arn:aws:iam::123456789012:role/SageMakerExecutionRole
+    bucket: my-ml-bucket
+    prefix: byoc                    # every S3 object of a run lives under s3://bucket/prefix/<run>/
+    train_image: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/byoc-train:latest
+    serve_image: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/byoc-serve:latest
+    train_instance_type: ml.g4dn.xlarge
+    endpoint_instance_type: ml.m5.large
+    transform_instance_type: ml.m5.large
+
+Local mode needs none of this.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from byoc.errors import ByocError
+
+DEFAULT_CONFIG_FILE = "byoc.yaml"
+BACKENDS = ("local", "sagemaker")
+
+
+class ConfigError(ByocError, ValueError):
+    """A setting is missing or malformed; the message says which and how to set it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: str = "local"
+    run_dir: str = "runs/pipeline"
+    # --- local backend
+    containers: bool = False           # run the Docker images instead of processes
+    train_image_local: str = "byoc-train:latest"
+    serve_image_local: str = "byoc-serve:latest"
+    port: int = 8080
+    # --- SageMaker backend
+    region: str | None = None
+    role_arn: str | None = None
+    bucket: str | None = None
+    prefix: str = "byoc"
+    train_image: str | None = None
+    serve_image: str | None = None
+    train_instance_type: str = "ml.g4dn.xlarge"
+    endpoint_instance_type: str = "ml.m5.large"
+    transform_instance_type: str = "ml.m5.large"
+    endpoint_name: str | None = None   # default: byoc-<run name>
+    endpoint_url: str | None = None    # for moto / LocalStack; never set for real AWS
+    dry_run: bool = False
+    wait: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_name(self) -> str:
+        """Short, AWS-safe name derived from the run dir (``runs/pipeline`` -> ``pipeline``)."""
+        name = re.sub(r"[^a-zA-Z0-9-]+", "-", Path(self.run_dir).resolve().name).strip("-")
+        return name or "run"
+
+    @property
+    def s3_run_prefix(self) -> str:
+        """``s3://bucket/prefix/<run>/``: everything this run writes to S3 lives below it."""
+        self.require("bucket")
+        prefix = self.prefix.strip("/")
+        return f"s3://{self.bucket}/{prefix + '/' if prefix else ''}{self.run_name}/"
+
+    def require(self, *names: str) -> None:
+        missing = [n for n in names if not getattr(self, n)]
+        if missing:
+            flags = ", ".join("--" + n.replace("_", "-") for n in missing)
+            raise ConfigError(
+                f"the {self.backend} backend needs {', '.join(missing)}: pass {flags} or set "
+                f"{', '.join(missing)} in {DEFAULT_CONFIG_FILE} (see `byoc --help`)"
+            )
+
+
+_FIELD_NAMES = {f.name for f in fields(Settings)} - {"extra"}
+_BOOL_FIELDS = {"containers", "dry_run", "wait"}
+_INT_FIELDS = {"port"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in _BOOL_FIELDS:
+        if isinstance(value, bool):
+            return value
+        s = str(value).strip().lower()
+        if s in ("1", "true", "yes", "on"):
+            return True
+        if s in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if name in _INT_FIELDS:
+        try:
+            return int(value)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{name} must be an integer, got {value!r}") from e
+    return str(value)
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a mapping of settings, got {type(data).__name__}")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - _FIELD_NAMES)
+    if unknown:
+        raise ConfigError(f"{p}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(_FIELD_NAMES))}")
+    return data
+
+
+def load_settings(config_path: str | None = None, overrides: dict[str, Any] | None = None,
+                  environ: dict[str, str] | None = None) -> Settings:
+    """Merge defaults, the config file, ``BYOC_<NAME>`` environment variables and ``overrides``.
+
+    ``config_path=None`` reads ``./byoc.yaml`` when it exists. ``None`` values in ``overrides``
+    mean "flag not given" and do not override.
+    """
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    if config_path is not None:
+        merged.update(read_config_file(config_path))
+    elif Path(DEFAULT_CONFIG_FILE).is_file():
+        merged.update(read_config_file(DEFAULT_CONFIG_FILE))
+    for name in _FIELD_NAMES:
+        env_value = environ.get("BYOC_" + name.upper())
+        if env_value is not None and env_value != "":
+            merged[name] = env_value
+    for name, value in (overrides or {}).items():
+        if value is not None and name in _FIELD_NAMES:
+            merged[name] = value
+    settings = replace(Settings(), **{k: _coerce(k, v) for k, v in merged.items()})
+    if settings.backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {settings.backend!r}")
+    if settings.role_arn and not settings.role_arn.startswith("arn:"):
+        raise ConfigError(f"role_arn must be an IAM role ARN (arn:aws:iam::<account>:role/<name>), "
+                          f"got {settings.role_arn!r}")
+    if settings.bucket and settings.bucket.startswith("s3://"):
+        raise ConfigError(f"bucket is a bucket name, not a URI: use {settings.bucket[5:].split('/')[0]!r}")
+    return settings
