@@ -1,14 +1,14 @@
-"""8-trial tuning run (the seed's 2x2x2 grid of lr, batch-size, epochs) with and without the feature cache.
+"""8-trial tuning run (the 2x2x2 grid of lr, batch-size, epochs in the built-in tuning spec) with and without the feature cache.
 
 Both variants run the same eight ``freeze=head`` trials on the same data, ``--parallel`` at a time
 (the tuning spec's max_parallel_jobs), one after the other in this process, and the table reports
 the wall-time ratio and the validation-accuracy difference per trial.
 
-Both run the real trainer through ``scripts.local_training_job.run_training_job`` (the
+Both run the real trainer through ``byoc.local.training_job.run_training_job`` (the
 sagemaker-training toolkit, process mode):
 
 * ``images``: ``feature-cache=false``: every epoch decodes, augments and runs the frozen backbone
-  over every image (the seed's head-only loop).
+  over every image (a plain head-only loop).
 * ``cache``: ``feature-cache=true`` with all eight trials sharing one cache directory
   (``$BYOC_FEATURE_CACHE_DIR``), so the backbone runs once per image for the whole search; the
   first trial computes under the lock, the others wait and load.
@@ -35,13 +35,11 @@ from pathlib import Path
 import yaml
 
 from bench.common import machine_note, prepare_demo_data, print_table
+from byoc.tuning.specs import DEFAULT_SPEC
 from container_train.contract import parse_metric
 
-REPO = Path(__file__).resolve().parents[1]
-SPEC = REPO / "tuning" / "tuning.yaml"
 
-
-def seed_grid(spec_path: Path = SPEC) -> list[dict]:
+def spec_grid(spec_path: Path = DEFAULT_SPEC) -> list[dict]:
     """The 2x2x2 grid of the project's tuning spec (lr, batch-size, epochs)."""
     params = yaml.safe_load(spec_path.read_text())["parameters"]
     names = ["lr", "batch-size", "epochs"]
@@ -50,7 +48,7 @@ def seed_grid(spec_path: Path = SPEC) -> list[dict]:
 
 
 def run_trial(job_dir: Path, hps: dict, data: Path, env: dict | None = None) -> tuple[str, float]:
-    from scripts.local_training_job import run_training_job
+    from byoc.local.training_job import run_training_job
 
     start = time.perf_counter()
     r = run_training_job(job_dir, hps, {"training": data}, env=env, timeout=1800)
@@ -140,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     work = a.work_dir or Path(tempfile.mkdtemp(prefix="bench-tuning-"))
     data, source = prepare_demo_data(work / "data", {"train": a.train_per_class, "valid": a.valid_per_class,
                                                      "test": a.test_per_class}, size=64, num_classes=a.classes)
-    grid = seed_grid()
+    grid = spec_grid()
     for hp in grid:
         hp["epochs"] = max(1, round(hp["epochs"] * a.epochs_scale))
     static = {"arch": a.arch, "pretrained": a.pretrained, "freeze": "head", "image-size": a.image_size,

@@ -5,6 +5,7 @@ need=()
 command -v java >/dev/null 2>&1 && java -version 2>&1 | grep -q '"17' || need+=(openjdk-17-jre-headless)
 [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)     # lints scripts/build_and_push.sh in tests/docker
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "[setup] installing Debian packages: ${need[*]}"

@@ -15,3 +15,19 @@ def moto_url(tmp_path_factory):
             yield url
     except MotoServerError as e:
         pytest.fail(str(e))
+
+
+@pytest.fixture(scope="session")
+def rules_dataset(tmp_path_factory):
+    """4 classes of generated shapes, 8 images per class and split (tests/helpers/training_jobs.py)."""
+    from tests.helpers.training_jobs import make_rules_dataset
+
+    return make_rules_dataset(tmp_path_factory.mktemp("rules-data"))
+
+
+@pytest.fixture(scope="session")
+def healthy_job(tmp_path_factory, rules_dataset):
+    """One healthy real training job for the whole session: the rules and the report read it."""
+    from tests.helpers.training_jobs import run_healthy_job
+
+    return run_healthy_job(tmp_path_factory.mktemp("healthy-job"), rules_dataset)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.pipeline_checks import check_pipeline_artifacts
+from tests.helpers.pipeline_checks import check_pipeline_artifacts
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 

@@ -1,4 +1,5 @@
-"""Shared pieces for the rules/report tests: the tiny smdebug training loop and real trainer jobs."""
+"""Fixtures of the rules tests: the tiny smdebug training loop and real trainer jobs
+(tests/helpers/training_jobs.py; the healthy job is shared with tests/report via tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,9 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-TINY_TRAINING = HERE / "tiny_training.py"
+from tests.helpers.training_jobs import TRAINER_BASE_HP, channels, run_trainer
 
-# Small enough for a shared 2-core machine.
-TRAINER_BASE_HP = {
-    "arch": "resnet18", "pretrained": "false", "freeze": "none", "batch-size": 8, "image-size": 32,
-    "workers": 0, "debugger-save-interval": 1, "lr-scheduler": "none", "log-interval-s": 5,
-    "checkpoint": "false", "seed": 7,
-}
+TINY_TRAINING = Path(__file__).resolve().parent / "tiny_training.py"
 
 
 @pytest.fixture(autouse=True)
@@ -33,35 +28,8 @@ def tiny():
 
 
 @pytest.fixture(scope="session")
-def dataset(tmp_path_factory) -> Path:
-    from byoc.datasets.synthetic import make_dataset
-
-    root = tmp_path_factory.mktemp("rules-data")
-    make_dataset(root, num_classes=4, per_class=8, size=40)   # 4 training steps of 8 images per epoch
-    return root
-
-
-def channels(root: Path) -> dict[str, Path]:
-    return {"training": root / "train", "validation": root / "valid"}
-
-
-def run_trainer(job_dir: Path, dataset: Path, **hp):
-    """A real local training job (process mode) with the Debugger hook saving every step."""
-    from byoc.local.training_job import run_training_job
-
-    result = run_training_job(job_dir, {**TRAINER_BASE_HP, **hp}, channels(dataset), timeout=900)
-    assert result.returncode == 0, f"training job failed: {result.failure_reason}\n{result.log_text[-3000:]}"
-    return result
-
-
-@pytest.fixture(scope="session")
-def healthy_job(tmp_path_factory, dataset):
-    """ResNet18 from random weights, full-batch SGD (the 32 training images in one step) at lr 0.003,
-    12 epochs: the training loss falls step after step (1.65 -> 0.02 here). Mini-batches of 8 made the
-    per-step loss jump between 0.15 and 1.5, and Overtraining's patience of 5 steps then fired or not
-    by chance."""
-    return run_trainer(tmp_path_factory.mktemp("healthy-job"), dataset, lr=0.003, epochs=12,
-                       **{"batch-size": 32})
+def dataset(rules_dataset) -> Path:
+    return rules_dataset
 
 
 @pytest.fixture(scope="session")

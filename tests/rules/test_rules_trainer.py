@@ -4,7 +4,7 @@ with the Debugger hook saving losses, weights, gradients and biases at every ste
 Why these parameters (tiny runs: 4 training steps per epoch, a few epochs):
 
 * Healthy run: ResNet18 from random weights (no ImageNet weights offline), full-batch SGD at
-  lr 0.003, 12 epochs of one training step (see conftest.healthy_job). Silent:
+  lr 0.003, 12 epochs of one training step (tests/helpers/training_jobs.py). Silent:
   ExplodingTensor, VanishingGradient, Overtraining (defaults), LossNotDecreasing in TRAIN mode
   with its default num_steps=10 (the default mode picks EVAL, which this run has too few steps
   of to compare at all -- "silent" would prove nothing; 12 TRAIN steps give one comparison,

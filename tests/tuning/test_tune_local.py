@@ -16,10 +16,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from scripts.synthetic_dataset import make_dataset
-from scripts.tuning import search
-from scripts.tuning.local_tuner import TuningError, channels_from_data_dir, run_local_tuning
-from scripts.tuning.spec import parse_spec
+from byoc.datasets.synthetic import make_dataset
+from byoc.errors import ByocError
+from byoc.tuning import search
+from byoc.tuning.best import read_best_hyperparameters
+from byoc.tuning.local_tuner import FEATURE_CACHE_DIR, TuningError, channels_from_data_dir, run_local_tuning
+from byoc.tuning.spec import parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"arch": "resnet18", "pretrained": False, "freeze": "none", "image-size": 32, "workers": 0,
@@ -75,6 +77,17 @@ def test_local_tuning_runs_trials_in_parallel_and_ranks_them(data_dir, tmp_path)
     assert best["objective"]["value"] == pytest.approx(values[0])
     assert best["hyperparameters"]["arch"] == "resnet18"
     assert set(best["tuned"]) == {"lr", "batch-size"}
+    assert best["job_dir"] == result.leaderboard[0]["job_dir"] and best["training_job"] is None
+    # What `byoc train --from-tuning` reads: the best trial's full set, as SageMaker strings.
+    final = read_best_hyperparameters(result.out_dir)
+    assert final == {k: str(v).lower() if isinstance(v, bool) else str(v)
+                     for k, v in result.best_hyperparameters.items()}
+    assert final["pretrained"] == "false" and final["lr"] == best["tuned"]["lr"]
+
+
+# The tuner in a process of its own, so that the test can SIGKILL it.
+RUN_TUNER = ("import sys; from byoc.tuning.local_tuner import channels_from_data_dir, run_local_tuning; "
+             "run_local_tuning(sys.argv[1], channels_from_data_dir(sys.argv[2]), sys.argv[3], progress=False)")
 
 
 def _finished_trials(out: Path) -> list[optuna.trial.FrozenTrial]:
@@ -99,14 +112,11 @@ def test_killed_tuner_resumes_without_repeating_finished_trials(data_dir, tmp_pa
                        "batch-size": {"type": "categorical", "values": [8, 12]}},
         "static": {**{k: v for k, v in TINY.items() if k != "batch-size"}, "epochs": 2},
     }))
-    cmd = [sys.executable, "-m", "scripts.tuning.local_tuner", "--spec", str(spec_file),
-           "--data", str(data_dir), "--out", str(out), "--no-progress"]
+    cmd = [sys.executable, "-c", RUN_TUNER, str(spec_file), str(data_dir), str(out)]
     first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 300
         while not _finished_trials(out):
             assert first.poll() is None, "the tuner ended before it could be killed"
-            assert time.monotonic() < deadline, "no trial finished within 300 s"
             time.sleep(1)
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -148,25 +158,51 @@ def test_killed_tuner_resumes_without_repeating_finished_trials(data_dir, tmp_pa
     assert [r["value"] for r in complete] == sorted((r["value"] for r in complete), reverse=True)
 
 
+ENDLESS = 1_000_000          # epochs: a job that cannot end by itself while the test runs
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_auto_early_stopping_prunes_a_diverging_trial(data_dir, tmp_path):
-    # Two healthy trials first, then a learning rate that makes the loss explode: its first-epoch
-    # training loss is far above the median of the healthy ones and the job is stopped.
-    # 96 px makes an epoch last about a second: the tuner reads the log every 0.5 s, and at 32 px
-    # (0.1 s an epoch) the job sometimes finished before the prune reached it.
+    # Two healthy trials first, then a learning rate that makes the loss explode, in a job that
+    # cannot finish by itself: its first-epoch training loss is far above the median of the healthy
+    # ones. The pruner is asked after every epoch in log order, so the verdict at epoch 1 does not
+    # depend on when the tuner reads the log, and only that verdict can end the job (the trial
+    # timeout only turns a missed prune into a failed trial instead of a hung test).
     spec = spec_of("train:loss", "Minimize", strategy="Random", max_jobs=3, max_parallel_jobs=1, early_stopping="Auto",
-                   parameters={"lr": {"type": "categorical", "values": [0.01, 50.0]}},
-                   static={**TINY, "epochs": 4, "image-size": 96, "lr-scheduler": "none"})
+                   parameters={"lr": {"type": "categorical", "values": [0.01, 50.0]},
+                               "epochs": {"type": "categorical", "values": [2, ENDLESS]}},
+                   static={**TINY, "lr-scheduler": "none"})
+    healthy = {"lr": 0.01, "epochs": 2}
     result = run_local_tuning(spec, channels_from_data_dir(data_dir), tmp_path / "tune", progress=False,
-                              enqueue=[{"lr": 0.01}, {"lr": 0.01}, {"lr": 50.0}])
+                              trial_timeout_s=300, enqueue=[healthy, healthy, {"lr": 50.0, "epochs": ENDLESS}])
     by_trial = {r["trial"]: r for r in result.leaderboard}
     assert [by_trial[i]["status"] for i in range(3)] == ["complete", "complete", "pruned"], result.leaderboard
     bad = by_trial[2]
     assert bad["lr"] == 50.0 and bad["epochs_reported"] == 1
     log = (Path(bad["job_dir"]) / "training.log").read_text()
-    assert "#metric epoch=1 " in log and "#metric epoch=4 " not in log     # stopped early
-    assert result.best_params == {"lr": 0.01}
+    assert "#metric epoch=1 " in log
+    metrics = json.loads((Path(bad["job_dir"]) / "output" / "data" / "metrics.json").read_text())
+    assert (metrics["status"], metrics["stopped_by"]) == ("stopped", "SIGTERM")   # the prune's stop
+    assert result.best_params == healthy
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_trials_share_one_feature_cache(data_dir, tmp_path):
+    # Head-only trials: the first computes the frozen backbone's features into <out>/feature-cache,
+    # the second loads them from there instead of running the backbone again.
+    spec = spec_of("validation:loss", "Minimize", strategy="Grid", max_parallel_jobs=1,
+                   parameters={"lr": {"type": "categorical", "values": [0.01, 0.02]}},
+                   static={**TINY, "freeze": "head", "epochs": 1})
+    result = run_local_tuning(spec, channels_from_data_dir(data_dir), tmp_path / "tune", progress=False)
+    assert result.counts["complete"] == 2, result.leaderboard
+    cache = tmp_path / "tune" / FEATURE_CACHE_DIR
+    assert sorted(p.name.split("-")[0] for p in cache.glob("*.pt")) == ["train", "valid"]
+    logs = {r["trial"]: (Path(r["job_dir"]) / "training.log").read_text() for r in result.leaderboard}
+    assert all(f"feature cache on ({cache})" in log for log in logs.values())
+    assert "feature cache: wrote" in logs[0] and "feature cache: hit" not in logs[0]
+    assert logs[1].count("feature cache: hit") == 2 and "feature cache: wrote" not in logs[1]
 
 
 @pytest.mark.slow
@@ -187,6 +223,7 @@ def test_failed_training_jobs_are_recorded_not_fatal(data_dir, tmp_path):
 
 
 def test_missing_data_is_a_clear_error(tmp_path):
+    assert issubclass(TuningError, ByocError)
     with pytest.raises(TuningError, match="has no train/ folder"):
         channels_from_data_dir(tmp_path)
     spec = spec_of(strategy="Random", max_jobs=1, parameters={"lr": {"type": "categorical", "values": [0.1]}})

@@ -6,9 +6,9 @@ import io
 
 from rich.console import Console
 
-from scripts.tuning import leaderboard
-from scripts.tuning.progress import LiveProgress
-from scripts.tuning.spec import parse_spec
+from byoc.tuning import leaderboard
+from byoc.tuning.progress import LiveProgress
+from byoc.tuning.spec import parse_spec
 
 
 def test_live_progress_shows_trials_counts_and_best():

@@ -6,8 +6,10 @@ import copy
 
 import pytest
 
+from byoc.errors import ByocError
+from byoc.tuning.spec import SpecError, grid_points, load_spec, parse_spec, to_dict
+from byoc.tuning.specs import DEFAULT_SPEC, DEMO_SPEC, builtin_names
 from container_train import contract
-from scripts.tuning.spec import SpecError, grid_points, load_spec, parse_spec, to_dict
 
 GOOD = {
     "objective": {"metric": "validation:accuracy", "direction": "Maximize"},
@@ -42,6 +44,7 @@ DELETE = object()
 
 
 def problems_of(raw) -> list[str]:
+    assert issubclass(SpecError, ByocError)
     with pytest.raises(SpecError) as info:
         parse_spec(raw, source="t.yaml")
     assert str(info.value).startswith("invalid tuning spec t.yaml:")
@@ -59,14 +62,30 @@ def test_good_spec_parses_and_round_trips():
     assert parse_spec(to_dict(spec)) == parse_spec(GOOD)
 
 
-def test_repo_specs_are_valid():
-    seed = load_spec("tuning/tuning.yaml")
-    assert seed.strategy == "Grid" and seed.max_jobs == 8
-    assert seed.parameter_names == ("lr", "batch-size", "epochs")
-    assert all(len(p.values) == 2 for p in seed.parameters)
-    assert len(grid_points(seed)) == 8
-    demo = load_spec("tuning/local-demo.yaml")
+def test_builtin_specs_are_valid_and_found_by_name():
+    default = load_spec(DEFAULT_SPEC)
+    assert default.strategy == "Grid" and default.max_jobs == 8
+    assert default.parameter_names == ("lr", "batch-size", "epochs")
+    assert all(len(p.values) == 2 for p in default.parameters)
+    assert len(grid_points(default)) == 8
+    demo = load_spec(DEMO_SPEC)
     assert demo.max_jobs == 4 and demo.early_stopping == "Auto"
+    assert builtin_names() == ["local-demo", "tuning"]
+    for name in ("tuning", "tuning.yaml"):
+        assert load_spec(name) == default
+    assert load_spec("local-demo") == demo
+
+
+def test_builtin_specs_are_found_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_spec("tuning").source == str(DEFAULT_SPEC)
+    # A file in the current directory wins over the built-in spec of the same name.
+    (tmp_path / "tuning.yaml").write_text("objective: {metric: validation:loss, direction: Minimize}\n"
+                                          "strategy: Random\nmax_jobs: 1\n"
+                                          "parameters: {lr: {type: continuous, min: 0.01, max: 0.1}}\n")
+    assert load_spec("tuning.yaml").strategy == "Random"
+    with pytest.raises(SpecError, match=r"no such file, and not the name of a built-in spec \(local-demo, tuning\)"):
+        load_spec("tuning/local-demo.yaml")     # a path is never looked up by name
 
 
 @pytest.mark.parametrize("changes, expected", [
@@ -157,8 +176,10 @@ def test_yaml_off_and_file_errors(tmp_path):
     path.write_text("objective: [unclosed\n")
     with pytest.raises(SpecError, match="not valid YAML"):
         load_spec(path)
-    with pytest.raises(SpecError, match="cannot read the file"):
+    with pytest.raises(SpecError, match="missing.yaml:\n  - no such file, and not the name of a built-in spec"):
         load_spec(tmp_path / "missing.yaml")
+    with pytest.raises(SpecError, match="cannot read the file"):
+        load_spec(tmp_path)
     path.write_text("- a list\n")
     with pytest.raises(SpecError, match="must be a YAML mapping"):
         load_spec(path)

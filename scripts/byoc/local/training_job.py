@@ -10,6 +10,10 @@
 * **container mode** (``image="byoc-train:latest"``): ``docker run --network host`` with
   ``job_dir`` mounted at ``/opt/ml`` (channels and the checkpoint dir mounted inside it).
 
+A ``feature_cache_dir`` shared by several jobs (the local tuner's trials) reaches the trainer as
+``$BYOC_FEATURE_CACHE_DIR`` (``container_train.feature_cache``): the host path in process mode, a
+mount at :data:`CONTAINER_FEATURE_CACHE_DIR` in container mode.
+
 Layout written under ``job_dir``::
 
     input/config/hyperparameters.json   every value a string, as SageMaker writes it
@@ -45,6 +49,7 @@ from pathlib import Path
 
 import container_train
 from byoc_common.sagemaker_paths import BASE_DIR, CHECKPOINT_DIR
+from container_train.feature_cache import CACHE_DIR_ENV
 from container_train.hyperparameters import to_sagemaker_strings
 from container_train.job_env import file_mode_input_data_config, single_host_resource_config
 
@@ -55,6 +60,8 @@ IMAGE_CODE_ROOT = Path(container_train.__file__).parent.parent
 # it believes it runs in SageMaker Studio local mode; this is its own switch for local runs.
 LOCAL_JOB_ENV = {"SM_STUDIO_LOCAL_MODE": "true"}
 TIMEOUT_RETURNCODE = 124
+# Where a container sees the feature cache it shares with other jobs (outside /opt/ml: not the job's).
+CONTAINER_FEATURE_CACHE_DIR = "/opt/feature-cache"
 
 
 @dataclass
@@ -161,7 +168,8 @@ class TrainingJob:
     """A running local training job. Use :func:`run_training_job` unless you need to stop/kill it."""
 
     def __init__(self, job_dir, hyperparameters: dict, channels: dict, checkpoint_dir=None,
-                 image: str | None = None, env: dict | None = None, log_file=None, echo: bool = False):
+                 image: str | None = None, env: dict | None = None, log_file=None, echo: bool = False,
+                 feature_cache_dir=None):
         self.job_dir = Path(job_dir).resolve()
         self.job_dir.mkdir(parents=True, exist_ok=True)
         self.image = image
@@ -169,6 +177,9 @@ class TrainingJob:
         self.log_file = Path(log_file) if log_file else self.job_dir / "training.log"
         self.echo = echo
         self.channels = {name: Path(p).resolve() for name, p in channels.items()}
+        self.feature_cache_dir = None if feature_cache_dir is None else Path(feature_cache_dir).resolve()
+        if self.feature_cache_dir is not None:
+            self.feature_cache_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_dir = prepare_job_dir(self.job_dir, hyperparameters, self.channels, checkpoint_dir,
                                               link_inputs=image is None)
         self.container_name = f"byoc-train-{uuid.uuid4().hex[:10]}"
@@ -188,6 +199,8 @@ class TrainingJob:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(IMAGE_CODE_ROOT), env.get("PYTHONPATH", "")])),
             "PYTHONUNBUFFERED": "1",
         })
+        if self.feature_cache_dir is not None:
+            env[CACHE_DIR_ENV] = str(self.feature_cache_dir)
         env.update(self.extra_env)
         return [str(toolkit_train_executable())], env
 
@@ -198,7 +211,11 @@ class TrainingJob:
                "-v", f"{self.checkpoint_dir}:{CHECKPOINT_DIR}"]
         for name, path in self.channels.items():
             cmd += ["-v", f"{path}:{BASE_DIR}/input/data/{name}:ro"]
-        for k, v in {**LOCAL_JOB_ENV, **self.extra_env}.items():
+        env = dict(LOCAL_JOB_ENV)
+        if self.feature_cache_dir is not None:
+            cmd += ["-v", f"{self.feature_cache_dir}:{CONTAINER_FEATURE_CACHE_DIR}"]
+            env[CACHE_DIR_ENV] = CONTAINER_FEATURE_CACHE_DIR
+        for k, v in {**env, **self.extra_env}.items():
             cmd += ["-e", f"{k}={v}"]
         cmd += [self.image, "train"]
         return cmd, dict(os.environ)
@@ -309,8 +326,8 @@ class TrainingJob:
 
 def run_training_job(job_dir, hyperparameters: dict, channels: dict, checkpoint_dir=None,
                      image: str | None = None, env: dict | None = None, timeout: float | None = None,
-                     log_file=None, echo: bool = False) -> TrainingJobResult:
+                     log_file=None, echo: bool = False, feature_cache_dir=None) -> TrainingJobResult:
     """Run one training job to the end (see the module docstring) and return its result."""
     job = TrainingJob(job_dir, hyperparameters, channels, checkpoint_dir=checkpoint_dir, image=image,
-                      env=env, log_file=log_file, echo=echo)
+                      env=env, log_file=log_file, echo=echo, feature_cache_dir=feature_cache_dir)
     return job.start().wait(timeout=timeout)

@@ -5,7 +5,8 @@ value), then failed and interrupted ones. Files written to the tuning output dir
 
 * ``leaderboard.csv`` / ``leaderboard.json``: one row per trial (``rank`` is 1-based);
 * ``best_hyperparameters.json``: the full hyperparameter set of the best trial (static + tuned),
-  ready for a final training job, plus the objective value and where its job ran.
+  ready for a final training job, plus the objective value and where its job ran (schema:
+  :mod:`byoc.tuning.best`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from scripts.tuning.spec import TuningSpec
+from byoc.tuning.best import write_best_hyperparameters
+from byoc.tuning.spec import TuningSpec, trial_hyperparameters
 
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_JSON = "leaderboard.json"
-BEST_HYPERPARAMETERS = "best_hyperparameters.json"
 
 _STATUS_ORDER = {"complete": 0, "pruned": 1, "failed": 2, "interrupted": 3, "running": 4, "waiting": 5}
 
@@ -92,17 +93,11 @@ def write(study: optuna.Study, spec: TuningSpec, out_dir: Path) -> dict[str, Pat
         "trials": table,
     }, indent=2))
     best = best_trial(study)
-    best_path = out_dir / BEST_HYPERPARAMETERS
     if best is not None:
-        best_path.write_text(json.dumps({
-            "objective": {"metric": spec.objective.metric, "direction": spec.objective.direction,
-                          "value": best.value},
-            "trial": best.number,
-            "tuned": best.params,
-            "hyperparameters": {**spec.static, **best.params},
-            "job_dir": best.user_attrs.get("job_dir", ""),
-        }, indent=2))
-        paths["best"] = best_path
+        paths["best"] = write_best_hyperparameters(
+            out_dir, metric=spec.objective.metric, direction=spec.objective.direction, value=best.value,
+            hyperparameters=trial_hyperparameters(spec, best.params), tuned=best.params, trial=best.number,
+            job_dir=best.user_attrs.get("job_dir"))
     return paths
 
 

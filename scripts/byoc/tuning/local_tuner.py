@@ -1,36 +1,31 @@
 """Hyperparameter tuning on this machine, with the same spec a SageMaker tuning job uses.
 
-Every trial is a real training job (``scripts.local_training_job``: process mode, or container
+Every trial is a real training job (``byoc.local.training_job``: process mode, or container
 mode when an image is given) in ``<out>/trials/trial-NNNN/``; up to ``max_parallel_jobs`` run at
-once. The study is kept in ``<out>/study.db`` (SQLite), so running the same command again after the
-tuner was killed continues where it stopped:
+once. All trials share one frozen-backbone feature cache, ``<out>/feature-cache``
+(``container_train.feature_cache``): with ``freeze=head`` the first trial computes the backbone's
+features and every later one loads them. The study is kept in ``<out>/study.db`` (SQLite), so
+running the same command again after the tuner was killed continues where it stopped:
 
 * finished trials (complete, pruned, failed) are kept and count towards ``max_jobs``;
 * trials that were running when the tuner died are marked failed with ``interrupted`` (not counted),
   their orphaned training processes are killed, and they are queued again with the same
   hyperparameters, resuming from their last epoch checkpoint.
 
-Results: ``leaderboard.csv``/``.json``, ``best_hyperparameters.json`` (see ``leaderboard.py``).
+Results: ``leaderboard.csv``/``.json`` (:mod:`byoc.tuning.leaderboard`) and
+``best_hyperparameters.json`` (:mod:`byoc.tuning.best`). ``byoc tune`` is the command line; from
+Python::
 
-Python API::
-
-    result = run_local_tuning("tuning/local-demo.yaml", {"training": "data/train", ...}, "runs/tune")
+    result = run_local_tuning("local-demo", channels_from_data_dir("data/demo"), "runs/tune")
     result.best_hyperparameters, result.best_value, result.leaderboard_csv
-
-Command line::
-
-    python -m scripts.tuning.local_tuner --spec tuning/local-demo.yaml --data DATA_DIR --out runs/tune
 """
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import os
 import signal
-import sys
 import threading
-import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,20 +34,18 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from byoc.tuning import leaderboard, search
+from byoc.tuning.errors import TuningError
+from byoc.tuning.progress import LiveProgress, PlainProgress
+from byoc.tuning.spec import TuningSpec, load_spec, to_dict, trial_hyperparameters
+from byoc.tuning.trial_runner import TrialOutcome, run_trial
+from container_train.contract import CHANNEL_SPLITS
 from container_train.hyperparameters import DEFAULTS
-from scripts.tuning import leaderboard, search
-from scripts.tuning.progress import LiveProgress, PlainProgress
-from scripts.tuning.spec import SpecError, TuningSpec, load_spec, to_dict, trial_hyperparameters
-from scripts.tuning.trial_runner import TrialOutcome, run_trial
 
 TRIALS_DIR = "trials"
+FEATURE_CACHE_DIR = "feature-cache"
 LOCK_FILE = ".tuner.lock"
-# Channel name (container_train.job_env.CHANNELS) -> ImageFolder split folder under --data.
-DATA_SPLITS = {"training": "train", "validation": "valid", "test": "test"}
-
-
-class TuningError(RuntimeError):
-    """The tuning run cannot start or continue; the message says why."""
+COUNTS_REFRESH_S = 1.0       # how often the progress counts are redrawn while trials run
 
 
 @dataclass
@@ -71,9 +64,10 @@ class TuningResult:
 
 
 def channels_from_data_dir(data_dir: str | Path) -> dict[str, str]:
-    """``train/ valid/ test/`` under an ImageFolder root -> the trainer's channels."""
+    """``train/ valid/ test/`` under an ImageFolder root -> the trainer's channels
+    (``container_train.contract.CHANNEL_SPLITS``); only the splits present."""
     root = Path(data_dir)
-    channels = {name: str(root / split) for name, split in DATA_SPLITS.items() if (root / split).is_dir()}
+    channels = {name: str(root / split) for name, split in CHANNEL_SPLITS.items() if (root / split).is_dir()}
     if "training" not in channels:
         raise TuningError(f"{root} has no train/ folder (expected the layout train/ valid/ test/)")
     return channels
@@ -173,9 +167,10 @@ def run_local_tuning(spec: TuningSpec | str | Path, channels: dict[str, str], ou
                      env: dict[str, str] | None = None) -> TuningResult:
     """Run (or continue) a tuning study; see the module docstring.
 
+    ``spec``: a :class:`TuningSpec`, a spec file or a built-in spec's name (:func:`load_spec`).
     ``enqueue``: hyperparameter sets to try first (each a full set of the tuned parameters), e.g.
     known-good settings; they are queued only when the study is new. Not with Grid, which runs
-    every combination anyway.
+    every combination anyway. ``env``: extra environment of every trial's job.
     """
     if not isinstance(spec, TuningSpec):
         spec = load_spec(spec)
@@ -200,70 +195,77 @@ def run_local_tuning(spec: TuningSpec | str | Path, channels: dict[str, str], ou
                 study.enqueue_trial(params)
         recovered = recover_interrupted(study, spec)
         done = _counted(study)
-        remaining = max(0, spec.max_jobs - done)
         show = LiveProgress(spec.max_jobs, spec.objective.metric, done) if progress else \
             PlainProgress(spec.max_jobs, spec.objective.metric)
+        run = _Run(study, spec, channels, out_dir, show, image, trial_timeout_s, env or {})
         with show:
             if not new_study:
                 show.message(f"continuing the study in {out_dir}: {done} of {spec.max_jobs} trials "
                              f"done" + (f"; re-queued interrupted trial(s) {recovered}" if recovered else ""))
-            _run_trials(study, spec, channels, out_dir, remaining, show, image, trial_timeout_s, env)
+            _run_trials(run, remaining=max(0, spec.max_jobs - done))
         return _finish(study, spec, out_dir, progress)
     finally:
         lock.close()
 
 
-def _run_trials(study: optuna.Study, spec: TuningSpec, channels: dict[str, str], out_dir: Path,
-                remaining: int, show: PlainProgress, image: str | None, timeout_s: float | None,
-                env: dict[str, str] | None) -> None:
+@dataclass
+class _Run:
+    """What the trials of one tuning run share."""
+
+    study: optuna.Study
+    spec: TuningSpec
+    channels: dict[str, str]
+    out_dir: Path
+    show: PlainProgress
+    image: str | None
+    timeout_s: float | None
+    env: dict[str, str]
+    jobs: dict[int, Any] = field(default_factory=dict)     # trial number -> running TrainingJob
+    jobs_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def update_counts(self, running: int) -> None:
+        c = _counts(self.study)
+        best = leaderboard.best_trial(self.study)
+        best_text = "-" if best is None else f"{best.value:.4f} (trial {best.number})"
+        self.show.counts(c["complete"] + c["pruned"] + c["failed"], running, c["pruned"], c["failed"], best_text)
+
+    def kill_jobs(self) -> None:
+        with self.jobs_lock:
+            jobs = list(self.jobs.values())
+        for job in jobs:
+            job.kill()
+
+
+def _run_trials(run: _Run, remaining: int) -> None:
     running: dict[Future, optuna.Trial] = {}
     launched = 0
-
-    def update_counts() -> None:
-        c = _counts(study)
-        best = leaderboard.best_trial(study)
-        best_text = "-" if best is None else f"{best.value:.4f} (trial {best.number})"
-        show.counts(c["complete"] + c["pruned"] + c["failed"], len(running), c["pruned"], c["failed"],
-                    best_text)
-
-    with ThreadPoolExecutor(max_workers=spec.max_parallel_jobs, thread_name_prefix="trial") as pool:
+    parallel = run.spec.max_parallel_jobs
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="trial") as pool:
         try:
             while launched < remaining or running:
-                while launched < remaining and len(running) < spec.max_parallel_jobs:
-                    trial = study.ask()
-                    future = pool.submit(_trial_worker, trial, spec, channels, out_dir, show, image,
-                                         timeout_s, env)
-                    running[future] = trial
+                while launched < remaining and len(running) < parallel:
+                    trial = run.study.ask()
+                    running[pool.submit(_trial_worker, run, trial)] = trial
                     launched += 1
-                update_counts()
-                finished, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+                run.update_counts(len(running))
+                finished, _ = wait(list(running), timeout=COUNTS_REFRESH_S, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    trial = running.pop(future)
-                    _tell(study, trial, future.result(), show)
+                    _tell(run.study, running.pop(future), future.result(), run.show)
         except BaseException:
             # Ctrl-C or an internal error: stop the jobs still running; they are marked as
             # interrupted and re-queued by the next run.
-            for trial in running.values():
-                job = _JOBS.get(trial.number)
-                if job is not None:
-                    job.kill()
+            run.kill_jobs()
             raise
-        update_counts()
+        run.update_counts(0)
 
 
-_JOBS: dict[int, Any] = {}          # trial number -> running TrainingJob (for Ctrl-C)
-_JOBS_LOCK = threading.Lock()
-
-
-def _trial_worker(trial: optuna.Trial, spec: TuningSpec, channels: dict[str, str], out_dir: Path,
-                  show: PlainProgress, image: str | None, timeout_s: float | None,
-                  env: dict[str, str] | None) -> TrialOutcome:
+def _trial_worker(run: _Run, trial: optuna.Trial) -> TrialOutcome:
     try:
-        params = search.suggest(trial, spec)
+        params = search.suggest(trial, run.spec)
     except Exception as e:  # noqa: BLE001 - recorded as a failed trial
         return TrialOutcome(state="FAIL", value=None, failure_reason=f"could not suggest values: {e}")
-    hyperparameters = trial_hyperparameters(spec, params)
-    job_dir = out_dir / TRIALS_DIR / f"trial-{trial.number:04d}"
+    hyperparameters = trial_hyperparameters(run.spec, params)
+    job_dir = run.out_dir / TRIALS_DIR / f"trial-{trial.number:04d}"
     checkpoint_dir = trial.user_attrs.get("checkpoint_dir")
     if checkpoint_dir is None:
         checkpoint_dir = str(job_dir / "checkpoints")
@@ -271,27 +273,28 @@ def _trial_worker(trial: optuna.Trial, spec: TuningSpec, channels: dict[str, str
     trial.set_user_attr("job_dir", str(job_dir))
     previous_log = "".join(Path(p).read_text(errors="replace") for p in trial.user_attrs.get("previous_logs", [])
                            if Path(p).is_file())
-    epochs = hyperparameters.get("epochs", DEFAULTS["epochs"])
-    show.trial_started(trial.number, params, int(epochs))
+    epochs = int(hyperparameters.get("epochs", DEFAULTS["epochs"]))
+    run.show.trial_started(trial.number, params, epochs)
 
     def on_start(job) -> None:
-        with _JOBS_LOCK:
-            _JOBS[trial.number] = job
         import psutil
 
+        with run.jobs_lock:
+            run.jobs[trial.number] = job
         trial.set_user_attr("pid", job.pid)
         trial.set_user_attr("pid_create_time", psutil.Process(job.pid).create_time())
-        if image:
+        if run.image:
             trial.set_user_attr("container", job.container_name)
 
     try:
-        return run_trial(trial, hyperparameters, channels, job_dir, spec.objective.metric, image=image,
-                         checkpoint_dir=checkpoint_dir, timeout_s=timeout_s, env=env,
-                         last_step=int(epochs), previous_log=previous_log, on_start=on_start,
-                         on_progress=lambda step, value: show.trial_epoch(trial.number, step, value))
+        return run_trial(trial, hyperparameters, run.channels, job_dir, run.spec.objective.metric,
+                         image=run.image, checkpoint_dir=checkpoint_dir, timeout_s=run.timeout_s, env=run.env,
+                         feature_cache_dir=run.out_dir / FEATURE_CACHE_DIR,
+                         last_step=epochs, previous_log=previous_log, on_start=on_start,
+                         on_progress=lambda step, value: run.show.trial_epoch(trial.number, step, value))
     finally:
-        with _JOBS_LOCK:
-            _JOBS.pop(trial.number, None)
+        with run.jobs_lock:
+            run.jobs.pop(trial.number, None)
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, show: PlainProgress) -> None:
@@ -327,64 +330,3 @@ def _finish(study: optuna.Study, spec: TuningSpec, out_dir: Path, progress: bool
         leaderboard=table, leaderboard_csv=paths["csv"], leaderboard_json=paths["json"],
         best_hyperparameters_path=paths.get("best"), study_path=out_dir / search.STUDY_FILE,
         counts=_counts(study))
-
-
-# ---- command line ----------------------------------------------------------------------------------
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m scripts.tuning.local_tuner",
-                                description="Tune hyperparameters locally with real training jobs.")
-    p.add_argument("--spec", default="tuning/tuning.yaml", help="tuning spec YAML (default: %(default)s)")
-    p.add_argument("--data", required=True, help="dataset root with train/ valid/ test/")
-    p.add_argument("--out", required=True, help="output dir (study.db, trials/, leaderboard); "
-                                                "run again with the same --out to resume")
-    p.add_argument("--image", help="run every trial in this training image (container mode)")
-    p.add_argument("--max-jobs", type=int, help="override the spec's max_jobs")
-    p.add_argument("--max-parallel-jobs", type=int, help="override the spec's max_parallel_jobs")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a static hyperparameter, e.g. --set epochs=1 (repeatable)")
-    p.add_argument("--trial-timeout", type=float, help="seconds before a trial's job is killed")
-    p.add_argument("--no-progress", action="store_true", help="plain log lines instead of live bars")
-    return p
-
-
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    import yaml
-
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise TuningError(f"--set {item!r}: expected NAME=VALUE")
-        out[name] = yaml.safe_load(value)
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        spec = load_spec(args.spec)
-        if args.set:
-            spec = spec.with_overrides(static=_parse_set(args.set))
-        started = time.monotonic()
-        result = run_local_tuning(spec, channels_from_data_dir(args.data), args.out, image=args.image,
-                                  max_jobs=args.max_jobs, max_parallel=args.max_parallel_jobs,
-                                  progress=not args.no_progress, trial_timeout_s=args.trial_timeout)
-    except (SpecError, TuningError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.no_progress:
-        for row in result.leaderboard:
-            print(row)
-    print(f"{sum(result.counts.values())} trials in {time.monotonic() - started:.0f} s: {result.counts}")
-    if result.best_trial is None:
-        print("no trial completed; see the leaderboard's failure reasons", file=sys.stderr)
-        return 1
-    print(f"best: trial {result.best_trial} {spec.objective.metric}={result.best_value:.4f} "
-          f"{result.best_params}")
-    print(f"written: {result.leaderboard_csv}, {result.leaderboard_json}, {result.best_hyperparameters_path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

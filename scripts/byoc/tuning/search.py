@@ -21,7 +21,8 @@ from typing import Any
 
 import optuna
 
-from scripts.tuning.spec import TuningSpec
+from byoc.tuning.errors import TuningError
+from byoc.tuning.spec import TuningSpec
 
 # Auto early stopping compares a running trial with the median of finished trials at the same epoch;
 # it starts once this many trials have finished (SageMaker waits for a few jobs, too).
@@ -91,6 +92,6 @@ def open_study(spec: TuningSpec, out_dir: Path, study_name: str = "tuning") -> o
     expected = optuna.study.StudyDirection.MAXIMIZE if spec.objective.maximize else \
         optuna.study.StudyDirection.MINIMIZE
     if study.direction != expected:
-        raise ValueError(f"{out_dir / STUDY_FILE} holds a study that {study.direction.name.lower()}s its "
+        raise TuningError(f"{out_dir / STUDY_FILE} holds a study that {study.direction.name.lower()}s its "
                          f"objective, but the spec says {spec.objective.direction}; use another --out")
     return study

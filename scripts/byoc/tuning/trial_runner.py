@@ -1,16 +1,16 @@
 """One tuning trial = one real local training job, watched while it runs.
 
 The job's log is read as it streams. Every objective value that appears (one per epoch for the
-train/validation metrics) is reported to Optuna, which may decide to prune; a pruned job is
-stopped the way SageMaker's early stopping stops one (SIGTERM, then SIGKILL after a grace period).
-When the job ends, the objective is the LAST value of the metric in the log, parsed with the same
-regex SageMaker uses (``container_train.contract``).
+train/validation metrics) is reported to Optuna in log order, and the pruner is asked after each
+one, so its verdicts depend only on the sequence of values, not on how many lines one read of the
+log happened to find. A pruned job is stopped the way SageMaker's early stopping stops one
+(SIGTERM, then SIGKILL after a grace period). When the job ends, the objective is the LAST value of
+the metric in the log, parsed with the same regex SageMaker uses (``container_train.contract``).
 """
 
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,14 +19,11 @@ from typing import Any
 
 import optuna
 
+from byoc.local.training_job import TrainingJob, TrainingJobResult
 from container_train import contract
-from scripts.local_training_job import TrainingJob
 
-POLL_S = 0.5
+POLL_S = 0.5                 # seconds between two reads of a running job's log
 STOP_GRACE_S = 60.0
-# The sagemaker-training toolkit waits up to 15 minutes for the host name "algo-1" to resolve
-# unless it believes it runs in SageMaker Studio local mode; a local job has no such host.
-LOCAL_JOB_ENV = {"SM_STUDIO_LOCAL_MODE": "true"}
 
 
 @dataclass
@@ -40,23 +37,11 @@ class TrialOutcome:
     duration_s: float = 0.0
 
 
-def objective_series(metric: str, log_text: str) -> list[tuple[int | None, float]]:
-    """``(epoch, value)`` for every log line the metric's SageMaker regex matches, in order."""
-    regex = re.compile(contract.METRIC_REGEX[metric])
-    epoch_regex = re.compile(contract.EPOCH_REGEX)
-    series = []
-    for line in log_text.splitlines():
-        m = regex.search(line)
-        if m:
-            e = epoch_regex.search(line)
-            series.append((int(e.group(1)) if e else None, float(m.group(1))))
-    return series
-
-
 def run_trial(trial: optuna.Trial, hyperparameters: dict[str, Any], channels: dict[str, str],
               job_dir: Path, metric: str, *, image: str | None = None, checkpoint_dir: str | None = None,
               timeout_s: float | None = None, env: dict[str, str] | None = None,
-              last_step: int | None = None, previous_log: str = "", on_start: Callable[[TrainingJob], None] | None = None,
+              feature_cache_dir: Path | None = None, last_step: int | None = None, previous_log: str = "",
+              on_start: Callable[[TrainingJob], None] | None = None,
               on_progress: Callable[[int, float], None] | None = None) -> TrialOutcome:
     """Run the training job for ``trial``; never raises for a failing job (see the outcome).
 
@@ -68,43 +53,16 @@ def run_trial(trial: optuna.Trial, hyperparameters: dict[str, Any], channels: di
     outcome = TrialOutcome(state="FAIL", value=None, job_dir=str(job_dir))
     try:
         job = TrainingJob(job_dir, hyperparameters, channels, checkpoint_dir=checkpoint_dir, image=image,
-                          env={**LOCAL_JOB_ENV, **(env or {})})
+                          env=env, feature_cache_dir=feature_cache_dir)
         job.start()
     except Exception as e:  # noqa: BLE001 - a trial that cannot start is a failed trial, not a crash
         outcome.failure_reason = f"could not start the training job: {e}"
         return outcome
     if on_start is not None:
         on_start(job)
-
-    reported = 0
-    reported_steps: set[int] = set()
-    pruned = False
     deadline = None if timeout_s is None else started + timeout_s
-    while True:
-        running = job.running()
-        series = objective_series(metric, previous_log + job.log_text())
-        for i in range(reported, len(series)):
-            epoch, value = series[i]
-            step = epoch if epoch is not None else i + 1
-            outcome.intermediate.append((step, value))
-            if math.isfinite(value) and step not in reported_steps:
-                trial.report(value, step)
-                reported_steps.add(step)
-            if on_progress is not None:
-                on_progress(step, value)
-        if len(series) > reported:
-            reported = len(series)
-            at_end = last_step is not None and outcome.intermediate[-1][0] >= last_step
-            if running and not at_end and trial.should_prune():
-                pruned = True
-                job.stop()
-                break
-        if not running:
-            break
-        if deadline is not None and time.monotonic() > deadline:
-            break
-        time.sleep(POLL_S)
-
+    watch = _Watch(trial, metric, outcome, last_step, on_progress)
+    pruned = watch.follow(job, previous_log, deadline)
     remaining = None if deadline is None else max(1.0, deadline - time.monotonic())
     result = job.wait(timeout=STOP_GRACE_S if pruned else remaining)
     outcome.returncode = result.returncode
@@ -113,23 +71,68 @@ def run_trial(trial: optuna.Trial, hyperparameters: dict[str, Any], channels: di
         outcome.state = "PRUNED"
         outcome.value = outcome.intermediate[-1][1]
         return outcome
+    _conclude(outcome, result, metric, previous_log, timeout_s)
+    return outcome
+
+
+class _Watch:
+    """Feeds a running job's objective values to Optuna, one step at a time, in log order."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, outcome: TrialOutcome, last_step: int | None,
+                 on_progress: Callable[[int, float], None] | None):
+        self.trial, self.metric, self.outcome = trial, metric, outcome
+        self.last_step, self.on_progress = last_step, on_progress
+        self.seen = 0                          # series entries handled so far
+        self.reported: set[int] = set()
+
+    def follow(self, job: TrainingJob, previous_log: str, deadline: float | None) -> bool:
+        """Read the log until the job ends, is pruned (stopped; returns True) or passes ``deadline``."""
+        while True:
+            running = job.running()
+            series = contract.metric_series(self.metric, previous_log + job.log_text())
+            while self.seen < len(series):
+                if self._step(series, running):
+                    job.stop()
+                    return True
+            if not running or (deadline is not None and time.monotonic() > deadline):
+                return False
+            time.sleep(POLL_S)
+
+    def _step(self, series: list[tuple[int | None, float]], running: bool) -> bool:
+        """Handle the next series entry; True when the pruner says stop."""
+        epoch, value = series[self.seen]
+        self.seen += 1
+        step = epoch if epoch is not None else self.seen
+        self.outcome.intermediate.append((step, value))
+        if self.on_progress is not None:
+            self.on_progress(step, value)
+        if not math.isfinite(value) or step in self.reported:
+            return False
+        self.trial.report(value, step)
+        self.reported.add(step)
+        at_end = self.last_step is not None and step >= self.last_step
+        return running and not at_end and self.trial.should_prune()
+
+
+def _conclude(outcome: TrialOutcome, result: TrainingJobResult, metric: str, previous_log: str,
+              timeout_s: float | None) -> None:
+    """Fill in the outcome of a job that ended by itself (or ran out of time)."""
     if result.timed_out:
         outcome.failure_reason = f"training job exceeded the {timeout_s:.0f} s limit"
-        return outcome
+        return
     if result.returncode != 0:
         reason = (result.failure_reason or "").strip() or _last_lines(result.log_text)
         outcome.failure_reason = f"training job exited with code {result.returncode}: {reason}"
-        return outcome
-    final = objective_series(metric, previous_log + result.log_text)
+        return
+    final = contract.metric_series(metric, previous_log + result.log_text)
     if not final:
         outcome.failure_reason = f"the objective metric {metric} never appeared in the training log"
-        return outcome
+        return
     value = final[-1][1]
     if not math.isfinite(value):
         outcome.failure_reason = f"the objective metric {metric} is {value}"
-        return outcome
+        return
     outcome.state, outcome.value = "COMPLETE", value
-    return outcome
 
 
 def _last_lines(text: str, n: int = 3) -> str:

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from byoc.cli import main
-from byoc.datasets.synthetic import make_dataset
 from byoc.datasets import prepare as datasets
+from byoc.datasets.synthetic import make_dataset
 
 
 def _dog_zip(tmp_path) -> bytes:

@@ -1,37 +1,13 @@
-"""byoc package (flat model.tar.gz) and the batch-transform file semantics (one <input>.out per input)."""
+"""The endpoint client's batch-transform file semantics (one <input>.out per input, as a transform
+job writes them) and its Grad-CAM answer decoding."""
 
 from __future__ import annotations
 
 import json
-import tarfile
 
 import pytest
 
-from byoc.cli import main
 from byoc.local.client import EndpointError, transform_folder, write_gradcam_png
-from byoc_common.architectures import build_classifier
-from byoc_common.artifact import ModelConfig, save_model_artifact
-
-
-@pytest.fixture
-def model_dir(tmp_path):
-    model = build_classifier("resnet18", 3)
-    return save_model_artifact(tmp_path / "model", model, ["a", "b", "c"],
-                               ModelConfig(arch="resnet18", num_classes=3, image_size=32))
-
-
-def test_package_is_flat(model_dir, tmp_path, capsys):
-    out = tmp_path / "pkg" / "m.tar.gz"
-    assert main(["package", str(model_dir), "-o", str(out)]) == 0
-    with tarfile.open(out) as tar:
-        assert sorted(tar.getnames()) == ["classes.json", "model.pth", "model_config.json"]
-    assert "wrote" in capsys.readouterr().out
-
-
-def test_package_refuses_a_non_artifact(tmp_path, capsys):
-    (tmp_path / "notamodel").mkdir()
-    assert main(["package", str(tmp_path / "notamodel")]) == 1
-    assert "missing model.pth" in capsys.readouterr().err
 
 
 def test_transform_folder_writes_one_out_per_input(tmp_path):

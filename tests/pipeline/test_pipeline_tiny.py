@@ -13,7 +13,7 @@ import pytest
 
 from byoc.local.endpoint import free_port  # below 32767: multi-model-server's limit
 from byoc.pipeline.steps import STEP_NAMES
-from tests.cli.pipeline_checks import check_pipeline_artifacts
+from tests.helpers.pipeline_checks import check_pipeline_artifacts
 
 BYOC = Path(sys.executable).with_name("byoc")
 

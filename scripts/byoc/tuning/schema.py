@@ -1,0 +1,63 @@
+"""The vocabulary of a tuning spec and the types of its parts (the whole spec: :mod:`byoc.tuning.spec`).
+
+Every allowed word and key is listed here once, and :mod:`byoc.tuning.validate` checks a file
+against them. Parsed values are already SageMaker's spelling (``Maximize``, ``Logarithmic``), so the
+request builders copy them as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from container_train import contract
+
+STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")
+DIRECTIONS = ("Maximize", "Minimize")
+EARLY_STOPPING = ("Off", "Auto")
+KINDS = ("continuous", "integer", "categorical")
+# Spec spelling -> SageMaker ScalingType.
+SCALINGS = {"linear": "Linear", "log": "Logarithmic", "auto": "Auto"}
+MAX_CATEGORICAL_VALUES = 30          # SageMaker's limit per categorical range
+
+TOP_KEYS = ("objective", "strategy", "max_jobs", "max_parallel_jobs", "early_stopping", "random_seed",
+            "hyperband", "parameters", "static")
+OBJECTIVE_KEYS = ("metric", "direction")
+HYPERBAND_KEYS = ("min_resource", "max_resource")
+RANGE_KEYS = {"continuous": ("type", "min", "max", "scaling"),
+              "integer": ("type", "min", "max", "scaling"),
+              "categorical": ("type", "values")}
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: str                    # "Maximize" | "Minimize"
+
+    @property
+    def regex(self) -> str:
+        """The regex SageMaker uses for this metric (from the trainer's contract, not a copy)."""
+        return contract.METRIC_REGEX[self.metric]
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "Maximize"
+
+
+@dataclass(frozen=True)
+class ParameterRange:
+    name: str
+    kind: str                                 # continuous | integer | categorical
+    min_value: float | int | None = None
+    max_value: float | int | None = None
+    scaling: str = "Linear"                   # SageMaker ScalingType: Linear | Logarithmic | Auto
+    values: tuple = ()                        # categorical only
+
+    @property
+    def log(self) -> bool:
+        return self.scaling == "Logarithmic"
+
+
+@dataclass(frozen=True)
+class Hyperband:
+    min_resource: int
+    max_resource: int
