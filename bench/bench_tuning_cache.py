@@ -10,7 +10,7 @@ sagemaker-training toolkit, process mode):
 * ``images``: ``feature-cache=false``: every epoch decodes, augments and runs the frozen backbone
   over every image (a plain head-only loop).
 * ``cache``: ``feature-cache=true`` with all eight trials sharing one cache directory
-  (``$BYOC_FEATURE_CACHE_DIR``), so the backbone runs once per image for the whole search; the
+  (``feature_cache_dir``, as the local tuner shares it), so the backbone runs once per image for the whole search; the
   first trial computes under the lock, the others wait and load.
 
 Trials run as direct jobs (a thread pool over run_training_job / subprocesses), not through the
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import shutil
 import statistics
 import tempfile
@@ -47,19 +46,18 @@ def spec_grid(spec_path: Path = DEFAULT_SPEC) -> list[dict]:
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
 
 
-def run_trial(job_dir: Path, hps: dict, data: Path, env: dict | None = None) -> tuple[str, float]:
+def run_trial(job_dir: Path, hps: dict, data: Path, cache_dir: Path | None = None) -> tuple[str, float]:
     from byoc.local.training_job import run_training_job
 
     start = time.perf_counter()
-    r = run_training_job(job_dir, hps, {"training": data}, env=env, timeout=1800)
+    r = run_training_job(job_dir, hps, {"training": data}, feature_cache_dir=cache_dir, timeout=1800)
     if not r.ok:
         raise RuntimeError(f"{r}\n{r.log_text[-3000:]}")
     return r.log_text, time.perf_counter() - start
 
 
 def run_cache_trial(job_dir: Path, hps: dict, data: Path, cache_dir: Path, views: int = 0) -> tuple[str, float]:
-    return run_trial(job_dir, {**hps, "feature-cache": True, "feature-cache-views": views}, data,
-                     env={**os.environ, "BYOC_FEATURE_CACHE_DIR": str(cache_dir)})
+    return run_trial(job_dir, {**hps, "feature-cache": True, "feature-cache-views": views}, data, cache_dir)
 
 
 def variant_name(views: int | None) -> str:

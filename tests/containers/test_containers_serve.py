@@ -3,7 +3,7 @@
     docker run --network host -e SAGEMAKER_BIND_TO_PORT=<port> -e SAGEMAKER_MULTI_MODEL=true \
         -v <models>:/opt/ml/models IMAGE serve
 
-(started through scripts/local_endpoint.py in container mode). The model is a real artifact in the
+(started through byoc.local.endpoint in container mode). The model is a real artifact in the
 project's format (random resnet18 weights, 32 px) -- serving does not care how well it was trained.
 """
 
@@ -16,9 +16,9 @@ import time
 import pytest
 from PIL import Image
 
+from byoc.local.endpoint import LocalEndpoint
 from byoc_common.architectures import build_classifier
 from byoc_common.artifact import ModelConfig, save_model_artifact
-from scripts.local_endpoint import LocalEndpoint
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -47,23 +47,25 @@ def test_serve_image_multi_model_endpoint(serve_image, tmp_path, give_back_to_us
                              log_file=tmp_path / "endpoint.log")
     endpoint.start()
     try:
-        status, _, _ = endpoint.request("GET", "/ping")
+        status, _, _ = endpoint.client.request("GET", "/ping")
         assert status == 200
 
-        status, body = endpoint.load_model("pets")         # url /opt/ml/models/pets, as SageMaker sends
+        reply = endpoint.client.load_model("pets", endpoint.model_url("pets"))  # url /opt/ml/models/pets, as SageMaker sends
+        status, body = reply.status, reply.json()
         assert status == 200, body
 
-        status, headers, raw = endpoint.invoke(jpeg(), "image/jpeg", accept="application/json", model="pets")
+        status, headers, raw = endpoint.client.invoke(jpeg(), "image/jpeg", accept="application/json", target_model="pets")
         assert status == 200, raw[:500]
         prediction = json.loads(raw)["predictions"][0]
         assert prediction["label"] in CLASSES and 0.0 <= prediction["probability"] <= 1.0
 
-        status, _, raw = endpoint.invoke(b"this is not an image", "image/jpeg", model="pets")
+        status, _, raw = endpoint.client.invoke(b"this is not an image", "image/jpeg", target_model="pets")
         assert status == 400, raw[:500]
 
-        status, body = endpoint.unload_model("pets")
+        reply = endpoint.client.unload_model("pets")
+        status, body = reply.status, reply.json()
         assert status == 200, body
-        status, _, _ = endpoint.invoke(jpeg(), "image/jpeg", model="pets")
+        status, _, _ = endpoint.client.invoke(jpeg(), "image/jpeg", target_model="pets")
         assert status == 404
     except BaseException:
         print(endpoint.log_text()[-6000:])
@@ -99,6 +101,6 @@ def test_serve_image_single_model_endpoint(serve_image, tmp_path, give_back_to_u
     give_back_to_user(serve_image, tmp_path)
     with LocalEndpoint(model_root=tmp_path / "model", multi_model=False, image=serve_image,
                        log_file=tmp_path / "endpoint.log") as endpoint:
-        status, _, raw = endpoint.invoke(jpeg((20, 200, 20)), "image/jpeg", accept="application/json")
+        status, _, raw = endpoint.client.invoke(jpeg((20, 200, 20)), "image/jpeg", accept="application/json")
         assert status == 200, f"{raw[:500]}\n{endpoint.log_text()[-4000:]}"
         assert json.loads(raw)["predictions"][0]["label"] in CLASSES

@@ -1,7 +1,7 @@
 """The training image run the way SageMaker runs it: `docker run -v <job>/opt/ml:/opt/ml IMAGE train`.
 
 The job tree (hyperparameters.json, inputdataconfig.json, channels) is written by
-scripts/local_training_job.py in container mode; the image's toolkit, entry point and trainer do
+byoc.local.training_job in container mode; the image's toolkit, entry point and trainer do
 the rest. Tiny data (32 px, a few images per class, resnet18 from random weights) keeps it quick.
 """
 
@@ -13,10 +13,10 @@ import time
 import pytest
 from smdebug.trials import create_trial
 
+from byoc.datasets.synthetic import make_dataset
+from byoc.local.training_job import TrainingJob, run_training_job
 from byoc_common.artifact import load_model_artifact
 from container_train import contract
-from scripts.local_training_job import TrainingJob, run_training_job
-from scripts.synthetic_dataset import make_dataset
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 

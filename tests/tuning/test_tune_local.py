@@ -66,6 +66,13 @@ def test_local_tuning_runs_trials_in_parallel_and_ranks_them(data_dir, tmp_path)
     ends = sorted((Path(r["job_dir"]) / "training.log").stat().st_mtime for r in result.leaderboard)
     assert starts[1] < ends[0]
 
+    # The tuning report: Optuna's optimization history and parameter importances, inline in one page.
+    assert set(result.plots) == {"history", "importances"}
+    for png in result.plots.values():
+        assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 5000
+    page = result.report.read_text()
+    assert page.count('src="data:image/png;base64,') == 2 and "Leaderboard" in page
+
     with open(result.leaderboard_csv) as f:
         csv_rows = list(csv.DictReader(f))
     assert [int(r["trial"]) for r in csv_rows] == [r["trial"] for r in result.leaderboard]

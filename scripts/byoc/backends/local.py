@@ -80,7 +80,8 @@ class LocalBackend(Backend):
             raise BackendError(f"no tuning trial finished with a {loaded.objective.metric} value; see the "
                                f"trial logs under {out / 'trials'} and {result.leaderboard_csv}")
         return {"out_dir": str(out), "best_trial": result.best_trial, "best_value": result.best_value,
-                "best_hyperparameters": result.best_hyperparameters, "leaderboard": str(result.leaderboard_csv)}
+                "best_hyperparameters": result.best_hyperparameters, "leaderboard": str(result.leaderboard_csv),
+                "report": str(result.report), "plots": {k: str(v) for k, v in result.plots.items()}}
 
     def train(self, data, hyperparameters, job_dir=None, description="training", stop_on=None):
         """One job in a SageMaker-shaped ``/opt/ml`` tree; an epoch bar; the log path on failure."""

@@ -301,7 +301,7 @@ class TrainingJob:
         # The log pipe closes when the last process holding it (trainer, workers) exits.
         self._reader.join(timeout=30)
         if timed_out:
-            self._lines.append(f"[local_training_job] killed after the {timeout:.0f} s timeout\n")
+            self._lines.append(f"[byoc.local.training_job] killed after the {timeout:.0f} s timeout\n")
         failure_file = self.job_dir / "output" / "failure"
         failure = failure_file.read_text().strip() if failure_file.is_file() else None
         if timed_out and failure is None:

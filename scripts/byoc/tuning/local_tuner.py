@@ -34,9 +34,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from byoc.tuning import leaderboard, search
+from byoc.tuning import leaderboard, report, search
+from byoc.tuning.display import LiveDisplay, PlainDisplay
 from byoc.tuning.errors import TuningError
-from byoc.tuning.progress import LiveProgress, PlainProgress
 from byoc.tuning.spec import TuningSpec, load_spec, to_dict, trial_hyperparameters
 from byoc.tuning.trial_runner import TrialOutcome, run_trial
 from container_train.contract import CHANNEL_SPLITS
@@ -60,6 +60,8 @@ class TuningResult:
     leaderboard_json: Path
     best_hyperparameters_path: Path | None
     study_path: Path
+    report: Path | None = None                # tuning-report.html (byoc.tuning.report)
+    plots: dict[str, Path] = field(default_factory=dict)   # history / importances PNGs
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -195,8 +197,8 @@ def run_local_tuning(spec: TuningSpec | str | Path, channels: dict[str, str], ou
                 study.enqueue_trial(params)
         recovered = recover_interrupted(study, spec)
         done = _counted(study)
-        show = LiveProgress(spec.max_jobs, spec.objective.metric, done) if progress else \
-            PlainProgress(spec.max_jobs, spec.objective.metric)
+        show = LiveDisplay(spec.max_jobs, spec.objective.metric, done) if progress else \
+            PlainDisplay(spec.max_jobs, spec.objective.metric)
         run = _Run(study, spec, channels, out_dir, show, image, trial_timeout_s, env or {})
         with show:
             if not new_study:
@@ -216,7 +218,7 @@ class _Run:
     spec: TuningSpec
     channels: dict[str, str]
     out_dir: Path
-    show: PlainProgress
+    show: PlainDisplay
     image: str | None
     timeout_s: float | None
     env: dict[str, str]
@@ -297,7 +299,7 @@ def _trial_worker(run: _Run, trial: optuna.Trial) -> TrialOutcome:
             run.jobs.pop(trial.number, None)
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, show: PlainProgress) -> None:
+def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, show: PlainDisplay) -> None:
     trial.set_user_attr("duration_s", outcome.duration_s)
     if outcome.returncode is not None:
         trial.set_user_attr("returncode", outcome.returncode)
@@ -318,6 +320,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, show:
 def _finish(study: optuna.Study, spec: TuningSpec, out_dir: Path, progress: bool) -> TuningResult:
     paths = leaderboard.write(study, spec, out_dir)
     table = leaderboard.rows(study, spec)
+    pictures = report.write_report(study, spec, table, out_dir)
     if progress:
         leaderboard.render(table, spec)
     best = leaderboard.best_trial(study)
@@ -329,4 +332,5 @@ def _finish(study: optuna.Study, spec: TuningSpec, out_dir: Path, progress: bool
         best_hyperparameters={} if best is None else trial_hyperparameters(spec, best.params),
         leaderboard=table, leaderboard_csv=paths["csv"], leaderboard_json=paths["json"],
         best_hyperparameters_path=paths.get("best"), study_path=out_dir / search.STUDY_FILE,
+        report=pictures["html"], plots={k: v for k, v in pictures.items() if k != "html"},
         counts=_counts(study))

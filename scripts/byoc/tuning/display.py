@@ -1,7 +1,7 @@
-"""Live progress of a tuning run: a bar for the whole run and one line per running trial.
+"""The live display of a tuning run: a bar for the whole run and one line per running trial.
 
-:class:`LiveProgress` draws with ``rich`` (trials done / running / pruned / failed, best so far);
-:class:`PlainProgress` prints one line per event (for logs, CI and tests). Both are called from
+:class:`LiveDisplay` draws with ``rich`` (trials done / running / pruned / failed, best so far);
+:class:`PlainDisplay` prints one line per event (for logs, CI and tests). Both are called from
 the tuner's main thread and from trial threads; rich's Progress is thread-safe.
 """
 
@@ -15,7 +15,7 @@ def _params_text(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
-class PlainProgress:
+class PlainDisplay:
     def __init__(self, total: int, metric: str, print_fn=print):
         self.total, self.metric, self._print = total, metric, print_fn
         self._lock = threading.Lock()
@@ -44,7 +44,7 @@ class PlainProgress:
         pass
 
 
-class LiveProgress(PlainProgress):
+class LiveDisplay(PlainDisplay):
     def __init__(self, total: int, metric: str, already_done: int = 0, console=None):
         super().__init__(total, metric)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -7,14 +7,14 @@ import io
 from rich.console import Console
 
 from byoc.tuning import leaderboard
-from byoc.tuning.progress import LiveProgress
+from byoc.tuning.display import LiveDisplay
 from byoc.tuning.spec import parse_spec
 
 
 def test_live_progress_shows_trials_counts_and_best():
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=160)
-    with LiveProgress(4, "validation:accuracy", already_done=1, console=console) as show:
+    with LiveDisplay(4, "validation:accuracy", already_done=1, console=console) as show:
         show.trial_started(3, {"lr": 0.0123, "batch-size": 32}, epochs=2)
         show.trial_epoch(3, 1, 0.5)
         show.counts(2, 1, 1, 0, "0.9000 (trial 0)")
