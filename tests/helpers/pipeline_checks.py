@@ -1,14 +1,15 @@
 """What a finished `byoc pipeline --tiny` run must have produced; shared by the process-mode test
-(tests/cli/test_pipeline_tiny.py) and the container-mode one (tests/containers)."""
+(tests/pipeline/test_pipeline_tiny.py) and the container-mode one (tests/containers)."""
 
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 from pathlib import Path
 
-from byoc.tuning.best import read_best_hyperparameters
 from byoc.pipeline.steps import STEP_NAMES
+from byoc.tuning.best import read_best_hyperparameters
 from byoc_common.artifact import read_model_metadata
 
 
@@ -67,5 +68,11 @@ def check_pipeline_artifacts(run: Path) -> list[str]:
     assert png.startswith(b"\x89PNG") and len(png) > 100
     # the endpoint was stopped at the end
     assert not (run / "endpoint.json").exists()
+    # one page with every step and a working link to every local artifact
+    page = (run / "index.html").read_text()
+    links = re.findall(r'href="([^"]+)"', page)
+    assert links and all((run / link).exists() for link in links), [x for x in links if not (run / x).exists()]
+    for name in STEP_NAMES:
+        assert f"<td>{name}</td>" in page
 
     return model_classes

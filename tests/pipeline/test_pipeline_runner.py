@@ -30,7 +30,7 @@ def fake_steps(monkeypatch):
     fakes = [(n, make(n), n) for n in ("one", "two", "three")]
     monkeypatch.setattr(steps, "STEPS", fakes)
     monkeypatch.setattr(steps, "STEP_NAMES", [s[0] for s in fakes])
-    monkeypatch.setattr(runner, "print_summary", lambda state, run_dir: None)
+    monkeypatch.setattr(runner, "print_summary", lambda state, run_dir, page: None)
     return calls, fail
 
 

@@ -88,6 +88,10 @@ class Backend(ABC):
         """Add a ``model.tar.gz`` to the endpoint under ``name``; returns the name to invoke it by."""
 
     @abstractmethod
+    def loaded_models(self, url: str | None = None) -> list[str]:
+        """The models the endpoint can serve now (locally: loaded; SageMaker: under its prefix)."""
+
+    @abstractmethod
     def invoke(self, image: str, target_model: str | None = None, content_type: str | None = None,
                accept: str = ct.JSON, topk: int | None = None, explain: bool = False,
                url: str | None = None) -> tuple[str, bytes]:

@@ -184,6 +184,9 @@ class LocalBackend(Backend):
         self._client(url).deploy(name, f"{info['server_model_root']}/{name}", replace=True)
         return name
 
+    def loaded_models(self, url=None):
+        return self._client(url).model_names()
+
     def invoke(self, image, target_model=None, content_type=None, accept=ct.JSON, topk=None, explain=False,
                url=None):
         return self._client(url).classify_file(image, target_model, content_type, accept, topk, explain)

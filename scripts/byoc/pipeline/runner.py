@@ -13,9 +13,10 @@ from pathlib import Path
 from byoc.backends.base import Backend, BackendError
 from byoc.console import console
 from byoc.pipeline import steps as pipeline_steps
+from byoc.pipeline.page import write_page
 from byoc.pipeline.profiles import PROFILES
 from byoc.pipeline.state import PipelineState
-from byoc.pipeline.summary import print_summary
+from byoc.pipeline.summary import print_summary, shown
 
 
 def resume_command(backend: Backend, profile: str) -> str:
@@ -62,12 +63,13 @@ def run_pipeline(backend: Backend, profile: str = "demo", data: str | None = Non
                 continue
             console.rule(f"[{i}/{len(steps)}] {name}: {title}")
             if not _run_step(ctx, name, fn, resume_command(backend, profile)):
+                console.print(f"results so far: {shown(write_page(state, run_dir, pipeline_steps.STEP_NAMES))}")
                 return 1
     finally:
         backend.stop_endpoint()
     state.data["total_seconds"] = round(time.monotonic() - started, 1)
     state.save()
-    print_summary(state, run_dir)
+    print_summary(state, run_dir, write_page(state, run_dir, pipeline_steps.STEP_NAMES))
     return 0
 
 

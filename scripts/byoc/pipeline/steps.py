@@ -153,7 +153,7 @@ def ensure_endpoint(ctx: Context) -> dict:
 def step_serve(ctx: Context) -> dict:
     info = ensure_endpoint(ctx)
     log = ctx.run_dir / "endpoint" / "server.log"
-    return {**info, "log": str(log) if log.exists() else ""}
+    return {**info, "loaded": ctx.backend.loaded_models(), "log": str(log) if log.exists() else ""}
 
 
 def _sample_images(ctx: Context, model: str, n: int) -> list[Path]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from byoc.console import console
 from byoc.pipeline.state import STATE_FILE, PipelineState
+from byoc.tuning.best import BEST_HYPERPARAMETERS
 
 
 def artifact_rows(state: PipelineState) -> list[tuple[str, str, str]]:
@@ -15,7 +17,8 @@ def artifact_rows(state: PipelineState) -> list[tuple[str, str, str]]:
              o("data").get("location", ""))]
     tune = o("tune")
     rows += [("tune", f"leaderboard (best {_fmt(tune.get('best_value'))})", tune.get("leaderboard", "")),
-             ("tune", "best hyperparameters", str(Path(tune.get("out_dir", "")) / "best_hyperparameters.json"))]
+             ("tune", "tuning report (history, importances)", tune.get("report", "")),
+             ("tune", "best hyperparameters", str(Path(tune.get("out_dir", "")) / BEST_HYPERPARAMETERS))]
     train = o("train")
     rows += [("train", f"model (best valid acc {_fmt(train.get('best_valid_acc'))})",
               train.get("model_dir") or train.get("model_data", "")),
@@ -40,7 +43,20 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def print_summary(state: PipelineState, run_dir: Path) -> None:
+def shown(path: str | os.PathLike) -> str:
+    """A local path as the user can type it from where the command ran (relative to the current
+    folder when below it); S3 URIs and empty values stay as they are."""
+    text = str(path or "")
+    if not text or text.startswith("s3://"):
+        return text
+    resolved = Path(text).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd()))
+    except ValueError:
+        return str(resolved)
+
+
+def print_summary(state: PipelineState, run_dir: Path, page: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"byoc pipeline ({state.data.get('profile')}) finished in "
@@ -48,8 +64,13 @@ def print_summary(state: PipelineState, run_dir: Path) -> None:
     table.add_column("step")
     table.add_column("artifact")
     table.add_column("where", overflow="fold")
-    for row in artifact_rows(state):
-        table.add_row(*row)
+    for step, what, where in artifact_rows(state):
+        table.add_row(step, what, shown(where))
     console.print(table)
-    console.print(f"state: {run_dir / STATE_FILE}. Serve the models again: byoc serve --run-dir {run_dir} "
-                  f"then byoc deploy {run_dir}/models/<name>.tar.gz --name <name>")
+    test = state.outputs("train").get("test") or {}
+    if isinstance(test.get("accuracy"), float):
+        console.print(f"test accuracy of the main model: {100 * test['accuracy']:.1f}% on {test.get('images')} images")
+    console.print(f"[bold]every result on one page: {shown(page)}[/]")
+    rd = shown(run_dir)
+    console.print(f"state: {shown(run_dir / STATE_FILE)}. Serve the models again: byoc serve --run-dir {rd} "
+                  f"then byoc deploy {rd}/models/<name>.tar.gz --name <name>")

@@ -1,0 +1,129 @@
+"""``<run dir>/index.html``: one page with every step's result and a link to every artifact.
+
+Links are relative to the run dir, so the folder can be moved or served as it is. Pictures the run
+made (the tuning plots, the Grad-CAM figure) are shown on the page; reports open from their links.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jinja2
+
+from byoc.pipeline.state import PipelineState
+from byoc.pipeline.summary import artifact_rows
+
+PAGE_FILE = "index.html"
+
+TEMPLATE = jinja2.Template("""<!doctype html>
+<html><head><meta charset="utf-8"><title>byoc pipeline: {{ profile }}</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{margin-bottom:.2em} .sub{color:#666;margin-top:0}
+table{border-collapse:collapse;width:100%;margin:1em 0} td,th{border-bottom:1px solid #ddd;padding:6px 8px;
+text-align:left;vertical-align:top;font-size:14px} th{background:#f4f4f4}
+.done{color:#17803d;font-weight:600} .failed{color:#b42318;font-weight:600} .other{color:#92400e}
+.figs{display:flex;flex-wrap:wrap;gap:16px} figure{margin:0;max-width:520px} figure img{max-width:100%;border:1px solid #ddd}
+figcaption{font-size:13px;color:#555}
+</style></head><body>
+<h1>byoc pipeline ({{ profile }})</h1>
+<p class="sub">{{ steps|length }} steps{% if total %}, {{ "%.0f"|format(total) }} s in all{% endif %}.
+{% if test_acc is not none %}Test accuracy of the main model: <b>{{ "%.1f"|format(100 * test_acc) }}%</b>.{% endif %}</p>
+<h2 id="steps">Steps</h2>
+<table><tr><th>step</th><th>status</th><th>time</th><th>result</th></tr>
+{% for s in steps %}<tr><td>{{ s.name }}</td><td class="{{ s.css }}">{{ s.status }}</td>
+<td>{{ s.seconds }}</td><td>{{ s.result }}{% if s.log %} (<a href="{{ s.log }}">log</a>){% endif %}</td></tr>
+{% endfor %}</table>
+{% if figures %}<h2 id="pictures">Pictures</h2><div class="figs">
+{% for f in figures %}<figure><a href="{{ f.href }}"><img src="{{ f.href }}" alt="{{ f.caption }}"></a>
+<figcaption>{{ f.caption }}</figcaption></figure>{% endfor %}</div>{% endif %}
+{% if invocations %}<h2 id="invocations">Invocations</h2>
+<table><tr><th>model</th><th>image</th><th>true class</th><th>answer</th><th>probability</th></tr>
+{% for i in invocations %}<tr><td>{{ i.model }}</td><td>{{ i.image }}</td><td>{{ i.true_class }}</td>
+<td>{{ i.label }}</td><td>{{ "%.2f"|format(i.probability) }}</td></tr>{% endfor %}</table>{% endif %}
+<h2 id="artifacts">Artifacts</h2>
+<table><tr><th>step</th><th>artifact</th><th>where</th></tr>
+{% for step, what, href in artifacts %}<tr><td>{{ step }}</td><td>{{ what }}</td>
+<td>{% if href %}<a href="{{ href }}">{{ href }}</a>{% endif %}</td></tr>{% endfor %}</table>
+</body></html>
+""", autoescape=True)
+
+
+def _rel(path: str | os.PathLike | None, run_dir: Path) -> str:
+    """``path`` relative to the run dir (an S3 URI or a foreign path stays as it is)."""
+    if not path or str(path).startswith("s3://"):
+        return str(path or "")
+    try:
+        return os.path.relpath(Path(path).resolve(), run_dir.resolve())
+    except ValueError:
+        return str(path)
+
+
+def _result_text(name: str, outputs: dict) -> str:
+    if not outputs:
+        return ""
+    if name == "data":
+        return f"{outputs.get('source')}: {len(outputs.get('classes', []))} classes, {outputs.get('counts')}"
+    if name == "tune":
+        return f"best {outputs.get('best_value')} (trial {outputs.get('best_trial')})"
+    if name in ("train", "train_second"):
+        test = outputs.get("test") or {}
+        acc = test.get("accuracy")
+        return f"test accuracy {acc:.3f}" if isinstance(acc, float) else str(outputs.get("job", ""))
+    if name == "report":
+        fired = [r for r, s in outputs.get("rules", {}).items() if s == "IssuesFound"]
+        return f"{len(outputs.get('rules', {}))} rules, fired: {', '.join(fired) or 'none'}"
+    if name == "explain":
+        return f"Grad-CAM for {outputs.get('label')!r}"
+    if name == "batch":
+        return f"{outputs.get('outputs')} .out files"
+    if name == "invoke":
+        return f"{outputs.get('count')} invocations"
+    return ", ".join(sorted(outputs))
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _figures(state: PipelineState, run_dir: Path) -> list[dict]:
+    figures = []
+    for key, caption in (("history", "tuning: optimization history"),
+                         ("importances", "tuning: hyperparameter importances")):
+        png = state.outputs("tune").get("plots", {}).get(key)
+        if png and Path(png).exists():
+            figures.append({"href": _rel(png, run_dir), "caption": caption})
+    cam = state.outputs("explain").get("png")
+    if cam and Path(cam).exists():
+        figures.append({"href": _rel(cam, run_dir), "caption": f"Grad-CAM: {state.outputs('explain').get('label')}"})
+    return figures
+
+
+def _invocations(state: PipelineState, run_dir: Path) -> list[dict]:
+    path = state.outputs("invoke").get("results")
+    if not path or not Path(path).is_file():
+        return []
+    return [{**row, "model": model, "image": _rel(row["image"], run_dir)}
+            for model, rows in json.loads(Path(path).read_text()).items() for row in rows]
+
+
+def write_page(state: PipelineState, run_dir: Path, step_names: list[str]) -> Path:
+    steps = []
+    for name in step_names:
+        step = state.data["steps"].get(name, {})
+        status = step.get("status", "not run")
+        steps.append({"name": name, "status": status, "seconds": f"{step['seconds']:.0f} s" if "seconds" in step else "",
+                      "css": {"done": "done", "failed": "failed"}.get(status, "other"),
+                      "result": _first_line(step["error"]) if step.get("error") else _result_text(name, step.get("outputs", {})),
+                      "log": _rel(step["log"], run_dir) if status == "failed" and step.get("log") else ""})
+    test = state.outputs("train").get("test") or {}
+    html = TEMPLATE.render(
+        profile=state.data.get("profile"), total=state.data.get("total_seconds"), steps=steps,
+        test_acc=test.get("accuracy"), figures=_figures(state, run_dir), invocations=_invocations(state, run_dir),
+        artifacts=[(step, what, _rel(where, run_dir)) for step, what, where in artifact_rows(state)])
+    path = run_dir / PAGE_FILE
+    path.write_text(html)
+    return path
