@@ -14,6 +14,12 @@
 #   -h, --help              show this help
 #
 # Needs: docker (with a running engine), the AWS CLI and credentials allowed to use ECR.
+#
+# Images are built for linux/amd64 whatever this machine is (an Apple-silicon laptop builds arm64
+# otherwise, which ml.* instances cannot run). The registry is <account>.dkr.ecr.<region>.<domain>,
+# amazonaws.com.cn in the China regions. Tests only: REGISTRY_OVERRIDE=127.0.0.1:PORT pushes to that
+# registry instead (the ECR calls still go to the AWS endpoint, e.g. AWS_ENDPOINT_URL=moto).
+# Written for bash 3.2 (macOS's /bin/bash) as well: arrays that may be empty are expanded guarded.
 set -euo pipefail
 
 usage() { sed -n '2,/^# Needs:/s/^# \{0,1\}//p' "$0"; }
@@ -52,17 +58,18 @@ command -v docker >/dev/null 2>&1 \
 command -v aws >/dev/null 2>&1 \
   || die "the AWS CLI ('aws') is not installed or not on PATH (https://aws.amazon.com/cli/; or: pip install awscli)"
 
-if ! caller_account="$(aws sts get-caller-identity --query Account --output text 2>&1)"; then
+if [ -z "$region" ]; then
+  region="$(aws configure get region 2>/dev/null || true)"
+fi
+[ -n "$region" ] || die "no AWS region: pass --region or set AWS_REGION"
+
+# With --region: the CLI has no region of its own on a machine without a configured profile.
+if ! caller_account="$(aws sts get-caller-identity --region "$region" --query Account --output text 2>&1)"; then
   die "no usable AWS credentials: 'aws sts get-caller-identity' failed:
   ${caller_account}
 Configure credentials (aws configure, AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and retry."
 fi
 account="${account:-$caller_account}"
-
-if [ -z "$region" ]; then
-  region="$(aws configure get region 2>/dev/null || true)"
-fi
-[ -n "$region" ] || die "no AWS region: pass --region or set AWS_REGION"
 
 docker info >/dev/null 2>&1 \
   || die "the Docker engine is not reachable ('docker info' failed): start Docker and retry"
@@ -72,7 +79,11 @@ if [ -z "$tag" ]; then
   [ -n "$tag" ] || die "no git commit to tag with: pass --tag"
 fi
 
-registry="${account}.dkr.ecr.${region}.amazonaws.com"
+case "$region" in
+  cn-*) ecr_domain="amazonaws.com.cn" ;;
+  *) ecr_domain="amazonaws.com" ;;
+esac
+registry="${REGISTRY_OVERRIDE:-${account}.dkr.ecr.${region}.${ecr_domain}}"
 build_args=()
 [ -n "$torch_index_url" ] && build_args+=(--build-arg "TORCH_INDEX_URL=${torch_index_url}")
 [ -n "$base_image" ] && build_args+=(--build-arg "BASE_IMAGE=${base_image}")
@@ -94,8 +105,9 @@ done
 build_and_push() {  # $1 = dockerfile, $2 = repository; prints the pushed URI
   local dockerfile="$1" repo="$2" image="${registry}/$2"
   log "building ${image}:${tag} from ${dockerfile}"
-  docker build --network host "${build_args[@]}" -f "${repo_root}/${dockerfile}" \
-    -t "${image}:${tag}" -t "${image}:latest" "$repo_root" >&2
+  # ${a[@]+"${a[@]}"}: an empty array expands to nothing; bash < 4.4 calls "${a[@]}" unbound.
+  docker build --network host --platform linux/amd64 ${build_args[@]+"${build_args[@]}"} \
+    -f "${repo_root}/${dockerfile}" -t "${image}:${tag}" -t "${image}:latest" "$repo_root" >&2
   docker push "${image}:${tag}" >&2
   docker push "${image}:latest" >&2
   printf '%s:%s' "$image" "$tag"

@@ -6,6 +6,7 @@ command -v java >/dev/null 2>&1 && java -version 2>&1 | grep -q '"17' || need+=(
 [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)     # lints scripts/build_and_push.sh in tests/docker
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)   # the local OCI registry of the buildspec test
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "[setup] installing Debian packages: ${need[*]}"

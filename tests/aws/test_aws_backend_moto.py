@@ -128,6 +128,45 @@ def test_add_models_and_invoke_with_target_model(ctx, tmp_path, aws_env):
                                          "TargetModel": "dogs-v2.tar.gz", "CustomAttributes": "topk=3"})]
 
 
+def test_a_deployed_model_is_never_overwritten(ctx, tmp_path, raw_s3):
+    """AWS, "Add or Remove Models": "To update a model ... Use a new and unique name. Don't overwrite
+    model artifacts in Amazon S3" (a loaded model may go on serving the old bytes)."""
+    ep = endpoints.MultiModelEndpoint.for_run(ctx)
+    first, second = tmp_path / "first.tar.gz", tmp_path / "second.tar.gz"
+    first.write_bytes(b"first model bytes")
+    second.write_bytes(b"second, different model bytes")
+    key = "byoc/demo/models/fashion.tar.gz"
+    assert endpoints.add_model(ctx, ep, first, "fashion") == "fashion.tar.gz"
+    assert endpoints.add_model(ctx, ep, first, "fashion") == "fashion.tar.gz"    # same bytes: a no-op
+    with pytest.raises(LaunchError, match="already exists .* never replaced in place.*--name fashion-v2"):
+        endpoints.add_model(ctx, ep, second, "fashion")
+    assert raw_s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"first model bytes"
+    assert endpoints.add_model(ctx, ep, second, "fashion-v2") == "fashion-v2.tar.gz"
+    with pytest.raises(LaunchError, match="--name fashion-v3"):
+        endpoints.add_model(ctx, ep, second, "fashion")
+    # From S3 (server-side copy): the same source again is a no-op, other bytes are refused.
+    src = ep.model_data_prefix + "fashion-v2.tar.gz"
+    assert endpoints.add_model(ctx, ep, src, "dogs") == "dogs.tar.gz"
+    assert endpoints.add_model(ctx, ep, src, "dogs") == "dogs.tar.gz"
+    with pytest.raises(LaunchError, match="already exists"):
+        endpoints.add_model(ctx, ep, ep.model_data_prefix + "fashion.tar.gz", "dogs")
+    # An artifact someone else put there (no byoc metadata) is not ours to replace either.
+    raw_s3.put_object(Bucket=BUCKET, Key="byoc/demo/models/theirs.tar.gz", Body=b"first model bytes")
+    with pytest.raises(LaunchError, match="already exists"):
+        endpoints.add_model(ctx, ep, first, "theirs")
+
+
+def test_write_once_puts_are_conditional(ctx, tmp_path):
+    """The upload itself is a conditional write (If-None-Match: *), so a concurrent deploy that
+    slipped in after the existence check still cannot be overwritten."""
+    f = tmp_path / "a.tar.gz"
+    f.write_bytes(b"a")
+    dest = f"s3://{BUCKET}/byoc/demo/models/a.tar.gz"
+    s3_data.put_new_file(ctx, f, dest)
+    with pytest.raises(s3_data.ObjectExistsError, match="already exists"):
+        s3_data.put_new_file(ctx, f, dest)
+
+
 def test_add_model_missing_file_is_clear(ctx, tmp_path):
     ep = endpoints.MultiModelEndpoint.for_run(ctx)
     with pytest.raises(FileNotFoundError, match="byoc package"):

@@ -81,7 +81,7 @@ def test_tuning_request_is_exact_and_accepted_by_botocore():
             "RandomSeed": 7,
         },
         "TrainingJobDefinition": {
-            "StaticHyperParameters": {"arch": "resnet50", "image-size": "224"},
+            "StaticHyperParameters": {"arch": "resnet50", "image-size": "224", "debugger": "false"},
             "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File",
                                        "MetricDefinitions": contract.METRIC_DEFINITIONS},
             "RoleArn": ROLE,
@@ -90,7 +90,7 @@ def test_tuning_request_is_exact_and_accepted_by_botocore():
             "ResourceConfig": {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
             "StoppingCondition": {"MaxRuntimeInSeconds": 2400, "MaxWaitTimeInSeconds": 4800},
             "EnableManagedSpotTraining": True,
-            "CheckpointConfig": {"S3Uri": "s3://bkt/out/checkpoints", "LocalPath": "/opt/ml/checkpoints"},
+            # No CheckpointConfig: one in the definition would be every trial's (test_aws_jobs_semantics).
         },
         "Tags": [{"Key": "project", "Value": "byoc"}],
     }
@@ -146,7 +146,8 @@ def test_final_training_request_carries_debugger_rules_and_profiler():
         resources(), debugger)
     expected = {
         "TrainingJobName": "byoc-final-1",
-        "HyperParameters": {"arch": "resnet50", "pretrained": "true", "lr": "0.01", "batch-size": "64"},
+        "HyperParameters": {"arch": "resnet50", "pretrained": "true", "lr": "0.01", "batch-size": "64",
+                            "debugger": "true"},
         "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File",
                                    "MetricDefinitions": contract.METRIC_DEFINITIONS},
         "RoleArn": ROLE,
@@ -156,7 +157,7 @@ def test_final_training_request_carries_debugger_rules_and_profiler():
         "StoppingCondition": {"MaxRuntimeInSeconds": 2400},
         "EnableManagedSpotTraining": False,
         "DebugHookConfig": {
-            "S3OutputPath": "s3://bkt/out/debug-output",
+            "S3OutputPath": "s3://bkt/out",     # SageMaker appends <job>/debug-output
             "LocalPath": "/opt/ml/output/tensors",
             "CollectionConfigurations": [
                 {"CollectionName": "losses", "CollectionParameters": {"save_interval": "50"}},
@@ -166,7 +167,7 @@ def test_final_training_request_carries_debugger_rules_and_profiler():
             ],
         },
         "DebugRuleConfigurations": EXPECTED_RULES,
-        "ProfilerConfig": {"S3OutputPath": "s3://bkt/out/profiler-output",
+        "ProfilerConfig": {"S3OutputPath": "s3://bkt/out",   # SageMaker appends <job>/profiler-output
                            "ProfilingIntervalInMilliseconds": 500},
         "ProfilerRuleConfigurations": [
             {"RuleConfigurationName": "ProfilerReport", "RuleEvaluatorImage": RULES_IMAGE,
@@ -233,6 +234,8 @@ def test_tuning_job_is_polled_and_its_best_job_feeds_the_final_run():
     assert best.objective_value == pytest.approx(0.91)
     # SageMaker's internal _tuning_objective_metric is not passed on to the final job.
     assert final == final_hp
+    request = tj.build_training_job_request("byoc-final-1", final, res, debugger_settings)
+    assert request["HyperParameters"] == {**final_hp, "debugger": "true"}
 
 
 def test_best_training_job_missing_is_a_clear_error():

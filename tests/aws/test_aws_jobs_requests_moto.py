@@ -51,7 +51,9 @@ def test_final_training_job_round_trip(sagemaker_client):
     tj.send_training_job(sagemaker_client, request)
     answer = tj.wait_for_training_job(sagemaker_client, "byoc-final-moto", poll_s=0.1, timeout_s=10)
     assert answer["TrainingJobStatus"] == "Completed"
-    assert answer["HyperParameters"] == {"lr": "0.01", "arch": "resnet50"}
+    assert answer["HyperParameters"] == {"lr": "0.01", "arch": "resnet50", "debugger": "true"}
+    assert answer["CheckpointConfig"] == {"S3Uri": "s3://bkt/out/checkpoints/byoc-final-moto/",
+                                          "LocalPath": "/opt/ml/checkpoints"}
     assert answer["DebugHookConfig"] == request["DebugHookConfig"]
     assert answer["DebugRuleConfigurations"] == request["DebugRuleConfigurations"]
     assert [r["RuleConfigurationName"] for r in answer["DebugRuleConfigurations"]] == list(dbg.DEFAULT_RULES)

@@ -169,3 +169,37 @@ def test_auto_falls_back_to_synthetic(tmp_path, monkeypatch):
 def test_unknown_source_via_cli(tmp_path, capsys):
     assert main(["data", "--source", str(tmp_path / "missing")]) == 1
     assert "unknown source" in capsys.readouterr().err
+
+
+def test_dest_with_files_byoc_did_not_write_is_never_deleted(tmp_path, capsys):
+    """`byoc data --dest` pointing at the user's own folder (no marker) changes nothing."""
+    mine = tmp_path / "photos"
+    (mine / "2024").mkdir(parents=True)
+    (mine / "2024" / "holiday.jpg").write_bytes(b"\xff\xd8precious")
+    with pytest.raises(datasets.DatasetError, match="did not write .* nothing was changed"):
+        datasets.prepare("synthetic", mine, per_class=1, size=16)
+    assert (mine / "2024" / "holiday.jpg").read_bytes() == b"\xff\xd8precious"
+    assert sorted(p.name for p in mine.iterdir()) == ["2024"]
+    assert main(["data", "--source", "synthetic", "--dest", str(mine)]) == 1
+    assert "nothing was changed" in capsys.readouterr().err
+    assert (mine / "2024" / "holiday.jpg").exists()
+
+
+def test_interrupted_build_is_redone_and_an_empty_dest_is_used(tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    s = datasets.prepare("synthetic", empty, per_class=1, size=16)
+    assert s.counts == {"train": 4, "valid": 4, "test": 4}
+    assert (empty / datasets.COMPLETE_MARKER).exists() and not (empty / datasets.BUILDING_MARKER).exists()
+
+    half = tmp_path / "half"
+
+    def crash(*args, **kwargs):
+        (half / "train").mkdir()
+        raise KeyboardInterrupt
+    monkeypatch.setattr(datasets, "make_dataset", crash)
+    with pytest.raises(KeyboardInterrupt):
+        datasets.prepare("synthetic", half, per_class=1, size=16)
+    assert (half / datasets.BUILDING_MARKER).exists()     # ours, unfinished
+    monkeypatch.undo()
+    assert datasets.prepare("synthetic", half, per_class=1, size=16).counts["train"] == 4

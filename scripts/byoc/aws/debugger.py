@@ -13,19 +13,21 @@ from byoc.aws.errors import LaunchError
 from byoc.rules.base import RuleParameterError
 from byoc.rules.catalog import RULE_NAMES, check_rule_parameters
 from byoc_common.sagemaker_paths import TENSOR_DIR
-from container_train.hyperparameters import to_sagemaker_strings
+from container_train.hyperparameters import HYPERPARAMETERS, parse_bool, to_sagemaker_strings
 
 # ---- the built-in rule evaluator image ----------------------------------------------------------
 # ECR account per region of the "sagemaker-debugger-rules" image that runs Debugger's built-in
-# rules (AWS docs "Amazon SageMaker Debugger Registry URLs for Built-in Rule Evaluators"; the same
-# table ships with the SageMaker Python SDK as image_uri_config/debugger.json).
+# rules (AWS docs "Amazon SageMaker Debugger Registry URLs for Built-in Rule Evaluators"). The
+# table is the SageMaker Python SDK's src/sagemaker/image_uri_config/debugger.json ("latest"
+# registries, SDK v2.257.6 and the 2.257.7 wheel); tests/aws/test_aws_debugger_regions.py compares
+# the two entry by entry, so a changed account (ap-northeast-3 was once wrong here) fails a test.
 DEBUGGER_RULES_REPOSITORY = "sagemaker-debugger-rules"
 DEBUGGER_RULES_REGISTRIES: dict[str, str] = {
     "af-south-1": "314341159256",
     "ap-east-1": "199566480951",
     "ap-northeast-1": "430734990657",
     "ap-northeast-2": "578805364391",
-    "ap-northeast-3": "364406365360",
+    "ap-northeast-3": "479947661362",
     "ap-south-1": "904829902805",
     "ap-southeast-1": "972752614525",
     "ap-southeast-2": "184798709955",
@@ -46,6 +48,11 @@ DEBUGGER_RULES_REGISTRIES: dict[str, str] = {
     "us-west-1": "685455198987",
     "us-west-2": "895741380848",
 }
+
+
+def debugger_available(region: str) -> bool:
+    """Whether SageMaker publishes the rule evaluator image in ``region`` (the table above)."""
+    return region in DEBUGGER_RULES_REGISTRIES
 
 
 def debugger_rules_image(region: str) -> str:
@@ -71,6 +78,8 @@ DEFAULT_RULES: tuple[str, ...] = (
 PROFILER_REPORT_RULE = "ProfilerReport"
 # Tensor collections the hook saves (what the rules above read).
 DEBUG_COLLECTIONS: tuple[str, ...] = ("losses", "weights", "gradients", "biases")
+# The trainer's switch for the smdebug hook (container_train.hyperparameters).
+HOOK_HYPERPARAMETER = HYPERPARAMETERS["debugger"].name
 
 @dataclass(frozen=True)
 class DebuggerSettings:
@@ -98,10 +107,47 @@ class DebuggerSettings:
                 raise LaunchError(f"Debugger rule parameters: {e}") from None
 
 
+def settings_for_region(region: str, enabled: bool = True) -> tuple[DebuggerSettings | None, str | None]:
+    """The final job's Debugger settings in ``region``, or ``(None, why)`` when it runs without.
+
+    What the SageMaker Python SDK does (v2.257.6, ``estimator.py``): in a region without Debugger
+    (``fw_utils._region_supports_debugger``/``_region_supports_profiler``) it turns the hook and the
+    profiler off and trains on (``_validate_and_set_debugger_configs``, ``disable_profiler = True``).
+    Here the hook and the profiler only feed the built-in rules and the ProfilerReport rule, which
+    need the rule evaluator image; a region without that image runs the job with neither, and the
+    caller prints ``why``."""
+    if not enabled:
+        return None, "Debugger turned off (--no-debugger): no hook, built-in rules or profiler"
+    if not debugger_available(region):
+        return None, (f"SageMaker Debugger's rule evaluator is not published in {region}: the job runs "
+                      "without the Debugger hook, built-in rules and profiler (as the SageMaker Python "
+                      "SDK does there); `byoc report` will find no rule results")
+    return DebuggerSettings(region=region), None
+
+
+def with_hook(hyperparameters: Mapping[str, Any], on: bool) -> tuple[dict[str, Any], bool]:
+    """``hyperparameters`` with the trainer's hook switch set to ``on``, and whether that changed
+    a value the caller gave (e.g. a tuning spec's static ``debugger: false`` riding on the best
+    hyperparameters into the instrumented final job, whose rules would then check nothing)."""
+    out = dict(hyperparameters)
+    given = out.get(HOOK_HYPERPARAMETER)
+    out[HOOK_HYPERPARAMETER] = on
+    try:
+        changed = given is not None and parse_bool(given) != on
+    except ValueError:      # not a boolean at all: replaced, so say so
+        changed = True
+    return out, changed
+
+
 def debug_hook_config(output_s3_uri: str, save_interval: int) -> dict[str, Any]:
+    """The hook's ``DebugHookConfig``. ``S3OutputPath`` is the job's bare output prefix: SageMaker
+    writes the tensors to ``<S3OutputPath>/<job name>/debug-output/`` itself. The SageMaker Python
+    SDK passes the estimator's ``output_path`` unchanged (``estimator.py``:
+    ``DebuggerHookConfig(s3_output_path=self.output_path)``) and reads the tensors back from
+    ``os.path.join(s3_output_path, job_name, "debug-output")`` (``latest_job_debugger_artifacts_path``)."""
     interval = str(save_interval)
     return {
-        "S3OutputPath": f"{output_s3_uri.rstrip('/')}/debug-output",
+        "S3OutputPath": output_s3_uri,
         "LocalPath": TENSOR_DIR,
         "CollectionConfigurations": [
             {"CollectionName": name, "CollectionParameters": {"save_interval": interval}}
@@ -124,8 +170,10 @@ def debug_rule_configurations(settings: DebuggerSettings) -> list[dict[str, Any]
 
 
 def profiler_config(output_s3_uri: str, interval_ms: int) -> dict[str, Any]:
-    return {"S3OutputPath": f"{output_s3_uri.rstrip('/')}/profiler-output",
-            "ProfilingIntervalInMilliseconds": interval_ms}
+    """``ProfilerConfig``: the bare output prefix again; SageMaker appends ``<job name>/profiler-output``
+    (SDK ``estimator.py``: ``ProfilerConfig(s3_output_path=self.output_path)``, read back by
+    ``latest_job_profiler_artifacts_path`` as ``<s3_output_path>/<job>/profiler-output``)."""
+    return {"S3OutputPath": output_s3_uri, "ProfilingIntervalInMilliseconds": interval_ms}
 
 
 def profiler_rule_configurations(region: str) -> list[dict[str, Any]]:

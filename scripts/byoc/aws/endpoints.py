@@ -15,6 +15,7 @@ How a SageMaker multi-model endpoint works (what these functions drive):
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -98,23 +99,66 @@ def create_multi_model_endpoint(ctx: AwsContext, ep: MultiModelEndpoint, image_u
     return sm.describe_endpoint(EndpointName=ep.endpoint_name)
 
 
+# Object metadata that says which bytes a deployed artifact holds (x-amz-meta-byoc-artifact).
+ARTIFACT_METADATA = "byoc-artifact"
+
+
 def add_model(ctx: AwsContext, ep: MultiModelEndpoint, artifact: str | os.PathLike, name: str) -> str:
     """Make ``artifact`` (a local model.tar.gz or an s3:// URI) servable as ``TargetModel=name``.
 
-    Returns the TargetModel value to invoke it with.
+    An artifact is never overwritten in place: SageMaker keeps a model it has loaded (in the
+    container and on the instance's volume), so invocations could go on reaching the old bytes.
+    AWS, "Add or Remove Models" (multi-model endpoints): "To update a model ... Use a new and
+    unique name. Don't overwrite model artifacts in Amazon S3". The same artifact again is a no-op
+    (a re-run pipeline step); different bytes under a taken name are refused with a free name to
+    use. Returns the TargetModel value to invoke it with.
     """
     target = target_model_name(name)
     dest = ep.model_data_prefix + target
     src = str(artifact)
-    if src.startswith("s3://"):
-        s3_data.copy_object(ctx, src, dest)
-    else:
-        if not Path(src).is_file():
-            raise FileNotFoundError(f"model artifact {src} does not exist (build it with `byoc package`)")
-        s3_data.put_file(ctx, src, dest)
+    if not src.startswith("s3://") and not Path(src).is_file():
+        raise FileNotFoundError(f"model artifact {src} does not exist (build it with `byoc package`)")
+    fingerprint = _fingerprint(ctx, src)
+    existing = None if ctx.is_dry_run else s3_data.head_object(ctx, dest)
+    if existing is None:
+        try:
+            write = s3_data.copy_new_object if src.startswith("s3://") else s3_data.put_new_file
+            write(ctx, src, dest, metadata={ARTIFACT_METADATA: fingerprint})
+        except s3_data.ObjectExistsError:     # another deploy took the name meanwhile
+            existing = s3_data.head_object(ctx, dest) or {}
+    if existing is not None and existing.get("Metadata", {}).get(ARTIFACT_METADATA) != fingerprint:
+        raise LaunchError(f"model {target} already exists under {ep.model_data_prefix} with other contents; "
+                          "SageMaker may go on serving the copy it loaded, so models are never replaced in "
+                          f"place (AWS: 'Add or Remove Models'): deploy it under a new name, e.g. "
+                          f"--name {_free_name(ctx, ep, target)}")
     # Objects under the run prefix are already covered by cleanup; record the prefix once.
     ctx.record("s3_prefix", ctx.settings.s3_run_prefix)
     return target
+
+
+def _fingerprint(ctx: AwsContext, src: str) -> str:
+    """Which bytes ``src`` holds: a local file's SHA-256, an S3 object's URI and ETag."""
+    if src.startswith("s3://"):
+        head = s3_data.head_object(ctx, src)
+        if head is None:
+            raise FileNotFoundError(f"model artifact {src} does not exist")
+        etag = head.get("ETag", "").strip('"')
+        return f"{src}@{etag}"
+    digest = hashlib.sha256()
+    with open(src, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def _free_name(ctx: AwsContext, ep: MultiModelEndpoint, target: str) -> str:
+    """``<name>-v2`` (or the next version not yet under the prefix) for a taken ``<name>.tar.gz``."""
+    taken = set(list_models(ctx, ep))
+    stem = re.sub(r"-v\d+$", "", target.removesuffix(ARTIFACT_SUFFIX))
+    version = 2
+    while f"{stem}-v{version}{ARTIFACT_SUFFIX}" in taken:
+        version += 1
+    return f"{stem}-v{version}"
 
 
 def list_models(ctx: AwsContext, ep: MultiModelEndpoint) -> list[str]:

@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from botocore.exceptions import ClientError
+
 from byoc.aws.session import AwsContext
 from byoc.errors import ByocError
 
@@ -34,6 +36,13 @@ def iter_objects(ctx: AwsContext, prefix_uri: str) -> Iterator[dict]:
     bucket, prefix = parse_s3_uri(prefix_uri)
     for page in ctx.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         yield from page.get("Contents", [])
+
+
+def prefix_has_objects(ctx: AwsContext, prefix_uri: str) -> bool:
+    """Whether any object's key starts with ``prefix_uri``'s key (what an ``S3Prefix`` channel
+    downloads); one ListObjectsV2 call of at most one key."""
+    bucket, prefix = parse_s3_uri(prefix_uri)
+    return ctx.s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount", 0) > 0
 
 
 def upload_folder(ctx: AwsContext, folder: str | os.PathLike, dest_uri: str,
@@ -67,19 +76,56 @@ def upload_folder(ctx: AwsContext, folder: str | os.PathLike, dest_uri: str,
     return len(todo), len(files) - len(todo)
 
 
-def put_file(ctx: AwsContext, path: str | os.PathLike, dest_uri: str) -> str:
-    """Upload one local file to exactly ``dest_uri``; returns the URI."""
+def put_new_file(ctx: AwsContext, path: str | os.PathLike, dest_uri: str,
+                 metadata: dict[str, str] | None = None) -> str:
+    """Upload one local file to exactly ``dest_uri`` unless an object is already there (a single
+    PutObject with ``If-None-Match: *``, S3's conditional write: a concurrent writer cannot slip
+    in between a check and the upload; up to 5 GB). Returns the URI; :class:`ObjectExistsError`
+    when the key is taken."""
     bucket, key = parse_s3_uri(dest_uri)
-    ctx.s3.upload_file(str(path), bucket, key)
+    with open(path, "rb") as body:
+        _write_once(lambda: ctx.s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*",
+                                              Metadata=metadata or {}), dest_uri)
     return dest_uri
 
 
-def copy_object(ctx: AwsContext, src_uri: str, dest_uri: str) -> str:
-    """Server-side copy (no bytes pass through this machine); returns ``dest_uri``."""
+def copy_new_object(ctx: AwsContext, src_uri: str, dest_uri: str,
+                    metadata: dict[str, str] | None = None) -> str:
+    """Server-side copy (no bytes pass through this machine) to a key that must not exist yet
+    (``If-None-Match: *`` on CopyObject); returns ``dest_uri``."""
     src_bucket, src_key = parse_s3_uri(src_uri)
     bucket, key = parse_s3_uri(dest_uri)
-    ctx.s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": src_bucket, "Key": src_key})
+    _write_once(lambda: ctx.s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": src_bucket, "Key": src_key},
+                                           IfNoneMatch="*", MetadataDirective="REPLACE",
+                                           Metadata=metadata or {}), dest_uri)
     return dest_uri
+
+
+class ObjectExistsError(ByocError):
+    """A write-once key already holds an object."""
+
+
+def _write_once(write: Callable[[], object], dest_uri: str) -> None:
+    """S3 answers a conditional write to a taken key with 412 PreconditionFailed, and one racing
+    another write of that key with 409 ConditionalRequestConflict (S3 user guide, "How to prevent
+    object overwrites with conditional writes"): either way the key is not ours to write."""
+    try:
+        write()
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            raise ObjectExistsError(f"{dest_uri} already exists") from None
+        raise
+
+
+def head_object(ctx: AwsContext, uri: str) -> dict | None:
+    """HeadObject of ``uri`` (ETag, Metadata, ...), or None when there is no such object."""
+    bucket, key = parse_s3_uri(uri)
+    try:
+        return ctx.s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
 
 
 def download_prefix(ctx: AwsContext, prefix_uri: str, dest: str | os.PathLike) -> list[Path]:

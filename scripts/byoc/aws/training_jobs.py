@@ -20,11 +20,16 @@ from byoc.aws.debugger import (
     debug_rule_configurations,
     profiler_config,
     profiler_rule_configurations,
+    with_hook,
 )
 from byoc.aws.errors import LaunchError
 from byoc_common.sagemaker_paths import CHECKPOINT_DIR
 from container_train import contract
 from container_train.hyperparameters import to_sagemaker_strings
+
+# Channels a job may run without when their split is empty (container_train/data.py: the test
+# split is optional; training and validation are not).
+OPTIONAL_CHANNELS = frozenset(c for c, split in contract.CHANNEL_SPLITS.items() if split == "test")
 
 # ---- settings shared by every training job ------------------------------------------------------
 
@@ -42,7 +47,9 @@ class TrainingResources:
     max_runtime_s: int = 40 * 60            # per job: a frozen-ResNet50 trial on dogImages takes about 40 min
     spot: bool = False                      # EnableManagedSpotTraining
     max_wait_s: int | None = None           # spot only: runtime + waiting for capacity
-    checkpoint_s3_uri: str | None = None    # synced with /opt/ml/checkpoints (needed for spot resume)
+    # Base prefix of /opt/ml/checkpoints (needed for spot resume): a training job syncs its own
+    # <base>/<job name>/ (checkpoint_config); a tuning job's trials get none (tuning_jobs).
+    checkpoint_s3_uri: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -74,8 +81,34 @@ def _channels(resources: TrainingResources) -> list[dict[str, Any]]:
     ]
 
 
+def select_channels(channels: Mapping[str, str], has_objects: Callable[[str], bool]) -> dict[str, str]:
+    """The channels whose S3 prefix holds objects: SageMaker fails a job with a channel that has none
+    ("ClientError: No S3 objects found under S3 URL ..."). The test split is optional (the trainer
+    runs without it, container_train/data.py), so an empty one is left out; an empty training or
+    validation split stops the launch here, before a job is billed."""
+    chosen = {name: uri for name, uri in channels.items() if has_objects(uri)}
+    missing = [f"{name} ({uri})" for name, uri in channels.items()
+               if name not in chosen and name not in OPTIONAL_CHANNELS]
+    if missing:
+        raise LaunchError(f"no S3 objects under the channel prefix(es) {', '.join(missing)}: upload the "
+                          "dataset first (`byoc data --backend sagemaker`) or pass the right --data")
+    return chosen
+
+
+def checkpoint_config(resources: TrainingResources, job_name: str) -> dict[str, str] | None:
+    """``CheckpointConfig`` of training job ``job_name``: its own ``<base>/<job name>/``.
+
+    The trailing ``/`` matters: SageMaker syncs every key under the S3Uri *prefix* into
+    /opt/ml/checkpoints at start, so ``.../checkpoints/job-1`` would also bring ``job-10``'s files.
+    One prefix per job means no job ever starts from another job's checkpoint."""
+    if not resources.checkpoint_s3_uri:
+        return None
+    return {"S3Uri": f"{resources.checkpoint_s3_uri.rstrip('/')}/{job_name}/", "LocalPath": CHECKPOINT_DIR}
+
+
 def common_job_fields(resources: TrainingResources) -> dict[str, Any]:
-    """Fields a tuning job's training job definition and a plain training job have in common."""
+    """Fields a tuning job's training job definition and a plain training job have in common
+    (not ``CheckpointConfig``, which is per job: :func:`checkpoint_config`)."""
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": resources.max_runtime_s}
     if resources.spot:
         stopping["MaxWaitTimeInSeconds"] = resources.max_wait_s or 2 * resources.max_runtime_s
@@ -89,9 +122,6 @@ def common_job_fields(resources: TrainingResources) -> dict[str, Any]:
         "StoppingCondition": stopping,
         "EnableManagedSpotTraining": resources.spot,
     }
-    if resources.checkpoint_s3_uri:
-        fields["CheckpointConfig"] = {"S3Uri": resources.checkpoint_s3_uri,
-                                      "LocalPath": CHECKPOINT_DIR}
     return fields
 
 
@@ -109,15 +139,24 @@ def build_training_job_request(job_name: str, hyperparameters: Mapping[str, Any]
                                resources: TrainingResources,
                                debugger: DebuggerSettings | None = None) -> dict[str, Any]:
     """The ``CreateTrainingJob`` request (nothing is sent); with ``debugger`` it carries the hook,
-    the built-in rules, system profiling and the profiler report rule."""
+    the built-in rules, system profiling and the profiler report rule.
+
+    The trainer's ``debugger`` hyperparameter always says whether the request has a
+    ``DebugHookConfig``: forced on with one (rules over no tensors check nothing), off without
+    (tensors nobody uploads only fill the volume). :func:`~byoc.aws.debugger.with_hook` tells
+    the caller whether that overrode a value it gave."""
     resources.validate()
     check_training_job_name(job_name)
+    hyperparameters, _ = with_hook(hyperparameters, on=debugger is not None)
     request: dict[str, Any] = {
         "TrainingJobName": job_name,
-        "HyperParameters": to_sagemaker_strings(dict(hyperparameters)),
+        "HyperParameters": to_sagemaker_strings(hyperparameters),
         "AlgorithmSpecification": algorithm_specification(resources.image_uri),
         **common_job_fields(resources),
     }
+    checkpoints = checkpoint_config(resources, job_name)
+    if checkpoints:
+        request["CheckpointConfig"] = checkpoints
     if debugger is not None:
         request["DebugHookConfig"] = debug_hook_config(resources.output_s3_uri, debugger.save_interval)
         request["DebugRuleConfigurations"] = debug_rule_configurations(debugger)

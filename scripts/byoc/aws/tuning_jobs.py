@@ -1,6 +1,19 @@
 """``CreateHyperParameterTuningJob`` on the plain API (boto3): the ranges, objective, strategy and
 limits of a :class:`~byoc.tuning.spec.TuningSpec` over a training job definition on the training
 image; waiting for it and reading its best training job (``BestTrainingJob``).
+
+The trials carry no ``CheckpointConfig``. A ``HyperParameterTrainingJobDefinition`` holds one
+static ``CheckpointConfig.S3Uri`` for every training job the tuning job launches: the API
+reference documents no per-trial substitution (it is "the output location for managed spot
+training checkpoint data"), and the SageMaker Python SDK copies the estimator's
+``checkpoint_s3_uri`` into the definition verbatim (``tuner.py`` ``_prepare_training_config`` ->
+``session._map_training_config``), so all trials would sync one prefix, overwrite each other's
+``checkpoint.pth`` there and start from whichever was uploaded last. A trial is short; one that
+loses its spot instance starts again from epoch 1. The final training job checkpoints under its
+own ``<base>/<job name>/`` (:func:`~byoc.aws.training_jobs.checkpoint_config`).
+
+Trials get no ``DebugHookConfig`` either, so their static ``debugger`` hyperparameter is forced
+to ``false``: a hook would only write tensors nobody uploads.
 """
 
 from __future__ import annotations
@@ -11,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from byoc.aws.debugger import with_hook
 from byoc.aws.errors import LaunchError
 from byoc.aws.training_jobs import (
     TrainingResources,
@@ -72,8 +86,9 @@ def build_tuning_job_request(spec: TuningSpec, job_name: str, resources: Trainin
     if spec.hyperband is not None:
         config["StrategyConfig"] = {"HyperbandStrategyConfig": {
             "MinResource": spec.hyperband.min_resource, "MaxResource": spec.hyperband.max_resource}}
+    static, _ = with_hook(spec.static_strings(), on=False)
     definition: dict[str, Any] = {
-        "StaticHyperParameters": spec.static_strings(),
+        "StaticHyperParameters": to_sagemaker_strings(static),
         "AlgorithmSpecification": algorithm_specification(resources.image_uri),
         **common_job_fields(resources),
     }

@@ -58,9 +58,12 @@ class Backend(ABC):
 
     @abstractmethod
     def train(self, data: str, hyperparameters: dict[str, str], job_dir: str | None = None,
-              description: str = "training", stop_on: dict[str, dict[str, str]] | None = None) -> dict:
+              description: str = "training", stop_on: dict[str, dict[str, str]] | None = None,
+              debugger: bool = True) -> dict:
         """One training job; the answer's ``job`` names it for :meth:`report`. ``stop_on``: Debugger
-        rules (name -> parameters) whose firing stops the job (SageMaker's StopTraining action)."""
+        rules (name -> parameters) whose firing stops the job (SageMaker's StopTraining action).
+        ``debugger``: the Debugger hook (hyperparameter ``debugger``; on SageMaker also the built-in
+        rules and the profiler); it wins over a ``debugger`` value in ``hyperparameters``."""
 
     @abstractmethod
     def report(self, job: str) -> dict:

@@ -21,6 +21,7 @@ from byoc.local.endpoint import LocalEndpoint
 from byoc.local.training_job import TrainingJob, TrainingJobResult
 from container_serve import content_types as ct
 from container_train.contract import completed_epochs
+from container_train.hyperparameters import HYPERPARAMETERS
 
 ENDPOINT_FILE = "endpoint.json"
 DEFAULT_PORT = 8080
@@ -83,8 +84,11 @@ class LocalBackend(Backend):
                 "best_hyperparameters": result.best_hyperparameters, "leaderboard": str(result.leaderboard_csv),
                 "report": str(result.report), "plots": {k: str(v) for k, v in result.plots.items()}}
 
-    def train(self, data, hyperparameters, job_dir=None, description="training", stop_on=None):
+    def train(self, data, hyperparameters, job_dir=None, description="training", stop_on=None, debugger=True):
         """One job in a SageMaker-shaped ``/opt/ml`` tree; an epoch bar; the log path on failure."""
+        self.refuse("--no-debugger with --stop-on", bool(stop_on) and not debugger,
+                    "the rules read the tensors the Debugger hook saves")
+        hyperparameters = {**hyperparameters, HYPERPARAMETERS["debugger"].name: "true" if debugger else "false"}
         job_dir_path = Path(job_dir) if job_dir else self.run_dir / "train"
         if not Path(data).is_dir():
             raise FileNotFoundError(f"dataset {data} does not exist (prepare one with `byoc data`)")

@@ -17,7 +17,7 @@ from pathlib import Path
 from byoc.aws import batch_transform, endpoints, s3_data
 from byoc.aws import training_jobs as tj
 from byoc.aws import tuning_jobs as hpo
-from byoc.aws.debugger import DebuggerSettings
+from byoc.aws.debugger import HOOK_HYPERPARAMETER, DebuggerSettings, settings_for_region, with_hook
 from byoc.aws.session import AwsContext
 from byoc.backends.base import Backend, BackendError
 from byoc.backends.local import LocalBackend
@@ -62,6 +62,10 @@ class SageMakerBackend(Backend):
             raise s3_data.S3UriError(f"on SageMaker --data must be an s3:// prefix (upload with `byoc data "
                                      f"--backend sagemaker`), got {data!r}")
         channels = {name: f"{root}/{folder}/" for name, folder in CHANNEL_SPLITS.items()}
+        # A dry run sends nothing, so it cannot know which prefixes hold objects: it shows them all.
+        has_objects = (lambda uri: True) if self.ctx.is_dry_run else (
+            lambda uri: s3_data.prefix_has_objects(self.ctx, uri))
+        channels = tj.select_channels(channels, has_objects)
         return tj.TrainingResources(image_uri=s.train_image, role_arn=s.role_arn, channels=channels,
                                     output_s3_uri=s3_data.join_s3(s.s3_run_prefix, "jobs"),
                                     instance_type=s.train_instance_type)
@@ -93,14 +97,15 @@ class SageMakerBackend(Backend):
                       best_hyperparameters=hps, out_dir=str(out))
         return result
 
-    def train(self, data, hyperparameters, job_dir=None, description="training", stop_on=None):
-        """CreateTrainingJob with the Debugger hook, built-in rules and the profiler report."""
+    def train(self, data, hyperparameters, job_dir=None, description="training", stop_on=None, debugger=True):
+        """CreateTrainingJob with the Debugger hook, built-in rules and the profiler report (none of
+        them with ``debugger=False`` or in a region without Debugger)."""
         self.refuse("--job-dir", job_dir, "a SageMaker job's files live under the run's S3 prefix")
         self.refuse("--stop-on", stop_on, "the local rule watcher stops local jobs; on SageMaker a rule's "
                     "StopTraining action is configured on the rule itself")
         name = tj.unique_job_name(f"byoc-{self.settings.run_name}-train", 63)
-        request = tj.build_training_job_request(name, hyperparameters, self._resources(data),
-                                                DebuggerSettings(region=self.ctx.region))
+        settings = self._debugger_settings(hyperparameters, debugger)
+        request = tj.build_training_job_request(name, hyperparameters, self._resources(data), settings)
         tj.send_training_job(self.ctx.sagemaker, request)
         self.ctx.record("training_job", name)
         self._record_run_prefix()
@@ -117,6 +122,18 @@ class SageMakerBackend(Backend):
             raise BackendError(f"training job {name} ended {final['TrainingJobStatus']}: "
                                f"{final.get('FailureReason', 'no reason given')}")
         return result
+
+    def _debugger_settings(self, hyperparameters: dict, enabled: bool) -> DebuggerSettings | None:
+        """Debugger for the job about to start, saying why when it goes without, or when the hook
+        hyperparameter the caller gave is overridden to match (aws.debugger.with_hook)."""
+        settings, why = settings_for_region(self.ctx.region, enabled=enabled)
+        if why:
+            console.print(f"[yellow]{why}[/]")
+        if with_hook(hyperparameters, on=settings is not None)[1]:
+            state = "on: the job runs the Debugger rules" if settings else "off: the job has no Debugger"
+            console.print(f"[yellow]hyperparameter {HOOK_HYPERPARAMETER}={hyperparameters[HOOK_HYPERPARAMETER]} "
+                          f"overridden, hook {state}[/]")
+        return settings
 
     def report(self, job):
         """Rule statuses of training job ``job`` and its profiler report, downloaded next to the
@@ -164,6 +181,10 @@ class SageMakerBackend(Backend):
     def deploy(self, artifact, name, url=None):
         self.refuse("--url", url, LOCAL_ONLY_URL)
         return endpoints.add_model(self.ctx, self._endpoint, artifact, name)
+
+    def loaded_models(self, url=None):
+        self.refuse("--url", url, LOCAL_ONLY_URL)
+        return endpoints.list_models(self.ctx, self._endpoint)
 
     def invoke(self, image, target_model=None, content_type=None, accept=ct.JSON, topk=None, explain=False,
                url=None):

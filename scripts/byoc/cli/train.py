@@ -30,6 +30,9 @@ def register(sub, common) -> None:
                    help="local: stop the job when one of these Debugger rules fires")
     p.add_argument("--rule-param", action="append", default=[], metavar="RULE.NAME=VALUE",
                    help="a --stop-on rule's parameter, SageMaker's names (e.g. LossNotDecreasing.num_steps=4)")
+    p.add_argument("--no-debugger", dest="debugger", action="store_false",
+                   help="no Debugger hook (hyperparameter debugger=false); on SageMaker also no built-in "
+                        "rules and no profiler")
     p.set_defaults(run=run)
 
 
@@ -38,7 +41,8 @@ def run(args, backend) -> int:
 
     hps = read_best_hyperparameters(args.from_tuning) if args.from_tuning else {}
     hps.update(parse_hp(args.hp))
-    print_json(backend.train(args.data, hps, job_dir=args.job_dir, stop_on=stop_rules(args.stop_on, args.rule_param)))
+    print_json(backend.train(args.data, hps, job_dir=args.job_dir, stop_on=stop_rules(args.stop_on, args.rule_param),
+                             debugger=args.debugger))
     return 0
 
 

@@ -207,16 +207,35 @@ def prepare_synthetic(dest: str | os.PathLike, num_classes: int = 4, per_class: 
     return validate_imagefolder(dest, source="synthetic")
 
 
+COMPLETE_MARKER = ".complete"      # the dataset in this folder is finished
+BUILDING_MARKER = ".byoc-building"  # byoc data is (or was, when interrupted) writing this folder
+
+
 def _build_once(dest: Path, build) -> None:
-    """Run ``build`` into an empty ``dest`` unless a previous run finished it (``.complete``); a
-    half-written dataset from an interrupted run is removed and made again."""
-    if (dest / ".complete").exists():
+    """Run ``build`` into ``dest`` unless a previous run finished it (``.complete``).
+
+    ``dest`` may be missing or empty; a folder an interrupted run left (its ``.byoc-building``
+    marker, written before anything else) is emptied and made again. Any other folder is refused
+    and left as it is: ``--dest`` pointing at the user's own files must never delete them."""
+    if (dest / COMPLETE_MARKER).exists():
         return
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    if dest.exists() and not dest.is_dir():
+        raise DatasetError(f"--dest {dest} exists and is not a folder")
+    if dest.is_dir() and (dest / BUILDING_MARKER).exists():
+        for child in dest.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    elif dest.is_dir() and any(dest.iterdir()):
+        raise DatasetError(f"--dest {dest} already holds files that `byoc data` did not write (no "
+                           f"{COMPLETE_MARKER} or {BUILDING_MARKER} marker), so nothing was changed: pass a "
+                           f"new or empty --dest, or use that folder as the dataset with --source {dest}")
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / BUILDING_MARKER).write_text("byoc data is writing this folder\n")
     build()
-    (dest / ".complete").write_text("ok\n")
+    (dest / COMPLETE_MARKER).write_text("ok\n")
+    (dest / BUILDING_MARKER).unlink()
 
 
 def prepare(source: str, dest: str | os.PathLike, per_class: int | dict[str, int] = 60, size: int = 64,

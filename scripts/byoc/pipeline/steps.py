@@ -80,10 +80,9 @@ def _best_hps(ctx: Context) -> dict[str, str]:
 
 def step_train(ctx: Context) -> dict:
     p = ctx.profile
-    hps = {**_best_hps(ctx), **p.hyperparameters(epochs=p.train_epochs, debugger="true",
-                                                  debugger_save_interval=p.debugger_interval)}
+    hps = {**_best_hps(ctx), **p.hyperparameters(epochs=p.train_epochs, debugger_save_interval=p.debugger_interval)}
     return ctx.backend.train(ctx.outputs("data")["location"], hps, job_dir=_job_dir(ctx, "train"),
-                             description="train best")
+                             description="train best", debugger=True)
 
 
 def _job_dir(ctx: Context, name: str) -> str | None:
@@ -124,10 +123,10 @@ def step_train_second(ctx: Context) -> dict:
     """A second, different model for the multi-model endpoint: the same recipe on a class subset."""
     p = ctx.profile
     subset = subset_dataset(Path(ctx.outputs("data")["root"]), ctx.run_dir / "data-subset", p.second_classes)
-    hps = {**_best_hps(ctx), **p.hyperparameters(epochs=p.tune_epochs, debugger="false")}
+    hps = {**_best_hps(ctx), **p.hyperparameters(epochs=p.tune_epochs)}
     result = ctx.backend.train(ctx.backend.dataset_location(subset, "data-subset"), hps,
                                job_dir=_job_dir(ctx, "train-subset"),
-                               description=f"train {p.second_classes}-class model")
+                               description=f"train {p.second_classes}-class model", debugger=False)
     return {**result, "root": str(subset)}
 
 
