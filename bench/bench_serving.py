@@ -6,7 +6,7 @@ on the weight values) and one JPEG (``--source-size`` px, a dogImages-sized phot
 
 1. **Floor**: in this process, ``container_serve.decoding.ImageDecoder.decode`` + forward + softmax
    on the same bytes with the same torch thread count a worker uses: what a request must cost.
-2. **Endpoint** (``scripts.local_endpoint.LocalEndpoint``, process mode, single-model
+2. **Endpoint** (``byoc.local.endpoint.LocalEndpoint``, process mode, single-model
    ``/invocations``) for each thread setting in ``--settings`` (``WORKERSxTHREADS``: MMS workers for
    the model x torch threads per worker): p50/p99 latency and requests/s at concurrency 1, 4, 16
    with :mod:`bench.loadgen` (127.0.0.1 only, bounded). Ratio = endpoint p50 at concurrency 1 /
@@ -35,9 +35,9 @@ import torch
 
 from bench.common import machine_note, print_table
 from bench.loadgen import run_load
+from byoc.datasets.synthetic import draw_example
 from byoc_common.architectures import build_classifier
 from byoc_common.artifact import ModelConfig, load_model_artifact, save_model_artifact
-from scripts.synthetic_dataset import draw_example
 
 ARCH = "resnet50"
 
@@ -101,7 +101,7 @@ def tree_memory(pid: int) -> dict:
 
 def endpoint_latency(model_dir: Path, body: bytes, workers: int, threads: int, concurrency: list[int],
                      requests: dict[int, int], max_seconds: float) -> list[dict]:
-    from scripts.local_endpoint import LocalEndpoint
+    from byoc.local.endpoint import LocalEndpoint
 
     env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(workers), "BYOC_TORCH_THREADS": str(threads)}
     rows = []
@@ -117,7 +117,7 @@ def endpoint_latency(model_dir: Path, body: bytes, workers: int, threads: int, c
 
 
 def multi_model_memory(model_dir: Path, body: bytes, n_models: int, threads: int) -> dict:
-    from scripts.local_endpoint import LocalEndpoint
+    from byoc.local.endpoint import LocalEndpoint
 
     out = {"loads": []}
     with tempfile.TemporaryDirectory(prefix="bench-mme-") as root, \
@@ -128,9 +128,10 @@ def multi_model_memory(model_dir: Path, body: bytes, n_models: int, threads: int
             name = f"resnet50-{i}"
             ep.deploy(name, model_dir)
             t0 = time.perf_counter()
-            status, body_json = ep.load_model(name)
+            reply = ep.client.load_model(name, ep.model_url(name))
+            status, body_json = reply.status, reply.json()
             t1 = time.perf_counter()
-            inv_status, _, _ = ep.invoke(body, "image/jpeg", model=name)
+            inv_status, _, _ = ep.client.invoke(body, "image/jpeg", target_model=name)
             t2 = time.perf_counter()
             if status != 200 or inv_status != 200:
                 raise RuntimeError(f"loading {name}: {status} {body_json}; invoke {inv_status}")

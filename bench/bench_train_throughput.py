@@ -1,6 +1,6 @@
 """Training throughput: images/s and the share of step time spent waiting for data.
 
-Runs the real trainer (``scripts.local_training_job.run_training_job``, process mode) in two modes
+Runs the real trainer (``byoc.local.training_job.run_training_job``, process mode) in two modes
 -- head-only (``freeze=head`` with ``feature-cache=false``: the image loop) and full fine-tuning
 (``freeze=none``) -- each with the
 default data settings (``workers`` default of the trainer) and with a naive baseline
@@ -46,8 +46,8 @@ def step_stats(timings_file: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from scripts.local_training_job import run_training_job
-    from scripts.synthetic_dataset import make_dataset
+    from byoc.datasets.synthetic import make_dataset
+    from byoc.local.training_job import run_training_job
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="resnet50")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def prepare_demo_data(dest: Path, per_class: dict[str, int], size: int, num_classes: int) -> tuple[Path, str]:
     """Fashion-MNIST (real images) when installed, else the generated shapes set. Returns (root, source)."""
-    from scripts.datasets import prepare
+    from byoc.datasets.prepare import prepare
 
     summary = prepare("auto", dest, per_class=per_class, size=size, num_classes=num_classes)
     return Path(summary.root), summary.source

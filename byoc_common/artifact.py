@@ -23,11 +23,8 @@ import torch
 from torch import nn
 
 from byoc_common.architectures import IMAGENET_MEAN, IMAGENET_STD, build_classifier, check_arch
+from byoc_common.artifact_files import ARTIFACT_FILES, CLASSES_FILE, CONFIG_FILE, WEIGHTS_FILE
 
-WEIGHTS_FILE = "model.pth"
-CLASSES_FILE = "classes.json"
-CONFIG_FILE = "model_config.json"
-ARTIFACT_FILES = (WEIGHTS_FILE, CLASSES_FILE, CONFIG_FILE)
 FORMAT_VERSION = 1
 
 

@@ -6,11 +6,17 @@ Request ``Content-Type`` (parameters such as ``; charset=utf-8`` are ignored):
 
 * ``image/jpeg``, ``image/png``, ``application/x-image`` - one encoded image (JPEG, PNG, BMP, GIF, WebP or
   TIFF; the bytes decide, not the header).
+* ``application/octet-stream`` and no ``Content-Type`` at all - read the same way, as one encoded image.
+  This is what the SageMaker Python SDK sends by default: ``Predictor`` (and the predictor
+  ``MultiDataModel.deploy()`` returns) serializes with ``IdentitySerializer``, whose content type is
+  ``application/octet-stream`` (sagemaker-python-sdk ``base_predictor.py``, ``base_serializers.py``).
 * ``application/x-npy`` - one ``numpy.save`` array, never unpickled: ``uint8`` HWC / NHWC pixels in
-  0..255, or ``float32``/``float64`` CHW / NCHW pixels in [0, 1]. Channels 3 (RGB) or 1 (grey).
+  0..255, or ``float32``/``float64`` CHW / NCHW pixels in [0, 1]. Channels 3 (RGB) or 1 (grey). The
+  header alone decides the image count and must describe exactly the bytes that follow it.
 * ``application/json`` - a base64 image string, a list of them, nested lists of numbers (an integer
   array follows the ``uint8`` HWC rules, a float array the CHW rules), or ``{"instances": [...]}`` whose
-  items are each a base64 string or one nested-list image.
+  items are each a base64 string or one nested-list image. At most 8 levels of nesting; numbers of at
+  most 32 characters, finite.
 
 Response ``Accept``: ``application/json`` (default, also for ``*/*``) or ``text/csv``; see
 :mod:`container_serve.responses` for both schemas.
@@ -20,7 +26,8 @@ ignored (SageMaker lets clients put their own data there):
 
 * ``topk=N`` - how many classes to return per image (default 5, capped at the number of classes)
 * ``probabilities=all`` - also return the full probability vector
-* ``explain=gradcam`` - also return a Grad-CAM heatmap (PNG, base64) for the top class
+* ``explain=gradcam`` - also return a Grad-CAM heatmap (PNG, base64) for the top class, for the first
+  image of the request only (one backward pass per request, whatever the image count)
 """
 
 from __future__ import annotations
@@ -37,13 +44,17 @@ JSON = "application/json"
 CSV = "text/csv"
 ANY = "*/*"
 
-IMAGE_TYPES = (JPEG, PNG, X_IMAGE)
+OCTET_STREAM = "application/octet-stream"
+NO_CONTENT_TYPE = ""  # media_type() of a missing header
+
+IMAGE_TYPES = (JPEG, PNG, X_IMAGE, OCTET_STREAM, NO_CONTENT_TYPE)
 ACCEPTED_CONTENT_TYPES = (*IMAGE_TYPES, NPY, JSON)
 PRODUCED_CONTENT_TYPES = (JSON, CSV)
 
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 DEFAULT_TOPK = 5
 EXPLAIN_METHODS = ("gradcam",)
+GRADCAM_IMAGES_PER_REQUEST = 1
 PROBABILITIES_CHOICES = ("all", "topk")
 
 

@@ -3,6 +3,8 @@
 Every image goes through :func:`byoc_common.preprocessing.eval_transform`, the transform the trainer
 evaluates with, so the endpoint sees exactly what validation saw. Anything that is not a well-formed
 image raises a :class:`~container_serve.errors.InferenceError` with a message a client can act on.
+The number of images is known, and checked against the limit, before the first one is decoded
+(:mod:`container_serve.body_limits`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import json
 import warnings
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from byoc_common.artifact import ModelConfig
 from byoc_common.preprocessing import eval_transform, to_rgb
 from container_serve import content_types as ct
+from container_serve.body_limits import load_json, nested_list_shape, npy_array, read_npy_header
 from container_serve.errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from container_serve.settings import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGES_PER_REQUEST
 
@@ -46,23 +48,23 @@ class ImageDecoder:
         kind = ct.media_type(content_type)
         if kind not in ct.ACCEPTED_CONTENT_TYPES:
             raise UnsupportedMediaTypeError(
-                f"unsupported content type {content_type or '(none)'!r}; "
-                f"accepted: {', '.join(ct.ACCEPTED_CONTENT_TYPES)}"
+                f"unsupported content type {content_type!r}; accepted: "
+                f"{', '.join(t for t in ct.ACCEPTED_CONTENT_TYPES if t)} or none (image bytes)"
             )
         if not body:
             raise BadRequestError("empty request body")
         body = bytes(body)
         if kind in ct.IMAGE_TYPES:
-            images = [self._from_encoded_image(body)]
-        elif kind == ct.NPY:
-            images = self._from_array(_load_npy(body), "the npy array")
-        else:
-            images = self._from_json(body)
-        if len(images) > self.limits.max_images:
-            raise PayloadTooLargeError(
-                f"{len(images)} images in one request; the limit is {self.limits.max_images}"
-            )
-        return images
+            return [self._from_encoded_image(body)]
+        if kind == ct.NPY:
+            return self._from_npy(body)
+        return self._from_json(body)
+
+    def _check_count(self, count: int, what: str) -> None:
+        if count < 1:
+            raise BadRequestError(f"{what} holds no image")
+        if count > self.limits.max_images:
+            raise PayloadTooLargeError(f"{count} images in one request; the limit is {self.limits.max_images}")
 
     # -- encoded images ------------------------------------------------------------------------
     def _from_encoded_image(self, data: bytes, what: str = "the request body") -> torch.Tensor:
@@ -94,6 +96,11 @@ class ImageDecoder:
             )
 
     # -- arrays -----------------------------------------------------------------------------------
+    def _from_npy(self, body: bytes) -> list[torch.Tensor]:
+        header = read_npy_header(body)
+        self._check_count(_images_in_shape(header.shape), "the npy array")
+        return self._from_array(npy_array(body, header), "the npy array")
+
     def _from_array(self, arr: np.ndarray, what: str) -> list[torch.Tensor]:
         if arr.dtype == np.uint8 or np.issubdtype(arr.dtype, np.integer):
             return self._from_pixels_hwc(arr, what)
@@ -118,7 +125,7 @@ class ImageDecoder:
         out = []
         for image in arr:
             self._check_pixels(image.shape[1], image.shape[0], what)
-            chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+            chw = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a copy: the body's view is read-only
             out.append(self.transform(chw.expand(3, -1, -1).contiguous()))
         return out
 
@@ -134,29 +141,26 @@ class ImageDecoder:
         out = []
         for image in arr.astype(np.float32, copy=False):
             self._check_pixels(image.shape[2], image.shape[1], what)
-            chw = torch.from_numpy(np.ascontiguousarray(image))
+            chw = torch.from_numpy(np.array(image))
             out.append(self.transform(chw.expand(3, -1, -1).contiguous()))
         return out
 
     # -- JSON -------------------------------------------------------------------------------------
     def _from_json(self, body: bytes) -> list[torch.Tensor]:
-        try:
-            doc = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BadRequestError(f"malformed JSON body: {e}") from e
+        doc = load_json(body)
         if isinstance(doc, dict):
             if "instances" not in doc:
                 raise BadRequestError('a JSON object body must have an "instances" list')
             items = doc["instances"]
             if not isinstance(items, list) or not items:
                 raise BadRequestError('"instances" must be a non-empty list')
-            images: list[torch.Tensor] = []
-            for i, item in enumerate(items):
-                images.extend(self._json_image(item, f"instances[{i}]"))
-            return images
-        if isinstance(doc, list) and doc and all(isinstance(x, str) for x in doc):
-            return [self._from_base64(s, f"item {i}") for i, s in enumerate(doc)]
-        return self._json_image(doc, "the JSON body")
+            named = [(item, f"instances[{i}]") for i, item in enumerate(items)]
+        elif isinstance(doc, list) and doc and all(isinstance(x, str) for x in doc):
+            named = [(item, f"item {i}") for i, item in enumerate(doc)]
+        else:
+            named = [(doc, "the JSON body")]
+        self._check_count(sum(_images_in_item(item) for item, _ in named), "the JSON body")
+        return [image for item, what in named for image in self._json_image(item, what)]
 
     def _json_image(self, item, what: str) -> list[torch.Tensor]:
         if isinstance(item, str):
@@ -177,16 +181,13 @@ class ImageDecoder:
         return self._from_encoded_image(data, what)
 
 
-def _load_npy(body: bytes) -> np.ndarray:
-    try:
-        arr = np.load(io.BytesIO(body), allow_pickle=False)
-    except ValueError as e:  # object arrays (would need pickle) and malformed headers
-        raise BadRequestError(f"not a loadable .npy array (pickled arrays are refused): {e}") from e
-    except (OSError, EOFError) as e:
-        raise BadRequestError(f"not a loadable .npy array: {e}") from e
-    if not isinstance(arr, np.ndarray):  # np.load on an .npz returns a mapping
-        raise BadRequestError("expected a single .npy array, not an .npz archive")
-    return arr
+def _images_in_shape(shape: tuple[int, ...]) -> int:
+    """Images an array of this shape holds: N for NHWC / NCHW, else one."""
+    return shape[0] if len(shape) == 4 else 1
+
+
+def _images_in_item(item) -> int:
+    return _images_in_shape(nested_list_shape(item)) if isinstance(item, list) else 1
 
 
 def _nested_list_to_array(item: list, what: str) -> np.ndarray:

@@ -1,7 +1,8 @@
-"""Request errors the handler turns into an HTTP status and a JSON body ``{"error": ..., "code": ...}``.
+"""Request errors turned into an HTTP status and a JSON body ``{"error": ..., "code": ...}``.
 
 Raise one of these anywhere while handling a request; :mod:`container_serve.image_classifier_handler`
-catches it for that request only (the other requests of an MMS batch, and the worker, carry on).
+catches it for that request only (the other requests of an MMS batch, and the worker, carry on), and the
+gate (:mod:`container_serve.gate`) answers it before the request reaches multi-model-server.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ class InferenceError(Exception):
 
     status = 400
     phrase = "Bad Request"
+    close = False  # the gate drops the connection after answering (the stream cannot be trusted)
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -31,6 +33,14 @@ class NotFoundError(InferenceError):
     status, phrase = 404, "Not Found"
 
 
+class MethodNotAllowedError(InferenceError):
+    status, phrase = 405, "Method Not Allowed"
+
+    def __init__(self, message: str, allow: tuple[str, ...]):
+        super().__init__(message)
+        self.allow = allow
+
+
 class NotAcceptableError(InferenceError):
     status, phrase = 406, "Not Acceptable"
 
@@ -44,3 +54,19 @@ class PayloadTooLargeError(InferenceError):
 
 class UnsupportedMediaTypeError(InferenceError):
     status, phrase = 415, "Unsupported Media Type"
+
+
+class InternalServerError(InferenceError):
+    """500 for one request: a bug met while handling it (logged); the other requests carry on."""
+
+    status, phrase = 500, "Internal Server Error"
+
+
+class InsufficientStorageError(InferenceError):
+    """507: SageMaker's signal to unload other models and retry the load."""
+
+    status, phrase = 507, "Insufficient Storage"
+
+
+class ServiceUnavailableError(InferenceError):
+    status, phrase = 503, "Service Unavailable"

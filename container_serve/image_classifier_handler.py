@@ -2,32 +2,54 @@
 
 One instance serves one model inside one MMS worker process. MMS may hand :meth:`handle` several
 requests at once (a batch); every request is decoded on its own, so one bad request gets its own error
-status while the others in the batch are answered normally, and all good images of the batch go
-through the network in one forward pass.
+status (any exception while decoding it included) while the others in the batch are answered normally,
+and all good images of the batch go through the network in one forward pass.
+
+Loading: the model directory is checked again (:func:`container_serve.model_layout.check_model_dir`),
+then the memory the weights will need is compared with what the cgroup and the host have free
+(:mod:`container_serve.memory`), and only then are the weights read (``weights_only=True``). A torch
+allocation failure is re-raised as ``MemoryError``, so MMS answers 507 as SageMaker expects.
+
+Grad-CAM costs a backward pass per image, so ``explain=gradcam`` explains the first image of a request
+only (:data:`container_serve.content_types.GRADCAM_IMAGES_PER_REQUEST`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import re
+import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from byoc_common.artifact import load_model_artifact
+from byoc_common.artifact import WEIGHTS_FILE, load_model_artifact
 from container_serve import content_types as ct
-from container_serve import responses
+from container_serve import memory, responses
 from container_serve.decoding import DecodeLimits, ImageDecoder
-from container_serve.errors import InferenceError
+from container_serve.errors import InferenceError, InternalServerError, PayloadTooLargeError
 from container_serve.gradcam import GradCam, overlay_png_base64
+from container_serve.model_layout import check_model_dir
 from container_serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 
+# torch's CPU allocator raises RuntimeError ("DefaultCPUAllocator: not enough memory" / "can't allocate
+# memory"); CUDA raises torch.OutOfMemoryError, a RuntimeError too.
+TORCH_OOM = re.compile(r"DefaultCPUAllocator|not enough memory|can't allocate memory|out of memory", re.I)
 
-class ModelOutsideRootError(ValueError):
-    """The model directory MMS was asked to load is not under the configured model root."""
+
+def as_memory_error(error: BaseException) -> MemoryError | None:
+    """The out-of-memory condition behind ``error`` (itself, or what it wraps), as a ``MemoryError``."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, MemoryError):
+            return error
+        if isinstance(error, torch.OutOfMemoryError) or (isinstance(error, RuntimeError)
+                                                         and TORCH_OOM.search(str(error))):
+            return MemoryError(f"out of memory: {str(error)[:300]}")
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
 
 
 @dataclass
@@ -51,14 +73,6 @@ class _Headers:
         return self._h.get(name.lower())
 
 
-def check_inside_root(model_dir: str | os.PathLike, model_root: str | os.PathLike) -> Path:
-    """Resolve ``model_dir`` (following symlinks) and refuse it unless it lies in ``model_root``."""
-    resolved, root = Path(model_dir).resolve(), Path(model_root).resolve()
-    if resolved != root and not resolved.is_relative_to(root):
-        raise ModelOutsideRootError(f"model directory {model_dir} is outside the model root {root}; refused")
-    return resolved
-
-
 class ImageClassifierHandler:
     def __init__(self, settings: ServeSettings | None = None):
         self.settings = settings or ServeSettings.from_env()
@@ -72,9 +86,20 @@ class ImageClassifierHandler:
     # -- initialize -----------------------------------------------------------------------------
     def initialize(self, context) -> None:
         props = context.system_properties
-        model_dir = check_inside_root(props["model_dir"], self.settings.model_root)
+        model_dir = check_model_dir(props["model_dir"], self.settings.model_root)
         self.model_name = getattr(context, "model_name", "") or model_dir.name
         torch.set_num_threads(self.settings.torch_threads)
+        needed = memory.load_needs((model_dir / WEIGHTS_FILE).stat().st_size)
+        memory.check_room(needed, f"model {self.model_name}", self.settings.cgroup_dir)
+        try:
+            self._load(model_dir)
+        except Exception as e:
+            oom = as_memory_error(e)
+            if oom is not None:
+                raise oom from e
+            raise
+
+    def _load(self, model_dir) -> None:
         # load_model_artifact rebuilds the network from model_config.json and reads model.pth with
         # torch.load(weights_only=True): no pickled code from the artifact ever runs here.
         self.model, self.classes, self.config = load_model_artifact(model_dir, device="cpu")
@@ -110,6 +135,14 @@ class ImageClassifierHandler:
                 req.images = self.decoder.decode(body, headers.get("content-type") or "")
             except InferenceError as e:
                 req.error = e
+            except MemoryError:
+                # A body within every limit that still does not fit: too large for this worker, not a 507
+                # (which would tell SageMaker to evict models over one request).
+                req.error = PayloadTooLargeError("decoding this request needs more memory than the worker has")
+            except Exception as e:  # noqa: BLE001 - a bug on one request must not fail the batch
+                logger.error("model %s: decoding request %d failed:\n%s", self.model_name, idx,
+                             traceback.format_exc())
+                req.error = InternalServerError(f"internal error while decoding: {type(e).__name__}")
             parsed.append(req)
         return parsed
 
@@ -126,10 +159,10 @@ class ImageClassifierHandler:
                 _set_status(context, idx, req.error.status, req.error.phrase, ct.JSON)
                 continue
             preds = []
-            for image in req.images:
+            for n, image in enumerate(req.images):
                 pred = responses.ImagePrediction(probabilities[offset])
                 offset += 1
-                if req.options.explain == "gradcam":
+                if req.options.explain == "gradcam" and n < ct.GRADCAM_IMAGES_PER_REQUEST:
                     pred.gradcam_index = int(pred.probabilities.argmax())
                     heat = self.gradcam.heatmap(image, pred.gradcam_index)
                     pred.gradcam_png_base64 = overlay_png_base64(image, heat, self.config)

@@ -1,11 +1,15 @@
 """``model.tar.gz`` <-> model directories, and placing models under a model root the way SageMaker does.
 
 A ``model.tar.gz`` is the trainer's model directory tarred flat (``model.pth``, ``classes.json``,
-``model_config.json`` at the top level; see :mod:`byoc_common.artifact`). Unpacking refuses every
-member that could write outside the destination or is not plain data: absolute paths, ``..``
-components, symbolic and hard links, devices and FIFOs. SageMaker itself unpacks a multi-model
-endpoint's models to ``/opt/ml/models/<id>/model/``; locally (``scripts/local_endpoint.py``, the CLI)
-:func:`deploy_model` puts a model at ``<model root>/<name>/``.
+``model_config.json`` at the top level; see :mod:`byoc_common.artifact`), and nothing else: the server
+refuses a model directory holding anything beyond those files (:mod:`container_serve.model_layout`),
+because multi-model-server would take a ``MAR-INF/MANIFEST.json`` or a ``.py`` file next to the weights
+as code to run. So :func:`create_model_archive` writes only the artifact files, and unpacking refuses an
+archive with any other member, and every member that could write outside the destination or is not
+plain data: absolute paths, ``..`` components, symbolic and hard links, devices and FIFOs. A model
+directory given instead of an archive is copied file by file, the artifact files only. SageMaker itself
+unpacks a multi-model endpoint's models to ``/opt/ml/models/<id>/model/``; locally
+(``byoc.local.endpoint``, the CLI) :func:`deploy_model` puts a model at ``<model root>/<name>/``.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from byoc_common.artifact import ARTIFACT_FILES, read_model_metadata
+from container_serve.management import MODEL_NAME_RE
 
-MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MAX_UNPACKED_BYTES = 4 * 1024**3
+TOP_LEVEL = ("", ".")  # the archive's own folder entry, as `tar -C dir .` writes it
 
 
 class UnsafeArchiveError(ValueError):
@@ -38,6 +43,12 @@ def check_member(member: tarfile.TarInfo) -> None:
         raise UnsafeArchiveError(f"archive member {name!r} is a link (to {member.linkname!r}); links are refused")
     if not (member.isfile() or member.isdir()):
         raise UnsafeArchiveError(f"archive member {name!r} is not a regular file or directory")
+    relative = path.as_posix().removeprefix("./")
+    if member.isdir() and relative in TOP_LEVEL:
+        return
+    if not member.isfile() or relative not in ARTIFACT_FILES:
+        raise UnsafeArchiveError(f"archive member {name!r} is not part of a model artifact "
+                                 f"(a model.tar.gz holds only {', '.join(ARTIFACT_FILES)})")
 
 
 def extract_model_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
@@ -73,7 +84,7 @@ def create_model_archive(model_dir: str | os.PathLike, archive: str | os.PathLik
 def check_model_name(name: str) -> str:
     if not MODEL_NAME_RE.match(name or ""):
         raise ValueError(
-            f"model name {name!r}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            f"model name {name!r}: use 1-255 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return name
 

@@ -7,7 +7,7 @@ project's own knobs, all optional.
 =================================  =========================================================  ===========
 variable                           meaning                                                    default
 =================================  =========================================================  ===========
-SAGEMAKER_BIND_TO_PORT             port for /ping, /invocations, /models ... (MMS: < 32767)   8080
+SAGEMAKER_BIND_TO_PORT             port the gate serves /ping, /invocations, /models ... on   8080
 BYOC_BIND_ADDRESS                  interface to listen on (local runs use 127.0.0.1)          0.0.0.0
 SAGEMAKER_MULTI_MODEL              ``true``: multi-model endpoint (models loaded via /models)  false
 SAGEMAKER_BASE_DIR                 the ``/opt/ml`` tree (toolkit variable)                    /opt/ml
@@ -24,7 +24,20 @@ BYOC_JOB_QUEUE_SIZE                requests queued per model before 503         
 BYOC_MAX_IMAGE_PIXELS              largest decoded image (width*height) before 413            40000000
 BYOC_MAX_IMAGES_PER_REQUEST        images in one request body                                 64
 BYOC_BATCH_STRATEGY                BatchStrategy advertised on /execution-parameters          SINGLE_RECORD
+BYOC_BATCH_SIZE                    requests MMS hands a worker at once (server-side batching  1
+                                   of models loaded with POST /models)
+BYOC_MAX_BATCH_DELAY_MS            how long MMS waits to fill such a batch                    100
+BYOC_CGROUP_DIR                    cgroup filesystem the load-time memory check reads         /sys/fs/cgroup
+BYOC_MMS_PLUGINS_DIR               folder with the prebuilt /execution-parameters plugin jar  (none)
+                                   (the image sets it; else built once into the cache)
+XDG_CACHE_HOME                     that cache: ``<it>/byoc/mms-plugins/``                     ~/.cache
+BYOC_LOAD_REPORTS_DIR              internal, set by serve.py for its workers: where a worker  (run dir)
+                                   reports how a model load ended (read by the gate)
+BYOC_EXECUTION_PARAMETERS          internal, set by serve.py for the Java plugin              (computed)
 =================================  =========================================================  ===========
+
+The port is served by the request gate (:mod:`container_serve.gate`); multi-model-server itself listens
+only on Unix sockets in a private folder.
 
 Workers: one per model on a multi-model endpoint (many models share the cores), one per core on a
 single-model endpoint; each runs one torch thread. Concurrency comes from processes, never from intra-op
@@ -40,9 +53,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_BASE_DIR = "/opt/ml"
+from byoc_common import sagemaker_paths
+
 DEFAULT_PORT = 8080
-MAX_PORT = 32766  # multi-model-server rejects port numbers >= 32767
+MAX_PORT = 65535  # the gate listens on the port; multi-model-server only on Unix sockets
 DEFAULT_MAX_PAYLOAD_MB = 6
 DEFAULT_TIMEOUT_S = 60
 DEFAULT_BATCH_TIMEOUT_S = 600
@@ -51,6 +65,9 @@ DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 DEFAULT_MAX_IMAGES_PER_REQUEST = 64
 BATCH_STRATEGIES = ("SINGLE_RECORD", "MULTI_RECORD")
 DEFAULT_JVM_ARGS = "-XX:-UseContainerSupport"  # the sagemaker-inference toolkit's default
+DEFAULT_MAX_BATCH_DELAY_MS = 100  # MMS's own default for max_batch_delay
+DEFAULT_CGROUP_DIR = "/sys/fs/cgroup"
+LOAD_REPORTS_ENV = "BYOC_LOAD_REPORTS_DIR"
 
 
 class SettingsError(ValueError):
@@ -102,6 +119,10 @@ class ServeSettings:
     max_images_per_request: int
     batch_strategy: str
     jvm_args: str
+    batch_size: int = 1
+    max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
+    cgroup_dir: Path = Path(DEFAULT_CGROUP_DIR)
+    load_reports_dir: Path | None = None
 
     @property
     def max_payload_bytes(self) -> int:
@@ -112,7 +133,7 @@ class ServeSettings:
         env = os.environ if env is None else env
         multi_model = _bool(env, "SAGEMAKER_MULTI_MODEL")
         batch = _bool(env, "SAGEMAKER_BATCH")
-        base_dir = Path(env.get("SAGEMAKER_BASE_DIR") or DEFAULT_BASE_DIR)
+        base_dir = sagemaker_paths.base_dir(env)
         root = env.get("BYOC_MODEL_ROOT") or str(base_dir / ("models" if multi_model else "model"))
         cores = cpu_count()
         workers = _int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", 1 if multi_model else cores)
@@ -121,7 +142,7 @@ class ServeSettings:
             raise SettingsError(f"BYOC_BATCH_STRATEGY={strategy!r}: expected one of {BATCH_STRATEGIES}")
         port = _int(env, "SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT)
         if port > MAX_PORT:
-            raise SettingsError(f"SAGEMAKER_BIND_TO_PORT={port}: multi-model-server accepts ports up to {MAX_PORT}")
+            raise SettingsError(f"SAGEMAKER_BIND_TO_PORT={port}: not a TCP port (1-{MAX_PORT})")
         return cls(
             port=port,
             bind_address=env.get("BYOC_BIND_ADDRESS") or "0.0.0.0",
@@ -140,6 +161,10 @@ class ServeSettings:
             max_images_per_request=_int(env, "BYOC_MAX_IMAGES_PER_REQUEST", DEFAULT_MAX_IMAGES_PER_REQUEST),
             batch_strategy=strategy,
             jvm_args=env.get("SAGEMAKER_MODEL_SERVER_VMARGS") or DEFAULT_JVM_ARGS,
+            batch_size=_int(env, "BYOC_BATCH_SIZE", 1),
+            max_batch_delay_ms=_int(env, "BYOC_MAX_BATCH_DELAY_MS", DEFAULT_MAX_BATCH_DELAY_MS),
+            cgroup_dir=Path(env.get("BYOC_CGROUP_DIR") or DEFAULT_CGROUP_DIR),
+            load_reports_dir=Path(env[LOAD_REPORTS_ENV]) if env.get(LOAD_REPORTS_ENV) else None,
         )
 
     def execution_parameters(self) -> dict:

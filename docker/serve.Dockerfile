@@ -1,12 +1,17 @@
 # SageMaker serving image: multi-model-server (Java 17) driven by the sagemaker-inference toolkit.
 #
 #   docker build --network host -f docker/serve.Dockerfile -t byoc-serve:latest .
-#   docker run --network host -e SAGEMAKER_BIND_TO_PORT=8080 -e SAGEMAKER_MULTI_MODEL=true \
+#   docker run --rm -p 127.0.0.1:8080:8080 -e SAGEMAKER_MULTI_MODEL=true \
 #       -v "$PWD/models:/opt/ml/models" byoc-serve:latest serve
 #
 # SageMaker starts the container as `docker run IMAGE serve`. With SAGEMAKER_MULTI_MODEL=true
 # (multi-model endpoints) models are loaded on demand from /opt/ml/models; otherwise the single
-# model in /opt/ml/model is served. SAGEMAKER_BIND_TO_PORT moves the port off 8080.
+# model in /opt/ml/model is served. SAGEMAKER_BIND_TO_PORT moves the port off 8080. Locally, publish
+# the port on 127.0.0.1 only: POST /models (multi-model) loads whatever model directory it is pointed
+# at, so it is for SageMaker's host agent, not for the machine's network.
+#
+# Inside, `serve` runs the request gate on the port and multi-model-server on Unix sockets behind it
+# (container_serve/README.md).
 #
 # Build arguments: BASE_IMAGE and TORCH_INDEX_URL as in train.Dockerfile. A CPU-only torch
 # (TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu) makes this image several GB smaller.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from byoc.local.endpoint import free_port  # below 32767: multi-model-server's limit
+from byoc.local.endpoint import free_port
 from byoc.pipeline.steps import STEP_NAMES
 from tests.helpers.pipeline_checks import check_pipeline_artifacts
 

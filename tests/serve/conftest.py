@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from byoc.datasets.synthetic import make_dataset
+from byoc.local.endpoint import LocalEndpoint
+from byoc.local.training_job import run_training_job
 from byoc_common.artifact import read_model_metadata
 from container_serve.model_archive import create_model_archive
-from scripts.local_endpoint import LocalEndpoint
-from scripts.local_training_job import run_training_job
-from scripts.synthetic_dataset import make_dataset
 
 IMAGE_SIZE = 32
 MAX_PAYLOAD_MB = 1  # small, so the 413 test needs only a small body
@@ -76,7 +76,8 @@ def multi_endpoint(tmp_path_factory, trained_models):
 def loaded_endpoint(multi_endpoint, trained_models):
     """The multi-model endpoint with both models loaded through POST /models."""
     for name in trained_models:
-        status, body = multi_endpoint.load_model(name)
+        reply = multi_endpoint.client.load_model(name, multi_endpoint.model_url(name))
+        status, body = reply.status, reply.json()
         assert status == 200, body
     return multi_endpoint
 

@@ -16,12 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
+from byoc.local.endpoint import LocalEndpoint
 from byoc_common.artifact import load_model_artifact
 from byoc_common.preprocessing import eval_transform
 from container_serve import content_types as ct
 from container_serve.model_archive import deploy_model
 from container_train.data import ImageFolderDataset, scan_split
-from scripts.local_endpoint import LocalEndpoint
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def _json(body: bytes):
 
 def test_two_models_load_and_answer_by_name(loaded_endpoint, trained_models):
     for name, model in trained_models.items():
-        status, headers, body = loaded_endpoint.invoke(_jpeg(model), ct.JPEG, model=name)
+        status, headers, body = loaded_endpoint.client.invoke(_jpeg(model), ct.JPEG, target_model=name)
         assert status == 200, body
         assert headers["content-type"] == ct.JSON
         preds = _json(body)["predictions"]
@@ -78,18 +78,22 @@ def test_two_models_load_and_answer_by_name(loaded_endpoint, trained_models):
 
 
 def test_duplicate_load_is_409(loaded_endpoint):
-    status, body = loaded_endpoint.load_model("shapes-a")
+    reply = loaded_endpoint.client.load_model("shapes-a", loaded_endpoint.model_url("shapes-a"))
+    status, body = reply.status, reply.json()
     assert status == 409, body
 
 
 def test_list_models_paginates(loaded_endpoint, trained_models):
-    status, page1 = loaded_endpoint.list_models(limit=1)
+    reply = loaded_endpoint.client.list_models(limit=1)
+    status, page1 = reply.status, reply.json()
     assert status == 200
     assert len(page1["models"]) == 1 and page1["nextPageToken"] == "1"
-    status, page2 = loaded_endpoint.list_models(limit=1, next_page_token=page1["nextPageToken"])
+    reply = loaded_endpoint.client.list_models(limit=1, next_page_token=page1["nextPageToken"])
+    status, page2 = reply.status, reply.json()
     assert status == 200 and len(page2["models"]) == 1
     assert page1["models"][0]["modelName"] < page2["models"][0]["modelName"]  # sorted, no repeats
-    status, everything = loaded_endpoint.list_models()
+    reply = loaded_endpoint.client.list_models()
+    status, everything = reply.status, reply.json()
     listed = {m["modelName"]: m["modelUrl"] for m in everything["models"]}
     assert "nextPageToken" not in everything
     for name in trained_models:
@@ -97,7 +101,8 @@ def test_list_models_paginates(loaded_endpoint, trained_models):
 
 
 def test_describe_model(loaded_endpoint, trained_models):
-    status, desc = loaded_endpoint.describe_model("shapes-b")
+    reply = loaded_endpoint.client.describe_model("shapes-b")
+    status, desc = reply.status, reply.json()
     assert status == 200, desc
     assert desc["modelName"] == "shapes-b"
     assert desc["modelUrl"] == loaded_endpoint.model_url("shapes-b")
@@ -105,88 +110,100 @@ def test_describe_model(loaded_endpoint, trained_models):
 
 
 def test_unknown_model_is_404(loaded_endpoint, trained_models):
-    status, _, body = loaded_endpoint.invoke(_jpeg(trained_models["shapes-a"]), ct.JPEG, model="nope")
+    status, _, body = loaded_endpoint.client.invoke(_jpeg(trained_models["shapes-a"]), ct.JPEG, target_model="nope")
     assert status == 404
-    assert loaded_endpoint.describe_model("nope")[0] == 404
-    assert loaded_endpoint.unload_model("nope")[0] == 404
+    assert loaded_endpoint.client.describe_model("nope").status == 404
+    assert loaded_endpoint.client.unload_model("nope").status == 404
 
 
 def test_unload_model(loaded_endpoint, trained_models):
     loaded_endpoint.deploy("shapes-b-copy", trained_models["shapes-b"].archive)
-    assert loaded_endpoint.load_model("shapes-b-copy")[0] == 200
+    assert loaded_endpoint.client.load_model("shapes-b-copy", loaded_endpoint.model_url("shapes-b-copy")).status == 200
     image = _jpeg(trained_models["shapes-b"])
-    assert loaded_endpoint.invoke(image, ct.JPEG, model="shapes-b-copy")[0] == 200
-    status, body = loaded_endpoint.unload_model("shapes-b-copy")
+    assert loaded_endpoint.client.invoke(image, ct.JPEG, target_model="shapes-b-copy")[0] == 200
+    reply = loaded_endpoint.client.unload_model("shapes-b-copy")
+    status, body = reply.status, reply.json()
     assert status == 200, body
-    assert loaded_endpoint.invoke(image, ct.JPEG, model="shapes-b-copy")[0] == 404
-    assert "shapes-b-copy" not in {m["modelName"] for m in loaded_endpoint.list_models()[1]["models"]}
+    assert loaded_endpoint.client.invoke(image, ct.JPEG, target_model="shapes-b-copy")[0] == 404
+    assert "shapes-b-copy" not in {m["modelName"] for m in loaded_endpoint.client.list_models().json()["models"]}
     # the other models are untouched
-    assert loaded_endpoint.invoke(image, ct.JPEG, model="shapes-b")[0] == 200
+    assert loaded_endpoint.client.invoke(image, ct.JPEG, target_model="shapes-b")[0] == 200
 
 
-def test_server_side_batching_answers_each_request(loaded_endpoint, trained_models):
-    """Registered with batch_size, MMS hands the handler several requests at once; each still gets its
-    own answer or its own error."""
+def test_server_side_batching_answers_each_request(tmp_path, loaded_endpoint, trained_models):
+    """With BYOC_BATCH_SIZE, MMS hands the handler several requests at once; each still gets its own
+    answer or its own error. The batch size is the number of requests sent together and the delay far
+    longer than sending them takes, so MMS fills exactly one batch (no timing involved)."""
     model = trained_models["shapes-a"]
-    assert loaded_endpoint.load_model("batched", url=loaded_endpoint.model_url("shapes-a"), batch_size=4,
-                                      max_batch_delay_ms=1000)[0] == 200
-    assert loaded_endpoint.describe_model("batched")[1]["batchSize"] == 4
     good = {p.name: p.read_bytes() for p in model.test_images()}
-    expected = {name: _json(loaded_endpoint.invoke(data, ct.JPEG, model="shapes-a")[2])["predictions"][0]
+    expected = {name: _json(loaded_endpoint.client.invoke(data, ct.JPEG, target_model="shapes-a")[2])["predictions"][0]
                 for name, data in good.items()}
     jobs = [(name, data, ct.JPEG) for name, data in good.items()] + [("bad", b"junk", ct.JPEG)] * 2
-    results: dict[int, tuple] = {}
+    env = {"BYOC_BATCH_SIZE": str(len(jobs)), "BYOC_MAX_BATCH_DELAY_MS": "60000"}
+    with LocalEndpoint(model_root=tmp_path / "models", multi_model=True, env=env,
+                       log_file=tmp_path / "endpoint.log") as ep:
+        ep.deploy("batched", model.archive)
+        assert ep.client.load_model("batched", ep.model_url("batched")).status == 200
+        assert ep.client.describe_model("batched").json()["batchSize"] == len(jobs)
+        results: dict[int, tuple] = {}
 
-    def call(i, data, kind):
-        results[i] = loaded_endpoint.invoke(data, kind, model="batched")
+        def call(i, data, kind):
+            results[i] = ep.client.invoke(data, kind, target_model="batched")
 
-    threads = [threading.Thread(target=call, args=(i, data, kind)) for i, (_, data, kind) in enumerate(jobs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for i, (name, _, _) in enumerate(jobs):
-        status, _, body = results[i]
-        if name == "bad":
-            assert status == 400, body
-        else:
-            assert status == 200, body
-            assert _json(body)["predictions"][0]["probability"] == pytest.approx(expected[name]["probability"],
-                                                                                  abs=1e-5)
-    assert _log_shows(loaded_endpoint, "model batched: handling a batch of")
-    assert loaded_endpoint.unload_model("batched")[0] == 200
+        threads = [threading.Thread(target=call, args=(i, data, kind)) for i, (_, data, kind) in enumerate(jobs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i, (name, _, _) in enumerate(jobs):
+            status, _, body = results[i]
+            if name == "bad":
+                assert status == 400, body
+            else:
+                assert status == 200, body
+                assert _json(body)["predictions"][0]["probability"] == pytest.approx(expected[name]["probability"],
+                                                                                      abs=1e-5)
+        assert _log_shows(ep, f"model batched: handling a batch of {len(jobs)} requests")
 
 
 def test_sagemaker_style_nested_model_url(loaded_endpoint, trained_models):
     """SageMaker unpacks a model to /opt/ml/models/<id>/model and sends that directory as url."""
     url = deploy_model(trained_models["shapes-a"].archive, loaded_endpoint.model_root / "0f1e2d3c", "model")
-    status, body = loaded_endpoint.load_model("by-sagemaker-id", url=str(url))
+    reply = loaded_endpoint.client.load_model("by-sagemaker-id", str(url))
+    status, body = reply.status, reply.json()
     assert status == 200, body
-    status, _, body = loaded_endpoint.invoke(_jpeg(trained_models["shapes-a"]), ct.JPEG, model="by-sagemaker-id")
+    status, _, body = loaded_endpoint.client.invoke(_jpeg(trained_models["shapes-a"]), ct.JPEG, target_model="by-sagemaker-id")
     assert status == 200 and _json(body)["predictions"][0]["label"] in trained_models["shapes-a"].classes
-    assert loaded_endpoint.unload_model("by-sagemaker-id")[0] == 200
+    assert loaded_endpoint.client.unload_model("by-sagemaker-id").status == 200
 
 
 def test_model_url_outside_model_root_is_refused(loaded_endpoint, trained_models, tmp_path):
-    # a perfectly good model, but not under the model root
-    status, body = loaded_endpoint.load_model("outsider", url=str(trained_models["shapes-a"].model_dir))
-    assert status >= 400, body
-    assert "outsider" not in {m["modelName"] for m in loaded_endpoint.list_models()[1]["models"]}
-    # the handler says why in the server log, before the worker exits (handler_service.handle)
-    assert _log_shows(loaded_endpoint, "outside the model root"), loaded_endpoint.log_text()[-4000:]
-    # '..' in the url is refused by MMS before any code runs
+    # a perfectly good model, but not under the model root: the gate answers before MMS sees it
+    reply = loaded_endpoint.client.load_model("outsider", str(trained_models["shapes-a"].model_dir))
+    assert reply.status == 400, reply.body
+    assert "outside the model root" in reply.json()["error"]
+    assert "outsider" not in {m["modelName"] for m in loaded_endpoint.client.list_models().json()["models"]}
     sneaky = f"{loaded_endpoint.model_root}/../../{trained_models['shapes-a'].model_dir}"
-    status, body = loaded_endpoint.load_model("sneaky", url=sneaky)
-    assert status >= 400, body
+    reply = loaded_endpoint.client.load_model("sneaky", sneaky)
+    assert reply.status == 400, reply.body
+    assert "'..'" in reply.json()["error"]
 
 
-def test_model_that_does_not_load_is_not_registered(loaded_endpoint, tmp_path):
+def test_model_that_does_not_load_is_not_registered(loaded_endpoint, trained_models):
     broken = loaded_endpoint.model_root / "broken"
     broken.mkdir()
     (broken / "model_config.json").write_text("{}")
-    status, body = loaded_endpoint.load_model("broken")
-    assert status == 500, body
-    assert "broken" not in {m["modelName"] for m in loaded_endpoint.list_models()[1]["models"]}
+    reply = loaded_endpoint.client.load_model("broken", loaded_endpoint.model_url("broken"))
+    assert reply.status == 400, reply.body          # the gate: files missing
+    assert "missing" in reply.json()["error"]
+    # all the files, but weights of another model: the worker refuses it and says why
+    wrong = loaded_endpoint.deploy("wrong-weights", trained_models["shapes-a"].archive)
+    (wrong / "model.pth").write_bytes((trained_models["shapes-b"].model_dir / "model.pth").read_bytes())
+    reply = loaded_endpoint.client.load_model("wrong-weights", loaded_endpoint.model_url("wrong-weights"))
+    assert reply.status == 400, reply.body
+    assert "does not load" in reply.json()["error"]
+    listed = {m["modelName"] for m in loaded_endpoint.client.list_models().json()["models"]}
+    assert not {"broken", "wrong-weights"} & listed
 
 
 # ---- request errors ------------------------------------------------------------------------------
@@ -226,8 +243,8 @@ ERROR_CASES = {
 @pytest.mark.parametrize("case", list(ERROR_CASES))
 def test_bad_requests_get_a_clear_json_error(loaded_endpoint, trained_models, case):
     make_body, content_type, accept, attrs, expected = ERROR_CASES[case]
-    status, headers, body = loaded_endpoint.invoke(make_body(trained_models["shapes-a"]), content_type,
-                                                   accept=accept, model="shapes-a", custom_attributes=attrs)
+    status, headers, body = loaded_endpoint.client.invoke(make_body(trained_models["shapes-a"]), content_type,
+                                                   accept=accept, target_model="shapes-a", custom_attributes=attrs)
     assert status == expected, body
     doc = _json(body)
     assert doc["code"] == expected and isinstance(doc["error"], str) and doc["error"]
@@ -236,7 +253,7 @@ def test_bad_requests_get_a_clear_json_error(loaded_endpoint, trained_models, ca
 def test_payload_over_the_limit_is_413(loaded_endpoint):
     body = b"\xff\xd8" + b"\0" * (MAX_PAYLOAD_BYTES + 1024)
     try:
-        status, _, _ = loaded_endpoint.invoke(body, ct.JPEG, model="shapes-a")
+        status, _, _ = loaded_endpoint.client.invoke(body, ct.JPEG, target_model="shapes-a")
     except (ConnectionError, OSError):  # the server may close the socket while we still send
         pytest.fail("server reset the connection instead of answering 413")
     assert status == 413
@@ -244,23 +261,27 @@ def test_payload_over_the_limit_is_413(loaded_endpoint):
 
 def test_server_survives_200_mixed_requests_without_worker_restart(loaded_endpoint, trained_models):
     model = trained_models["shapes-a"]
-    _, before = loaded_endpoint.describe_model("shapes-a")
+    reply = loaded_endpoint.client.describe_model("shapes-a")
+    _, before = reply.status, reply.json()
     log_before = loaded_endpoint.log_text()
     good = _jpeg(model)
     bad = [(b"junk", ct.JPEG, 400), (b"x", "text/plain", 415), (_truncated_jpeg(model), ct.JPEG, 400),
            (_npy(np.zeros((2, 2), np.uint8)), ct.NPY, 400), (b"{", ct.JSON, 400)]
     for i in range(200):
         if i % 2 == 0:
-            status, _, body = loaded_endpoint.invoke(good, ct.JPEG, model="shapes-a")
+            status, _, body = loaded_endpoint.client.invoke(good, ct.JPEG, target_model="shapes-a")
             assert status == 200, (i, body)
         else:
             data, kind, expected = bad[(i // 2) % len(bad)]
-            status, _, body = loaded_endpoint.invoke(data, kind, model="shapes-a")
+            status, _, body = loaded_endpoint.client.invoke(data, kind, target_model="shapes-a")
             assert status == expected, (i, body)
-    _, after = loaded_endpoint.describe_model("shapes-a")
+    reply = loaded_endpoint.client.describe_model("shapes-a")
+    _, after = reply.status, reply.json()
     assert [(w["id"], w["startTime"]) for w in after["workers"]] == \
         [(w["id"], w["startTime"]) for w in before["workers"]]
-    new_log = loaded_endpoint.log_text()[len(log_before):]
+    # only this model's workers: a failed load of another model logs its own worker's death a moment later
+    new_log = "\n".join(ln for ln in loaded_endpoint.log_text()[len(log_before):].splitlines()
+                        if re.search(r"W-\d+-shapes-a(-stdout|-stderr)? ", ln))
     assert not WORKER_DIED.search(new_log), WORKER_DIED.search(new_log).group(0)
 
 
@@ -275,7 +296,7 @@ def test_known_image_matches_the_trainers_evaluation(loaded_endpoint, trained_mo
         assert err is None
         with torch.no_grad():
             expected = torch.softmax(net(tensor.unsqueeze(0)), dim=1)[0]
-        status, _, body = loaded_endpoint.invoke(open(path, "rb").read(), ct.JPEG, model=name,
+        status, _, body = loaded_endpoint.client.invoke(open(path, "rb").read(), ct.JPEG, target_model=name,
                                                  custom_attributes="probabilities=all")
         assert status == 200, body
         doc = _json(body)
@@ -286,7 +307,7 @@ def test_known_image_matches_the_trainers_evaluation(loaded_endpoint, trained_mo
 
 
 def test_gradcam_heatmap_is_a_png(loaded_endpoint, trained_models):
-    status, _, body = loaded_endpoint.invoke(_jpeg(trained_models["shapes-b"]), ct.JPEG, model="shapes-b",
+    status, _, body = loaded_endpoint.client.invoke(_jpeg(trained_models["shapes-b"]), ct.JPEG, target_model="shapes-b",
                                              custom_attributes="explain=gradcam, topk=1")
     assert status == 200, body
     pred = _json(body)["predictions"][0]
@@ -300,14 +321,14 @@ def test_gradcam_heatmap_is_a_png(loaded_endpoint, trained_models):
 
 def test_csv_output(loaded_endpoint, trained_models):
     model = trained_models["shapes-a"]
-    status, headers, body = loaded_endpoint.invoke(_jpeg(model), ct.JPEG, accept=ct.CSV, model="shapes-a",
+    status, headers, body = loaded_endpoint.client.invoke(_jpeg(model), ct.JPEG, accept=ct.CSV, target_model="shapes-a",
                                                    custom_attributes="topk=2")
     assert status == 200, body
     rows = list(csv.reader(io.StringIO(body.decode())))
     assert rows[0] == ["image", "rank", "label", "index", "probability"]
     assert [r[1] for r in rows[1:]] == ["1", "2"]
     assert all(r[2] in model.classes for r in rows[1:])
-    status, _, body = loaded_endpoint.invoke(_jpeg(model), ct.JPEG, accept=ct.CSV, model="shapes-a",
+    status, _, body = loaded_endpoint.client.invoke(_jpeg(model), ct.JPEG, accept=ct.CSV, target_model="shapes-a",
                                              custom_attributes="probabilities=all")
     rows = list(csv.reader(io.StringIO(body.decode())))
     assert rows[0] == ["image", *model.classes]
@@ -318,19 +339,19 @@ def test_several_images_in_one_json_request(loaded_endpoint, trained_models):
     model = trained_models["shapes-a"]
     images = [p.read_bytes() for p in model.test_images()[:3]]
     payload = json.dumps({"instances": [base64.b64encode(b).decode() for b in images]}).encode()
-    status, _, body = loaded_endpoint.invoke(payload, ct.JSON, model="shapes-a")
+    status, _, body = loaded_endpoint.client.invoke(payload, ct.JSON, target_model="shapes-a")
     assert status == 200, body
     preds = _json(body)["predictions"]
     assert len(preds) == 3
     # each answer equals the answer for that image sent alone
     for data, pred in zip(images, preds, strict=True):
-        alone = _json(loaded_endpoint.invoke(data, ct.JPEG, model="shapes-a")[2])["predictions"][0]
+        alone = _json(loaded_endpoint.client.invoke(data, ct.JPEG, target_model="shapes-a")[2])["predictions"][0]
         assert pred["index"] == alone["index"]
         assert pred["probability"] == pytest.approx(alone["probability"], abs=1e-5)
 
 
 def test_execution_parameters(multi_endpoint):
-    status, _, body = multi_endpoint.request("GET", "/execution-parameters")
+    status, _, body = multi_endpoint.client.request("GET", "/execution-parameters")
     assert status == 200, body
     assert _json(body) == {"MaxConcurrentTransforms": 1, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 1}
 
@@ -340,27 +361,27 @@ def test_execution_parameters(multi_endpoint):
 def test_single_model_invocations(single_endpoint, trained_models):
     model = trained_models["shapes-a"]
     jpeg = _jpeg(model)
-    status, _, body = single_endpoint.invoke(jpeg, ct.JPEG)
+    status, _, body = single_endpoint.client.invoke(jpeg, ct.JPEG)
     assert status == 200, body
     by_jpeg = _json(body)["predictions"][0]
     assert by_jpeg["label"] in model.classes
 
     pixels = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))          # uint8 HWC
-    status, _, body = single_endpoint.invoke(_npy(pixels), ct.NPY)
+    status, _, body = single_endpoint.client.invoke(_npy(pixels), ct.NPY)
     assert status == 200, body
     assert _json(body)["predictions"][0]["probability"] == pytest.approx(by_jpeg["probability"], abs=1e-5)
 
     floats = pixels.transpose(2, 0, 1)[None].astype(np.float32) / 255.0        # float NCHW in [0, 1]
-    status, _, body = single_endpoint.invoke(_npy(floats), ct.NPY)
+    status, _, body = single_endpoint.client.invoke(_npy(floats), ct.NPY)
     assert status == 200, body
     # float pixels are resized without the uint8 rounding the JPEG path has: close, not identical
     assert _json(body)["predictions"][0]["probability"] == pytest.approx(by_jpeg["probability"], abs=5e-3)
 
-    status, _, body = single_endpoint.invoke(json.dumps(pixels.tolist()).encode(), ct.JSON)  # nested lists
+    status, _, body = single_endpoint.client.invoke(json.dumps(pixels.tolist()).encode(), ct.JSON)  # nested lists
     assert status == 200, body
     assert _json(body)["predictions"][0]["probability"] == pytest.approx(by_jpeg["probability"], abs=1e-5)
 
-    assert single_endpoint.invoke(b"junk", ct.JPEG)[0] == 400
+    assert single_endpoint.client.invoke(b"junk", ct.JPEG)[0] == 400
 
 
 def test_batch_transform_endpoint_and_clean_sigterm(tmp_path, trained_models):
@@ -370,11 +391,11 @@ def test_batch_transform_endpoint_and_clean_sigterm(tmp_path, trained_models):
     ep = LocalEndpoint(model_root=model.model_dir, multi_model=False, log_file=tmp_path / "endpoint.log",
                        env={"SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "12"})
     with ep:
-        status, _, body = ep.request("GET", "/execution-parameters")
+        status, _, body = ep.client.request("GET", "/execution-parameters")
         assert status == 200 and _json(body)["MaxPayloadInMB"] == 12
         big = _npy(np.random.default_rng(0).integers(0, 256, (1500, 1800, 3), dtype=np.uint8))  # 8.1 MB
         assert MAX_PAYLOAD_BYTES * 6 < len(big) < 12 * 1024 * 1024
-        status, _, body = ep.invoke(big, ct.NPY)
+        status, _, body = ep.client.invoke(big, ct.NPY)
         assert status == 200, body
         tree = psutil.Process(ep._proc.pid).children(recursive=True)
         assert any("java" in p.name() for p in tree)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 import struct
 import tarfile
 
@@ -15,7 +16,7 @@ import torch
 from PIL import Image
 
 from byoc_common.architectures import build_classifier
-from byoc_common.artifact import ModelArtifactError, ModelConfig, save_model_artifact
+from byoc_common.artifact import ARTIFACT_FILES, ModelArtifactError, ModelConfig, save_model_artifact
 from container_serve import content_types as ct
 from container_serve.decoding import DecodeLimits, ImageDecoder
 from container_serve.errors import (
@@ -144,8 +145,16 @@ def test_broken_inputs(decoder):
         decoder.decode(b"", ct.JPEG)
     with pytest.raises(UnsupportedMediaTypeError):
         decoder.decode(jpeg, "multipart/form-data; boundary=x")
-    with pytest.raises(UnsupportedMediaTypeError):
-        decoder.decode(jpeg, "")
+
+
+def test_octet_stream_and_no_content_type_are_image_bytes(decoder):
+    """What the SageMaker Python SDK's default Predictor sends (IdentitySerializer: application/octet-stream)."""
+    for fmt in ("JPEG", "PNG"):
+        expected = decoder.decode(_encoded(RED, fmt), ct.X_IMAGE)[0]
+        for content_type in (ct.OCTET_STREAM, "", None):
+            assert torch.equal(decoder.decode(_encoded(RED, fmt), content_type)[0], expected)
+    with pytest.raises(BadRequestError):
+        decoder.decode(b"not an image", ct.OCTET_STREAM)
 
 
 # ---- settings ------------------------------------------------------------------------------------
@@ -165,8 +174,12 @@ def test_settings_from_env(tmp_path):
     assert (single.workers_per_model, single.torch_threads) == (cpu_count(), 1)
     assert ServeSettings.from_env({"SAGEMAKER_MULTI_MODEL": "true"}).workers_per_model == 1
     assert ServeSettings.from_env({"BYOC_TORCH_THREADS": "3"}).torch_threads == 3
-    for bad in ({"SAGEMAKER_BIND_TO_PORT": "40000"}, {"SAGEMAKER_MULTI_MODEL": "maybe"},
-                {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "0"}, {"BYOC_BATCH_STRATEGY": "ALL"}):
+    assert ServeSettings.from_env({"SAGEMAKER_BIND_TO_PORT": "40000"}).port == 40000  # the gate's port, not MMS's
+    s = ServeSettings.from_env({"BYOC_BATCH_SIZE": "4", "BYOC_MAX_BATCH_DELAY_MS": "250", "BYOC_CGROUP_DIR": "/cg",
+                                "BYOC_LOAD_REPORTS_DIR": str(tmp_path)})
+    assert (s.batch_size, s.max_batch_delay_ms, str(s.cgroup_dir), s.load_reports_dir) == (4, 250, "/cg", tmp_path)
+    for bad in ({"SAGEMAKER_BIND_TO_PORT": "70000"}, {"SAGEMAKER_MULTI_MODEL": "maybe"},
+                {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "0"}, {"BYOC_BATCH_STRATEGY": "ALL"}, {"BYOC_BATCH_SIZE": "0"}):
         with pytest.raises(SettingsError):
             ServeSettings.from_env(bad)
 
@@ -221,9 +234,34 @@ def test_archive_round_trip_and_deploy(tmp_path, model_dir):
     assert deploy_model(model_dir, tmp_path / "models", "m1", overwrite=True) == target
     with pytest.raises(ValueError):
         deploy_model(model_dir, tmp_path / "models", "../m2")
-    not_a_model = _tar_with(tmp_path / "other.tar.gz", "readme.txt")
+    not_a_model = _tar_with(tmp_path / "other.tar.gz", "model_config.json", data=b"{}")
     with pytest.raises(ModelArtifactError):
         deploy_model(not_a_model, tmp_path / "models", "m3")
+
+
+@pytest.mark.parametrize("extra", ["MAR-INF/MANIFEST.json", "MANIFEST.json", "handler.py", "torch.py", "readme.txt",
+                                   "code/inference.py"])
+def test_archives_carry_and_unpack_only_the_artifact_files(tmp_path, model_dir, extra):
+    """The server refuses a model directory holding anything else (container_serve.model_layout), so the
+    archive code never writes or unpacks anything else."""
+    dirty = tmp_path / "dirty"
+    shutil.copytree(model_dir, dirty)
+    (dirty / extra).parent.mkdir(parents=True, exist_ok=True)
+    (dirty / extra).write_text("print('code')")
+    with tarfile.open(create_model_archive(dirty, tmp_path / "model.tar.gz")) as tar:
+        assert sorted(tar.getnames()) == sorted(ARTIFACT_FILES)
+    assert sorted(p.name for p in deploy_model(dirty, tmp_path / "models", "copied").iterdir()) == sorted(ARTIFACT_FILES)
+    hostile_tar = tmp_path / "hostile.tar.gz"
+    with tarfile.open(hostile_tar, "w:gz") as tar:
+        for name in ARTIFACT_FILES:
+            tar.add(model_dir / name, arcname=name)
+        tar.add(dirty / extra, arcname=extra)
+    with pytest.raises(UnsafeArchiveError, match="not part of a model artifact"):
+        deploy_model(hostile_tar, tmp_path / "models", "hostile")
+    assert not (tmp_path / "models" / "hostile").exists()
+    with tarfile.open(tmp_path / "dotted.tar.gz", "w:gz") as tar:  # `tar -C dir .` style names
+        tar.add(model_dir, arcname=".")
+    assert (deploy_model(tmp_path / "dotted.tar.gz", tmp_path / "models", "dotted") / "model.pth").is_file()
 
 
 # ---- the handler inside MMS's python Service ----------------------------------------------------
@@ -266,6 +304,39 @@ def test_model_outside_root_fails_to_load(monkeypatch, model_dir, tmp_path):
             "m", str(model_dir), "container_serve.handler_service", None, 1)
 
 
+def test_torch_allocation_failure_while_loading_becomes_507(monkeypatch, model_dir, tmp_path):
+    """torch's CPU allocator raises RuntimeError, which load_model_artifact wraps in ModelArtifactError:
+    the handler finds the out-of-memory condition behind it and raises MemoryError (MMS: 507)."""
+    from mms.model_loader import ModelLoaderFactory
+
+    from byoc_common import artifact
+    from container_serve import load_reports
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory: "
+                           "you tried to allocate 102760448 bytes.")
+
+    monkeypatch.setattr(artifact.torch, "load", no_memory)
+    monkeypatch.setenv("BYOC_MODEL_ROOT", str(model_dir.parent))
+    monkeypatch.setenv("BYOC_LOAD_REPORTS_DIR", str(tmp_path))
+    with pytest.raises(MemoryError, match="out of memory"):
+        ModelLoaderFactory.get_model_loader(str(model_dir)).load("m", str(model_dir),
+                                                                 "container_serve.handler_service", None, 1)
+    code, message = load_reports.take(tmp_path, "m")
+    assert code == 507 and "DefaultCPUAllocator" in message
+
+
+def test_out_of_memory_conditions_are_recognised():
+    from container_serve.image_classifier_handler import as_memory_error
+
+    wrapped = ModelArtifactError("model.pth does not load")
+    wrapped.__cause__ = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes")
+    for oom in (MemoryError("x"), torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), wrapped):
+        assert isinstance(as_memory_error(oom), MemoryError)
+    for not_oom in (RuntimeError("size mismatch for fc.weight"), ValueError("out of range"), wrapped.__class__("x")):
+        assert as_memory_error(not_oom) is None
+
+
 def test_memory_error_becomes_507(mms_service, monkeypatch):
     from container_serve import handler_service
 
@@ -275,6 +346,28 @@ def test_memory_error_becomes_507(mms_service, monkeypatch):
     monkeypatch.setattr(handler_service._service.handler, "inference", out_of_memory)
     resp = mms_service.predict([_request(0, _encoded(RED, "PNG"), ct.PNG)])
     assert struct.unpack("!i", resp[:4])[0] == 507
+
+
+def test_a_bug_decoding_one_request_fails_only_that_request(mms_service, monkeypatch):
+    """One request of an MMS batch that trips an unexpected error (or runs out of memory while being
+    decoded) gets its own 500 (413); the others of the batch are answered."""
+    from container_serve import handler_service
+
+    decoder = handler_service._service.handler.decoder
+    real_decode = decoder.decode
+
+    def decode(body, content_type):
+        if body == b"bug":
+            raise ValueError("Exceeds the limit (4300 digits) for integer string conversion")
+        if body == b"huge":
+            raise MemoryError
+        return real_decode(body, content_type)
+
+    monkeypatch.setattr(decoder, "decode", decode)
+    png = _encoded(RED, "PNG")
+    mms_service.predict([_request(0, png, ct.PNG), _request(1, b"bug", ct.JSON), _request(2, b"huge", ct.NPY),
+                         _request(3, png, ct.PNG)])
+    assert [mms_service.context.get_response_status(i)[0] for i in range(4)] == [200, 500, 413, 200]
 
 
 def test_unexpected_error_is_a_json_500_and_the_worker_carries_on(mms_service, monkeypatch):
@@ -291,23 +384,26 @@ def test_unexpected_error_is_a_json_500_and_the_worker_carries_on(mms_service, m
 
 
 def test_mms_config_and_command_follow_the_settings(tmp_path):
-    from container_serve.serve import HANDLER_SERVICE, mms_command, mms_properties
+    from container_serve.mms_process import HANDLER_SERVICE, mms_command, mms_properties, worker_environment
 
     multi = ServeSettings.from_env({"SAGEMAKER_MULTI_MODEL": "true", "SAGEMAKER_BIND_TO_PORT": "9001",
                                     "SAGEMAKER_MAX_PAYLOAD_IN_MB": "10", "BYOC_BIND_ADDRESS": "127.0.0.1"})
-    props = dict(line.split("=", 1) for line in mms_properties(multi, tmp_path).splitlines())
-    assert props["inference_address"] == props["management_address"] == "http://127.0.0.1:9001"
+    props = dict(line.split("=", 1) for line in mms_properties(multi, tmp_path, tmp_path).splitlines())
+    # MMS listens on Unix sockets only; the port belongs to the gate
+    assert props["inference_address"] == f"unix:{tmp_path}/inference.sock"
+    assert props["management_address"] == f"unix:{tmp_path}/management.sock"
+    assert props["enable_envvars_config"] == "false"   # no MMS_* variable reconfigures it
     assert props["default_service_handler"] == HANDLER_SERVICE
     assert props["max_request_size"] == str(10 * 1024 * 1024)
     assert props["plugins_path"] == str(tmp_path)
     assert props["decode_input_request"] == "false"      # from the toolkit's defaults
     assert not any("$$" in v for v in props.values())    # no unfilled toolkit placeholders
     assert "--models" not in mms_command(multi, tmp_path / "c")
-    from container_serve.serve import worker_environment
     env = worker_environment(multi, tmp_path, plugins_available=False)
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == env["BYOC_TORCH_THREADS"] == "1"
+    assert env["BYOC_LOAD_REPORTS_DIR"] == str(tmp_path / "load-reports")
 
     single = ServeSettings.from_env({"BYOC_MODEL_ROOT": str(tmp_path)})
-    assert "plugins_path" not in mms_properties(single, None)
+    assert "plugins_path" not in mms_properties(single, tmp_path, None)
     cmd = mms_command(single, tmp_path / "c")
     assert cmd[cmd.index("--models") + 1] == f"model={tmp_path}"

@@ -36,23 +36,26 @@ from pathlib import Path
 from byoc.local.client import EndpointClient, EndpointError
 from byoc_common.sagemaker_paths import MODEL_DIR, MULTI_MODEL_ROOT
 from container_serve.model_archive import deploy_model
-from container_serve.settings import MAX_PORT
 
 CONTAINER_MODEL_ROOT = {True: MULTI_MODEL_ROOT, False: MODEL_DIR}
 STOP_TIMEOUT_S = 60.0
+# Ports picked for local endpoints: below Linux's default ephemeral range (32768-60999), so a
+# port chosen here is not also handed out to some outgoing connection meanwhile.
+FREE_PORT_RANGE = (20000, 32767)
 
 
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1 that multi-model-server accepts (at most ``MAX_PORT``)."""
+    """A free TCP port on 127.0.0.1 in :data:`FREE_PORT_RANGE`."""
+    low, high = FREE_PORT_RANGE
     for _ in range(200):
-        port = random.randint(20000, MAX_PORT)
+        port = random.randint(low, high)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise EndpointError(f"no free port found between 20000 and {MAX_PORT}")
+    raise EndpointError(f"no free port found between {low} and {high}")
 
 
 class LocalEndpoint:

