@@ -10,7 +10,18 @@ on after the last finished epoch. The file holds plain containers and tensors on
      "best_accuracy": float, "best_epoch": int, "best_model": state_dict | None,
      "history": [per-epoch metric dicts], "epochs_without_improvement": int,
      "rng": {"torch": ByteTensor, "cuda": [ByteTensor], "python": repr, "numpy": ...},
-     "hyperparameters": {name: value}, "class_names": [...], "arch": str}
+     "hyperparameters": {name: value}, "class_names": [...], "arch": str,
+     "training_job_name": str | None}
+
+Writing: fsynced and renamed into place (:mod:`container_train.atomic`); the checkpoint it
+replaces stays as :data:`~container_train.contract.PREVIOUS_CHECKPOINT_FILE`, so when the latest
+cannot be read (a truncated upload, a bad disk) the job falls back one epoch instead of failing
+at every restart.
+
+Resuming: only a checkpoint of this job. ``training_job_name`` is ``TRAINING_JOB_NAME``
+(SageMaker sets it; a spot restart keeps it, every tuning trial has its own) and the
+hyperparameters that shape the run (:func:`container_train.hyperparameters.resume_relevant`) must
+match; anything else is refused with the reason, rather than silently continuing another job.
 """
 
 from __future__ import annotations
@@ -25,8 +36,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from container_train.contract import CHECKPOINT_FILE
+from container_train.atomic import write_atomically
+from container_train.contract import CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, quote_path
 from container_train.errors import TrainingError
+from container_train.hyperparameters import resume_relevant
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -41,6 +54,23 @@ class TrainingProgress:
     best_model: dict[str, torch.Tensor] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     epochs_without_improvement: int = 0
+
+    def record(self, epoch: int, train, valid, model: torch.nn.Module, lr: float) -> None:
+        """A finished epoch (``train``/``valid``: :class:`container_train.engine.EpochResult`):
+        its history entry, and the model's weights when validation accuracy improved."""
+        self.epoch = epoch
+        self.history.append({
+            "epoch": epoch, "train_loss": train.loss, "train_acc": train.accuracy,
+            "valid_loss": valid.loss, "valid_acc": valid.accuracy, "lr": lr,
+            "train_seconds": round(train.seconds, 3),
+            "train_images_per_s": round(train.images / max(train.seconds, 1e-9), 2),
+        })
+        if valid.accuracy > self.best_accuracy:
+            self.best_accuracy, self.best_epoch = valid.accuracy, epoch
+            self.best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
 
 
 def _cpu_state(state: dict) -> dict:
@@ -70,9 +100,8 @@ def restore_rng(rng: dict) -> None:
 
 
 def save_checkpoint(checkpoint_dir: Path, *, model, optimizer, scheduler, progress: TrainingProgress,
-                    hyperparameters: dict, class_names: list[str], arch: str,
+                    hyperparameters: dict, class_names: list[str], arch: str, job_name: str | None = None,
                     interrupted_in_epoch: int | None = None) -> Path:
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
     state = {
         "format_version": FORMAT_VERSION,
         "epoch": progress.epoch,
@@ -89,34 +118,68 @@ def save_checkpoint(checkpoint_dir: Path, *, model, optimizer, scheduler, progre
         "hyperparameters": hyperparameters,
         "class_names": list(class_names),
         "arch": arch,
+        "training_job_name": job_name,
     }
     path = checkpoint_dir / CHECKPOINT_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)   # a kill during the save leaves the previous checkpoint intact
-    return path
+    if path.is_file():
+        _keep_as_previous(path)
+    return write_atomically(path, lambda f: torch.save(state, f))
+
+
+def _keep_as_previous(path: Path) -> None:
+    """Make the current checkpoint the previous one, leaving ``path`` in place until it is replaced
+    (a hard link, then a rename; where links are refused, a plain rename)."""
+    previous = path.with_name(PREVIOUS_CHECKPOINT_FILE)
+    link = previous.with_name(f".{previous.name}.{os.getpid()}.link")
+    link.unlink(missing_ok=True)
+    try:
+        os.link(path, link)
+        os.replace(link, previous)
+    except OSError:
+        link.unlink(missing_ok=True)
+        os.replace(path, previous)
 
 
 def load_checkpoint(checkpoint_dir: Path) -> dict | None:
-    path = checkpoint_dir / CHECKPOINT_FILE
-    if not path.is_file():
+    """The latest readable checkpoint in ``checkpoint_dir`` (falling back to the previous one), or
+    None when there is none. Raises :class:`TrainingError` when checkpoints exist but none reads."""
+    candidates = [p for p in (checkpoint_dir / CHECKPOINT_FILE, checkpoint_dir / PREVIOUS_CHECKPOINT_FILE)
+                  if p.is_file()]
+    problems = []
+    for path in candidates:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
+            problems.append(f"{quote_path(path)} cannot be read ({type(e).__name__}: {e})")
+            continue
+        if problems:
+            log.warning("checkpoint %s; resuming from the previous one, %s (epoch %s)",
+                        problems[0], quote_path(path.name), state.get("epoch"))
+        return state
+    if not problems:
         return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise TrainingError(
-            f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); delete it to start over"
-        ) from e
+    raise TrainingError(f"checkpoint {'; '.join(problems)}; delete {'them' if len(problems) > 1 else 'it'} "
+                        "to start over")
 
 
-def check_compatible(state: dict, arch: str, class_names: list[str]) -> None:
-    """A checkpoint from another model or dataset must not be silently resumed."""
+def check_resumable(state: dict, *, arch: str, class_names: list[str], job_name: str | None,
+                    hyperparameters: dict) -> None:
+    """Refuse (with the reason) a checkpoint written by another model, dataset, job or run."""
+    fresh = "give each job its own checkpoint location (CheckpointConfig.S3Uri), or delete the checkpoint"
     if state.get("arch") != arch:
-        raise TrainingError(f"checkpoint in the checkpoint dir was written for arch={state.get('arch')}, "
-                            f"this job trains arch={arch}; use a fresh checkpoint location")
+        raise TrainingError(f"refusing to resume: the checkpoint was written for arch={state.get('arch')}, "
+                            f"this job trains arch={arch}; {fresh}")
     if list(state.get("class_names", [])) != list(class_names):
-        raise TrainingError("checkpoint in the checkpoint dir was written for different classes; "
-                            "use a fresh checkpoint location")
+        raise TrainingError(f"refusing to resume: the checkpoint was written for different classes; {fresh}")
+    written_by = state.get("training_job_name")
+    if written_by and job_name and written_by != job_name:
+        raise TrainingError(f"refusing to resume: the checkpoint was written by training job {written_by!r}, "
+                            f"this is {job_name!r}; {fresh}")
+    before, now = resume_relevant(state.get("hyperparameters", {})), resume_relevant(hyperparameters)
+    changed = [f"{name} {before[name]!r} -> {now[name]!r}" for name in now if before[name] != now[name]]
+    if changed:
+        raise TrainingError("refusing to resume: the checkpoint was written with other hyperparameters "
+                            f"({', '.join(changed)}); {fresh}")
 
 
 def restore(state: dict, *, model, optimizer, scheduler) -> TrainingProgress:

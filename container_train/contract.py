@@ -16,18 +16,45 @@ import re
 #   #metric epoch=3 train_loss=0.512340
 #   #metric epoch=3 valid_loss=0.601200 valid_acc=0.812500
 #   #metric test_loss=0.633000 test_acc=0.797000
+#
+# How SageMaker applies them: a MetricDefinitions ``Regex`` is "a regular expression that searches
+# the output of a training job" (API reference, MetricDefinition), i.e. the container's stdout and
+# stderr ("Define metrics and environment variables" in the SageMaker developer guide), and the first
+# group is the value. That output reaches the service line by line: the sagemaker-training
+# toolkit's ``process.watch`` prints each line of the user script's output on its own and
+# CloudWatch Logs stores one event per line. The documentation says nothing about multi-line
+# flags, so the regexes rely on nothing but a plain ``^``: anchored at the start of the searched
+# line, only a line the trainer printed with :func:`format_train_metrics` and friends can match,
+# never a log line that merely contains the text (a file named ``#metric ... valid_acc=0.999.jpg``
+# logged as unreadable). The readers below search line by line, as SageMaker does; the trainer's
+# logging keeps every other record on one line and quotes paths (:func:`quote_path`).
 _NUM = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
 METRIC_DEFINITIONS: list[dict[str, str]] = [
-    {"Name": "train:loss", "Regex": rf"#metric epoch=\d+ train_loss={_NUM}"},
-    {"Name": "validation:loss", "Regex": rf"#metric epoch=\d+ valid_loss={_NUM}"},
-    {"Name": "validation:accuracy", "Regex": rf"#metric epoch=\d+ valid_loss=\S+ valid_acc={_NUM}"},
-    {"Name": "test:loss", "Regex": rf"#metric test_loss={_NUM}"},
-    {"Name": "test:accuracy", "Regex": rf"#metric test_loss=\S+ test_acc={_NUM}"},
+    {"Name": "train:loss", "Regex": rf"^#metric epoch=\d+ train_loss={_NUM}"},
+    {"Name": "validation:loss", "Regex": rf"^#metric epoch=\d+ valid_loss={_NUM}"},
+    {"Name": "validation:accuracy", "Regex": rf"^#metric epoch=\d+ valid_loss=\S+ valid_acc={_NUM}"},
+    {"Name": "test:loss", "Regex": rf"^#metric test_loss={_NUM}"},
+    {"Name": "test:accuracy", "Regex": rf"^#metric test_loss=\S+ test_acc={_NUM}"},
 ]
 METRIC_REGEX: dict[str, str] = {d["Name"]: d["Regex"] for d in METRIC_DEFINITIONS}
-EPOCH_REGEX = r"#metric epoch=(\d+) "
+EPOCH_REGEX = r"^#metric epoch=(\d+) "
 DEFAULT_OBJECTIVE = "validation:accuracy"
+
+# Characters that end a line for str.splitlines() (and so for the readers below); a log record
+# must not contain any of them, or its tail would start a line of its own.
+_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def quote_path(path) -> str:
+    """A path as the trainer logs it: quoted, with line breaks and other unprintable characters
+    escaped (``repr``), so a file name can never start a log line of its own."""
+    return repr(str(path))
+
+
+def one_line(text: str) -> str:
+    """``text`` with every line break escaped: what the trainer's log formatter does to a message."""
+    return _LINE_BREAKS.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 def format_train_metrics(epoch: int, train_loss: float) -> str:
@@ -44,12 +71,39 @@ def format_test_metrics(test_loss: float, test_acc: float) -> str:
 
 def parse_metric(name: str, log_text: str) -> list[float]:
     """All values of metric ``name`` in ``log_text``, in order (what SageMaker would record)."""
-    return [float(m) for m in re.findall(METRIC_REGEX[name], log_text)]
+    return [value for _, value in metric_series(name, log_text)]
 
+
+def metric_series(name: str, log_text: str) -> list[tuple[int | None, float]]:
+    """``(epoch, value)`` for every line metric ``name``'s regex matches, in order; the epoch is
+    ``None`` for the end-of-job test metrics. The one reader of the metric log: the local tuner,
+    the progress display and the benchmarks all go through it. Each line is searched on its own,
+    so the ``^`` of the regexes anchors at the start of a line (see above)."""
+    regex, epoch_regex = re.compile(METRIC_REGEX[name]), re.compile(EPOCH_REGEX)
+    series = []
+    for line in log_text.splitlines():
+        m = regex.search(line)
+        if m:
+            e = epoch_regex.search(line)
+            series.append((int(e.group(1)) if e else None, float(m.group(1))))
+    return series
+
+
+def completed_epochs(log_text: str) -> list[int]:
+    """Epochs whose validation line is in the log (the trainer prints it when an epoch ends)."""
+    return sorted({epoch for epoch, _ in metric_series("validation:loss", log_text) if epoch is not None})
+
+
+# ---- dataset layout -----------------------------------------------------------------------------
+# An ImageFolder per split, one folder per class (the dogImages layout). The ``training`` channel
+# may hold all three splits as sub-folders; SageMaker channels map to splits as below.
+SPLITS = ("train", "valid", "test")
+SPLIT_FOLDER_ALIASES = {"train": ("train",), "valid": ("valid", "validation", "val"), "test": ("test",)}
+CHANNEL_SPLITS = {"training": "train", "validation": "valid", "test": "test"}   # channel -> split folder
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 # ---- output data dir (SM_OUTPUT_DATA_DIR) -----------------------------------------------------
 METRICS_FILE = "metrics.json"                  # {"history": [...per epoch...], "test": {...}, ...}
-PROFILER_DIR = "profiler"
 STEP_TIMINGS_FILE = "profiler/step_timings.jsonl"   # one JSON object per training/eval step
 SYSTEM_METRICS_FILE = "profiler/system_metrics.jsonl"  # one JSON object per sample
 RULES_DIR = "rules"                            # rule results, one JSON file per rule
@@ -66,3 +120,4 @@ PROFILER_REPORT_FILE = "profiler-report.html"
 
 # ---- checkpoints (/opt/ml/checkpoints, SageMaker syncs it to S3 for spot training) ------------
 CHECKPOINT_FILE = "checkpoint.pth"
+PREVIOUS_CHECKPOINT_FILE = "checkpoint.previous.pth"   # the one before, kept for a corrupt latest

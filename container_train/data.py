@@ -15,6 +15,10 @@ file named ``.jpg``) is skipped where it is loaded. :class:`ImageFolderDataset` 
 for it and :func:`collate_skipping` drops it from the batch and passes its path on, so the
 training loop counts and logs skipped files even when DataLoader workers run in other processes.
 No up-front scan is needed, so an 8k-image dataset starts training at once.
+
+Loaders: :func:`make_loader` runs every loader the way a :class:`~container_train.loader_limits.LoaderPlan`
+says (workers, prefetch depth, timeout; see :mod:`container_train.loader_limits` for why) and
+returns it guarded, so a dead or stuck worker fails the job with a reason instead of hanging it.
 """
 
 from __future__ import annotations
@@ -26,17 +30,17 @@ from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 from torchvision.transforms import v2 as T
 
 from byoc_common.artifact import ModelConfig
 from byoc_common.preprocessing import to_rgb
+from container_train.contract import IMAGE_SUFFIXES, SPLIT_FOLDER_ALIASES, quote_path
 from container_train.errors import DataError
+from container_train.loader_limits import GuardedLoader, LoaderPlan
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-SPLIT_FOLDERS = {"train": ("train",), "valid": ("valid", "validation", "val"), "test": ("test",)}
 _PREFIX = re.compile(r"^\d+[._-](.+)$")
 
 
@@ -47,7 +51,7 @@ def class_name_from_folder(folder: str) -> str:
 
 
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ class Split:
 def scan_split(name: str, root: Path) -> Split:
     """List class folders that hold at least one image file, and their images."""
     if not root.is_dir():
-        raise DataError(f"{name} data not found: {root} is not a directory")
+        raise DataError(f"{name} data not found: {quote_path(root)} is not a directory")
     folders: list[str] = []
     files_by_folder: dict[str, list[Path]] = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -79,8 +83,8 @@ def scan_split(name: str, root: Path) -> Split:
         hint = (f" (found images directly in it, e.g. {', '.join(loose)}: put each class in its own folder)"
                 if loose else "")
         raise DataError(
-            f"{name} split has no images: {root} must contain one folder per class with "
-            f"{'/'.join(e.lstrip('.') for e in IMAGE_EXTENSIONS[:3])} files inside{hint}"
+            f"{name} split has no images: {quote_path(root)} must contain one folder per class with "
+            f"{'/'.join(e.lstrip('.') for e in IMAGE_SUFFIXES[:3])} files inside{hint}"
         )
     samples = tuple((path, label) for label, f in enumerate(folders) for path in files_by_folder[f])
     return Split(name, root, tuple(folders), samples)
@@ -100,12 +104,12 @@ def resolve_split_roots(channels: dict[str, Path]) -> dict[str, Path]:
         raise DataError("the 'training' channel is missing: give the job a training input "
                         "(an ImageFolder tree, or a folder holding train/ valid/ test/)")
     if not training.is_dir() or not any(training.iterdir()):
-        raise DataError(f"the 'training' channel is empty: nothing found in {training}")
-    nested_train = _find_subfolder(training, SPLIT_FOLDERS["train"])
+        raise DataError(f"the 'training' channel is empty: nothing found in {quote_path(training)}")
+    nested_train = _find_subfolder(training, SPLIT_FOLDER_ALIASES["train"])
     if nested_train is not None and any(p.is_dir() for p in nested_train.iterdir()):
         roots = {"train": nested_train}
         for split in ("valid", "test"):
-            sub = _find_subfolder(training, SPLIT_FOLDERS[split])
+            sub = _find_subfolder(training, SPLIT_FOLDER_ALIASES[split])
             if sub is not None:
                 roots[split] = sub
     else:
@@ -114,7 +118,7 @@ def resolve_split_roots(channels: dict[str, Path]) -> dict[str, Path]:
         path = channels.get(channel)
         if path is not None:
             if not path.is_dir() or not any(path.iterdir()):
-                raise DataError(f"the '{channel}' channel is empty: nothing found in {path}")
+                raise DataError(f"the '{channel}' channel is empty: nothing found in {quote_path(path)}")
             roots[split] = path   # an explicit channel wins over a nested folder
     if "valid" not in roots:
         raise DataError("no validation data: give the job a 'validation' channel, or a 'training' "
@@ -145,7 +149,7 @@ def load_splits(channels: dict[str, Path]) -> dict[str, Split]:
     splits = {name: scan_split(name, root) for name, root in roots.items()}
     if len(splits["train"].class_folders) < 2:
         raise DataError(f"train split has {len(splits['train'].class_folders)} class folder(s) in "
-                        f"{splits['train'].root}; a classifier needs at least 2")
+                        f"{quote_path(splits['train'].root)}; a classifier needs at least 2")
     check_same_classes(splits)
     names = splits["train"].class_names
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -200,31 +204,32 @@ class Batch:
         return int(self.labels.shape[0])
 
 
+def _in_worker_shared_memory(tensor: torch.Tensor) -> torch.Tensor:
+    """In a DataLoader worker, move ``tensor`` to shared memory now (as PyTorch's default_collate
+    allocates its batches): a full /dev/shm then raises here, in the worker's own loop, and reaches
+    the trainer, instead of failing later in the queue's feeder thread, which drops the batch."""
+    return tensor.share_memory_() if get_worker_info() is not None else tensor
+
+
 def collate_skipping(items) -> Batch:
     good = [sample for sample, _, _ in items if sample is not None]
     skipped = [(path, reason) for sample, path, reason in items if sample is None]
     if not good:
         return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), skipped)
-    images = torch.stack([g[0] for g in good])
-    labels = torch.tensor([g[1] for g in good], dtype=torch.long)
+    images = _in_worker_shared_memory(torch.stack([g[0] for g in good]))
+    labels = _in_worker_shared_memory(torch.tensor([g[1] for g in good], dtype=torch.long))
     return Batch(images, labels, skipped)
 
 
-def make_loader(dataset: ImageFolderDataset, batch_size: int, shuffle: bool, workers: int,
-                seed: int, pin_memory: bool = False) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, plan: LoaderPlan, seed: int,
+                pin_memory: bool = False) -> GuardedLoader:
+    """A DataLoader of :class:`Batch` over ``dataset`` (items as :class:`ImageFolderDataset` gives
+    them), run as ``plan`` says, seeded by ``seed``."""
     generator = torch.Generator()
     generator.manual_seed(seed)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=workers,
-        collate_fn=collate_skipping,
-        pin_memory=pin_memory,
-        generator=generator,
-        persistent_workers=workers > 0,
-        drop_last=False,
-    )
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_skipping,
+                        pin_memory=pin_memory, generator=generator, drop_last=False, **plan.loader_kwargs())
+    return GuardedLoader(loader, plan)
 
 
 class SkipCounter:
@@ -239,7 +244,7 @@ class SkipCounter:
             if path not in self.files:
                 self.files[path] = reason
                 if len(self.files) <= self.max_logged:
-                    log.warning("skipping unreadable image %s (%s)", path, reason)
+                    log.warning("skipping unreadable image %s (%s)", quote_path(path), reason)
                 elif len(self.files) == self.max_logged + 1:
                     log.warning("more unreadable images; not logging each one")
 

@@ -3,10 +3,15 @@
 * On SageMaker with Debugger configured, the service writes
   ``<base>/input/config/debughookconfig.json`` (output path, collections, save intervals);
   the hook is built from it with ``Hook.create_from_json_file``.
-* Otherwise (local runs, or a job without a Debugger config) a local hook saves the default
-  collections ``losses``, ``weights``, ``gradients`` and ``biases`` every
+* On SageMaker without that file (a job created without a ``DebugHookConfig``, every tuning
+  trial) there is no hook: nobody asked for tensors, nothing would upload them, and a ResNet50's
+  weights every few steps can fill the volume.
+* Locally (the ``byoc`` runner, a hand-made ``/opt/ml`` through the image's entry point) a local
+  hook saves the default collections ``losses``, ``weights``, ``gradients`` and ``biases`` every
   ``debugger-save-interval`` steps to ``<base>/output/tensors`` -- the local path SageMaker itself
   uses for Debugger tensors -- so the same rule code reads both.
+
+"On SageMaker" is :func:`container_train.job_env.on_sagemaker`: ``TRAINING_JOB_ARN`` is set.
 
 Read the result with ``smdebug.trials.create_trial(<tensors dir>)``.
 
@@ -22,6 +27,8 @@ import logging
 import os
 from pathlib import Path
 
+from container_train.job_env import DEBUG_HOOK_CONFIG
+
 log = logging.getLogger(__name__)
 
 DEFAULT_COLLECTIONS = ("losses", "weights", "gradients", "biases")
@@ -29,7 +36,7 @@ TENSORS_DIR = "tensors"
 
 # smdebug looks for its optional configs at fixed /opt/ml paths unless told otherwise.
 _SMDEBUG_ENV_FILES = {
-    "SMDEBUG_CONFIG_FILE_PATH": "input/config/debughookconfig.json",
+    "SMDEBUG_CONFIG_FILE_PATH": DEBUG_HOOK_CONFIG,
     "TENSORBOARD_CONFIG_FILE_PATH": "input/config/tensorboardoutputconfig.json",
     "SMPROFILER_CONFIG_PATH": "input/config/profilerconfig.json",
     "CHECKPOINT_CONFIG_FILE_PATH": "input/config/checkpointconfig.json",
@@ -64,12 +71,14 @@ def rotate_previous_tensors(base: Path, resumed_after_epoch: int) -> Path | None
     return target
 
 
-def create_hook(base: Path, save_interval: int):
-    """The hook for this job (see module docstring). Returns ``(hook, description)``."""
+def create_hook(base: Path, save_interval: int, on_sagemaker: bool = False):
+    """The hook for this job (see module docstring). Returns ``(hook or None, description)``."""
+    config = base / DEBUG_HOOK_CONFIG
+    if on_sagemaker and not config.is_file():
+        return None, f"off: this SageMaker job has no DebugHookConfig ({config} is absent)"
     point_smdebug_at(base)
     import smdebug.pytorch as smd
 
-    config = base / "input" / "config" / "debughookconfig.json"
     if config.is_file():
         hook = smd.Hook.create_from_json_file(str(config))
         return hook, f"from {config}"

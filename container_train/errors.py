@@ -2,13 +2,16 @@
 
 SageMaker shows the first 1024 characters of ``<base>/output/failure`` as the job's
 ``FailureReason``. The toolkit writes that file too, but only when it does not exist yet, so the
-trainer writes its own one-line message first and that is what the user sees.
+trainer writes its own one-line message first and that is what the user sees. The file is written
+atomically (:mod:`container_train.atomic`): on a full disk it is complete or absent, never empty.
 """
 
 from __future__ import annotations
 
 import traceback
 from pathlib import Path
+
+from container_train.atomic import write_atomically
 
 FAILURE_REASON_LIMIT = 1024
 
@@ -29,11 +32,15 @@ class PretrainedWeightsError(TrainingError):
     """Pretrained weights were requested but cannot be obtained or do not fit the architecture."""
 
 
+class DataLoadingError(TrainingError):
+    """A DataLoader worker died, lost a batch or ran out of shared memory."""
+
+
 def write_failure_file(path: Path, message: str) -> None:
     """Write the failure reason (never raises: failing to report must not hide the real error)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(message.strip() + "\n")
+        data = (message.strip() + "\n").encode()
+        write_atomically(path, lambda f: f.write(data))
     except OSError:
         pass
 

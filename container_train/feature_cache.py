@@ -23,12 +23,15 @@ The cache key is a fingerprint of everything that decides the features: the spli
 (relative path, size, mtime, label), the architecture, a hash of the backbone weights, image
 size and resize size, the transform (its ``repr``), the number of views, the torch version and
 this module's format version. Change any of them and a new file is computed; stale files are
-never reused. Files are written atomically (temporary file + ``os.replace``) under an exclusive
+never reused. Files are written atomically (:mod:`container_train.atomic`) under an exclusive
 ``fcntl.flock`` so concurrent processes compute a given cache once.
 
-After training, the head is the model's own head module (``split_backbone_head`` shares
-parameters), so the trainer saves the normal full classifier and serving needs nothing special;
-:func:`install_head` copies weights back explicitly when a separate head object was trained.
+Stopping: the extraction honours the job's stop flag and keeps what it computed
+(:mod:`container_train.feature_extraction`); the cache stores that progress as
+``<split>-<key>.partial.pt`` until a restarted job completes it.
+
+The head trains as the model's own head module (:func:`head_module`), so the trainer saves the
+normal full classifier and serving needs nothing special.
 """
 
 from __future__ import annotations
@@ -40,22 +43,29 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from byoc_common.architectures import head_name
+from byoc_common.architectures import head_name, split_backbone_head
+from byoc_common.preprocessing import eval_transform
+from container_train.atomic import write_atomically
+from container_train.contract import quote_path
+from container_train.data import Batch, ImageFolderDataset, train_transform
+from container_train.feature_extraction import (
+    Extraction,
+    ExtractionStopped,
+    FeatureCacheError,
+    FeatureSet,
+    compute_features,
+)
 
 CACHE_FORMAT_VERSION = 1
 CACHE_DIR_ENV = "BYOC_FEATURE_CACHE_DIR"
 CACHE_SUBDIR = "feature-cache"
-
-
-class FeatureCacheError(RuntimeError):
-    """The cache cannot be built or a stored cache file does not match what was asked for."""
 
 
 # ---- fingerprints -----------------------------------------------------------------------------
@@ -112,93 +122,6 @@ class FeatureSpec:
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
-# ---- the stored tensors -----------------------------------------------------------------------
-
-@dataclass
-class FeatureSet:
-    """Pooled backbone features of one split: ``features[v, i]`` is view v of sample i."""
-
-    features: torch.Tensor   # float32 [views, N, D]
-    labels: torch.Tensor     # int64 [N]
-    skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) not decodable
-
-    @property
-    def skipped(self) -> int:
-        return len(self.skipped_files)
-
-    def __post_init__(self):
-        if self.features.dim() != 3 or self.features.shape[1] != self.labels.shape[0]:
-            raise FeatureCacheError(
-                f"features {tuple(self.features.shape)} do not match labels {tuple(self.labels.shape)}"
-            )
-
-    @property
-    def num_views(self) -> int:
-        return self.features.shape[0]
-
-    def __len__(self) -> int:
-        return self.labels.shape[0]
-
-    def view(self, epoch_index: int) -> torch.Tensor:
-        """The view trained on in 0-based epoch ``epoch_index`` (views are cycled)."""
-        return self.features[epoch_index % self.num_views]
-
-
-def _one_pass(extractor: nn.Module, loader: DataLoader, device
-              ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, str]]]:
-    feats, labs, skipped = [], [], []
-    for batch in loader:
-        # container_train.data.collate_skipping yields Batch objects; plain datasets yield tuples.
-        if hasattr(batch, "images"):
-            images, targets = batch.images, batch.labels
-            skipped.extend((str(p), str(r)) for p, r in batch.skipped)
-        else:
-            images, targets = batch
-        if len(targets) == 0:   # a batch of only unreadable images
-            continue
-        out = extractor(images.to(device, non_blocking=True))
-        feats.append(out.reshape(out.shape[0], -1).float().cpu())
-        labs.append(torch.as_tensor(targets, dtype=torch.int64).cpu())
-    if not feats:
-        raise FeatureCacheError("the dataset produced no readable images")
-    return torch.cat(feats), torch.cat(labs), skipped
-
-
-@torch.inference_mode()
-def compute_features(extractor: nn.Module, dataset: Dataset, *, passes: int = 1, batch_size: int = 64,
-                     workers: int = 0, collate_fn: Callable | None = None, seed: int = 0,
-                     device: str | torch.device = "cpu", log: Callable[[str], None] | None = print
-                     ) -> FeatureSet:
-    """Run ``extractor`` (eval mode) over ``dataset`` ``passes`` times; each pass is one view.
-
-    The dataset yields ``(image_tensor, label)``; with a random (training) transform each pass
-    is a different augmentation. ``collate_fn`` may drop unreadable samples; it must drop the
-    same ones on every pass. Each pass is seeded (``seed + pass``), so views are reproducible,
-    and the caller's global RNG state is left as it was.
-    """
-    was_training = extractor.training
-    extractor.eval().to(device)
-    views, labels, skipped = [], None, []
-    started = time.monotonic()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            for v in range(passes):
-                torch.manual_seed(seed + v)   # main-process transforms draw from the global RNG
-                loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                    collate_fn=collate_fn, generator=torch.Generator().manual_seed(seed + v))
-                feats, view_labels, skipped = _one_pass(extractor, loader, device)
-                if labels is not None and not torch.equal(labels, view_labels):
-                    raise FeatureCacheError("passes over the dataset returned different samples")
-                labels = view_labels
-                views.append(feats)
-                if log:
-                    log(f"feature cache: view {v + 1}/{passes}: {len(labels)} images, dim {feats.shape[1]}, "
-                        f"{time.monotonic() - started:.1f}s")
-    finally:
-        extractor.train(was_training)
-    return FeatureSet(torch.stack(views), labels, skipped)
-
-
 class FeatureCache:
     """A directory of ``<split>-<key>.pt`` files, each written once under an exclusive lock."""
 
@@ -208,13 +131,15 @@ class FeatureCache:
     def path(self, split: str, key: str) -> Path:
         return self.dir / f"{split}-{key[:24]}.pt"
 
-    def get_or_compute(self, split: str, key: str, compute: Callable[[], FeatureSet],
+    def get_or_compute(self, split: str, key: str, compute: Callable[[Extraction | None], FeatureSet],
                        log: Callable[[str], None] | None = print) -> tuple[FeatureSet, bool]:
         """(features, computed_here). Holds ``<file>.lock`` while checking and computing, so a
         second process asking for the same key blocks until the first has written the file,
-        then loads it."""
+        then loads it. ``compute(progress)`` resumes a stopped extraction's ``progress`` (None:
+        from the start); when it raises :class:`ExtractionStopped`, the progress is kept for next time."""
         self.dir.mkdir(parents=True, exist_ok=True)
         target = self.path(split, key)
+        partial = target.with_suffix(".partial.pt")
         with open(target.with_suffix(".lock"), "a+") as lock:
             waited = time.monotonic()
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -230,37 +155,56 @@ class FeatureCache:
                     except FeatureCacheError as e:
                         if log:
                             log(f"feature cache: ignoring unusable {target.name}: {e}; recomputing")
-                fs = compute()
-                self._save(target, key, split, fs)
+                progress = self._load_partial(partial, key, log)
+                try:
+                    fs = compute(progress)
+                except ExtractionStopped as stopped:
+                    self._store(partial, key, split, stopped.progress.to_state())
+                    stopped.kept_in = partial
+                    raise
+                self._store(target, key, split, {"features": fs.features.contiguous(), "labels": fs.labels,
+                                                 "skipped_files": [list(x) for x in fs.skipped_files]})
+                partial.unlink(missing_ok=True)
                 if log:
-                    log(f"feature cache: wrote {target}")
+                    log(f"feature cache: wrote {quote_path(target)}")
                 return fs, True
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     @staticmethod
-    def _save(target: Path, key: str, split: str, fs: FeatureSet) -> None:
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save({"format_version": CACHE_FORMAT_VERSION, "key": key, "split": split,
-                            "features": fs.features.contiguous(), "labels": fs.labels,
-                            "skipped_files": [list(x) for x in fs.skipped_files]}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+    def _store(target: Path, key: str, split: str, content: dict) -> None:
+        record = {"format_version": CACHE_FORMAT_VERSION, "key": key, "split": split, **content}
+        write_atomically(target, lambda f: torch.save(record, f))
 
     @staticmethod
-    def _load(target: Path, key: str) -> FeatureSet:
+    def _read(target: Path, key: str) -> dict:
         try:
             d = torch.load(target, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - truncated/garbled file: report and recompute
             raise FeatureCacheError(f"cannot read: {e}") from e
         if not isinstance(d, dict) or d.get("key") != key or d.get("format_version") != CACHE_FORMAT_VERSION:
             raise FeatureCacheError("key or format version does not match")
+        return d
+
+    @classmethod
+    def _load(cls, target: Path, key: str) -> FeatureSet:
+        d = cls._read(target, key)
         return FeatureSet(d["features"], d["labels"], [(str(p), str(r)) for p, r in d.get("skipped_files", [])])
+
+    @classmethod
+    def _load_partial(cls, partial: Path, key: str, log: Callable[[str], None] | None) -> Extraction | None:
+        if not partial.exists():
+            return None
+        try:
+            progress = Extraction.from_state(cls._read(partial, key))
+        except (FeatureCacheError, KeyError, TypeError, ValueError) as e:
+            if log:
+                log(f"feature cache: ignoring unusable {partial.name}: {e}; starting over")
+            return None
+        if log:
+            log(f"feature cache: resuming a stopped extraction from {partial.name} ({len(progress.views)} "
+                f"whole view(s), {progress.next_index} images of the next)")
+        return progress
 
 
 def default_cache_dir(checkpoint_dir: str | os.PathLike | None, hp_value: str = "") -> Path:
@@ -278,17 +222,17 @@ def default_cache_dir(checkpoint_dir: str | os.PathLike | None, hp_value: str = 
 
 def cached_split_features(cache: FeatureCache, split: str, *, extractor: nn.Module, dataset: Dataset,
                           samples: Sequence[tuple[str | os.PathLike, int]], root: str | os.PathLike,
-                          spec: FeatureSpec, batch_size: int = 64, workers: int = 0,
-                          collate_fn: Callable | None = None, seed: int = 0,
-                          device: str | torch.device = "cpu", log: Callable[[str], None] | None = print
+                          spec: FeatureSpec, log: Callable[[str], None] | None = print, **extraction
                           ) -> FeatureSet:
     """Features of one split from the cache, computing them (``max(1, spec.views)`` passes of
-    ``dataset``) when absent. ``dataset`` must apply the transform ``spec.transform`` describes."""
+    ``dataset``) when absent. ``dataset`` must apply the transform ``spec.transform`` describes;
+    ``extraction`` holds :func:`compute_features`' loading options (batch_size, plan, seed,
+    device, stop)."""
     key = spec.key(split, files_fingerprint(samples, root))
 
-    def compute() -> FeatureSet:
-        return compute_features(extractor, dataset, passes=max(1, spec.views), batch_size=batch_size,
-                                workers=workers, collate_fn=collate_fn, seed=seed, device=device, log=log)
+    def compute(progress: Extraction | None) -> FeatureSet:
+        return compute_features(extractor, dataset, passes=max(1, spec.views), log=log, progress=progress,
+                                exact_resume=spec.views == 0, **extraction)
 
     fs, _ = cache.get_or_compute(split, key, compute, log=log)
     return fs
@@ -312,8 +256,7 @@ def head_module(model: nn.Module, arch: str) -> nn.Module:
 
 
 def features_for_splits(cache_dir: str | os.PathLike, splits: dict, model: nn.Module, arch: str,
-                        config, *, views: int = 0, batch_size: int = 64, workers: int = 0, seed: int = 0,
-                        device: str | torch.device = "cpu", log: Callable[[str], None] | None = print
+                        config, *, views: int = 0, log: Callable[[str], None] | None = print, **extraction
                         ) -> dict[str, FeatureSet]:
     """Cached features of the ``train`` and ``valid`` splits (``container_train.data.Split``) for
     ``model``'s backbone: the trainer's one call.
@@ -321,11 +264,8 @@ def features_for_splits(cache_dir: str | os.PathLike, splits: dict, model: nn.Mo
     ``train`` uses one evaluation view (``views=0``) or ``views`` passes of the training transform;
     ``valid`` always one evaluation view. ``config`` is the run's ``ModelConfig`` (image size,
     resize size, normalisation). Unreadable images are skipped as in the image loop.
+    ``extraction``: :func:`compute_features`' batch_size, plan, seed, device and stop.
     """
-    from byoc_common.architectures import split_backbone_head
-    from byoc_common.preprocessing import eval_transform
-    from container_train.data import ImageFolderDataset, collate_skipping, train_transform
-
     extractor, _ = split_backbone_head(model, arch)
     weights = weights_fingerprint(model, exclude_prefix=head_name(arch))
     cache = FeatureCache(cache_dir)
@@ -340,8 +280,7 @@ def features_for_splits(cache_dir: str | os.PathLike, splits: dict, model: nn.Mo
         split = splits[name]
         out[name] = cached_split_features(
             cache, name, extractor=extractor, dataset=ImageFolderDataset(split, transform),
-            samples=split.samples, root=split.root, spec=spec, batch_size=batch_size, workers=workers,
-            collate_fn=collate_skipping, seed=seed, device=device, log=log)
+            samples=split.samples, root=split.root, spec=spec, log=log, **extraction)
     return out
 
 
@@ -367,8 +306,6 @@ class FeatureBatches:
         return math.ceil(len(self.fs) / self.batch_size)
 
     def __iter__(self):
-        from container_train.data import Batch
-
         k = self.epoch_index
         self.epoch_index += 1
         feats = self.fs.view(k) if self.shuffle else self.fs.view(0)
@@ -379,71 +316,3 @@ class FeatureBatches:
             # Files that could not be decoded when the cache was built ride along with the first
             # batch, so the trainer's SkipCounter reports them as the image loop would.
             yield Batch(feats[idx], self.fs.labels[idx], list(self.fs.skipped_files) if i == 0 else [])
-
-
-@dataclass
-class HeadEpoch:
-    epoch: int               # 1-based, as in the metric lines
-    train_loss: float
-    train_acc: float
-    valid_loss: float | None
-    valid_acc: float | None
-    view: int
-    seconds: float
-    images: int
-
-
-def train_head_on_features(head: nn.Module, train: FeatureSet, valid: FeatureSet | None, *, epochs: int,
-                           batch_size: int, optimizer: torch.optim.Optimizer, criterion: nn.Module,
-                           scheduler=None, seed: int = 0, start_epoch: int = 0, max_steps_per_epoch: int = 0,
-                           on_epoch_end: Callable[[HeadEpoch], bool | None] | None = None,
-                           device: str | torch.device = "cpu", log_interval_s: float = 30.0
-                           ) -> list[HeadEpoch]:
-    """Train ``head`` on cached features for epochs ``start_epoch+1 .. epochs`` with the trainer's own
-    step code (:func:`container_train.engine.train_one_epoch` / :func:`~container_train.engine.evaluate`:
-    same loss/NaN checks, per-step scheduler, progress lines).
-
-    ``optimizer``, ``scheduler`` (stepped once per step; None = constant) and ``criterion`` are
-    built by the caller over the head's parameters exactly as for ``freeze=head`` (e.g.
-    ``engine.make_optimizer`` / ``engine.make_scheduler``). ``on_epoch_end`` gets each
-    :class:`HeadEpoch` (print metric lines, checkpoint there); returning True stops (early stopping).
-    The trainer itself can instead pass :class:`FeatureBatches` to its own epoch loop.
-    """
-    from container_train import engine
-    from container_train.data import SkipCounter
-
-    device = torch.device(device)
-    head.to(device)
-    train_batches = FeatureBatches(train, batch_size, shuffle=True, seed=seed, first_epoch=start_epoch)
-    valid_batches = FeatureBatches(valid, 1024, shuffle=False) if valid is not None and len(valid) else None
-    steps = engine.steps_in(len(train_batches), max_steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
-    sched = scheduler if scheduler is not None else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    skipped, never = SkipCounter(), engine.StopFlag()
-    results = []
-    for epoch in range(start_epoch + 1, epochs + 1):
-        tr = engine.train_one_epoch(
-            head, train_batches, criterion=criterion, optimizer=optimizer, scheduler=sched, scaler=scaler,
-            device=device, amp=False, epoch=epoch, epochs=epochs, total_steps=steps,
-            set_train_mode=lambda m: m.train(), timings=None, skipped=skipped, stop=never,
-            log_interval_s=log_interval_s)
-        va = None
-        if valid_batches is not None:
-            va = engine.evaluate(head, valid_batches, criterion=criterion, device=device, amp=False,
-                                 epoch=epoch, total_steps=len(valid_batches), timings=None, skipped=skipped,
-                                 stop=never, split="valid")
-        result = HeadEpoch(epoch, tr.loss, tr.accuracy, va.loss if va else None, va.accuracy if va else None,
-                           (epoch - 1) % train.num_views, tr.seconds, tr.images)
-        results.append(result)
-        if on_epoch_end is not None and on_epoch_end(result):
-            break
-    return results
-
-
-def install_head(model: nn.Module, arch: str, head: nn.Module) -> nn.Module:
-    """Put trained head weights into ``model``'s own head (a no-op when ``head`` *is* that module,
-    as returned by ``split_backbone_head``). The model is then the normal full classifier."""
-    own = getattr(model, head_name(arch))
-    if own is not head:
-        own.load_state_dict({k: v.to(next(own.parameters()).device) for k, v in head.state_dict().items()})
-    return model

@@ -42,6 +42,9 @@ class Hyperparameter:
     choices: tuple | None = None
     check: Callable[[Any], bool] | None = None   # extra validation on the converted value
     check_text: str = ""                          # what check() requires, for the error message
+    # True: the value shapes the training run, so a checkpoint is resumed only by a job with the
+    # same value (container_train.checkpointing). False: job plumbing a restart may change.
+    resume_must_match: bool = True
 
     @property
     def dest(self) -> str:
@@ -109,12 +112,16 @@ _TABLE: tuple[Hyperparameter, ...] = (
     Hyperparameter("amp", parse_bool, True, "mixed precision (used only when a GPU is present)"),
     Hyperparameter("early-stopping-patience", int, 0,
                    "stop after this many epochs without a better validation accuracy (0 = never)",
-                   check=_non_negative, check_text=">= 0"),
+                   check=_non_negative, check_text=">= 0", resume_must_match=False),
     # --- data ----------------------------------------------------------------------------------
     Hyperparameter("image-size", int, 224, "training crop size in pixels (eval: resize then centre crop)",
                    check=lambda v: v >= 16, check_text=">= 16"),
-    Hyperparameter("workers", int, 2, "DataLoader worker processes (0 = load in the main process)",
-                   check=_non_negative, check_text=">= 0"),
+    Hyperparameter("workers", int, 2,
+                   "DataLoader worker processes (0 = load in the main process; fewer when /dev/shm is small)",
+                   check=_non_negative, check_text=">= 0", resume_must_match=False),
+    Hyperparameter("loader-timeout-s", float, 600.0,
+                   "seconds to wait for one batch from a DataLoader worker before failing the job (0 = forever)",
+                   check=_non_negative, check_text=">= 0", resume_must_match=False),
     Hyperparameter("seed", int, 42, "random seed (data order, augmentation, head initialisation)"),
     Hyperparameter("max-steps-per-epoch", int, 0,
                    "cap on training and evaluation steps per epoch (0 = the whole split); for smoke runs",
@@ -124,19 +131,22 @@ _TABLE: tuple[Hyperparameter, ...] = (
                    "(see container_train.feature_cache)", choices=("auto", "true", "false")),
     Hyperparameter("feature-cache-dir", str, "",
                    "feature cache directory shared by trials (default $BYOC_FEATURE_CACHE_DIR, else "
-                   "<checkpoint dir>/feature-cache)"),
+                   "<checkpoint dir>/feature-cache)", resume_must_match=False),
     Hyperparameter("feature-cache-views", int, 0,
                    "0 = one eval-transform view per image (no augmentation); n = n augmented views "
                    "cycled over epochs", check=_non_negative, check_text=">= 0"),
     # --- job plumbing --------------------------------------------------------------------------
     Hyperparameter("checkpoint", parse_bool, True,
-                   "write a checkpoint every epoch and resume from one found in the checkpoint dir"),
-    Hyperparameter("debugger", parse_bool, True, "attach the smdebug hook"),
+                   "write a checkpoint every epoch and resume from this job's checkpoint in the checkpoint dir",
+                   resume_must_match=False),
+    Hyperparameter("debugger", parse_bool, True,
+                   "attach the smdebug hook (on SageMaker only when the job has a DebugHookConfig)",
+                   resume_must_match=False),
     Hyperparameter("debugger-save-interval", int, 10,
                    "steps between tensor saves of the local Debugger hook", check=_positive,
-                   check_text="> 0"),
+                   check_text="> 0", resume_must_match=False),
     Hyperparameter("log-interval-s", float, 10.0, "seconds between progress lines",
-                   check=_positive, check_text="> 0"),
+                   check=_positive, check_text="> 0", resume_must_match=False),
 )
 
 HYPERPARAMETERS: dict[str, Hyperparameter] = {h.name: h for h in _TABLE}
@@ -205,6 +215,12 @@ def parse_hyperparameters(argv: Sequence[str] | None) -> argparse.Namespace:
 def to_dict(args: argparse.Namespace) -> dict[str, Any]:
     """Typed values keyed by hyperparameter name (dashes), e.g. for metrics.json and checkpoints."""
     return {h.name: getattr(args, h.dest) for h in _TABLE}
+
+
+def resume_relevant(values: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a hyperparameter dict (as :func:`to_dict` returns it) a resumed checkpoint
+    must share; a name missing from ``values`` (an older checkpoint) counts as its default."""
+    return {h.name: values.get(h.name, h.default) for h in _TABLE if h.resume_must_match}
 
 
 def to_sagemaker_strings(values: dict[str, Any]) -> dict[str, str]:

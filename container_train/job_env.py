@@ -13,20 +13,38 @@ without the toolkit (``python -m container_train.train``)::
     <base>/output/data/                        SM_OUTPUT_DATA_DIR: metrics, profiler, tensors (output.tar.gz)
     <base>/output/failure                      FailureReason shown by DescribeTrainingJob
     <base>/checkpoints/                        synced to S3 (checkpoint_s3_uri) for spot training
+
+Which job this is: SageMaker sets ``TRAINING_JOB_NAME`` and ``TRAINING_JOB_ARN`` in the training
+container ("How Amazon SageMaker Provides Training Information", developer guide). The ARN is the
+mark of a real SageMaker job (:func:`on_sagemaker`; the SageMaker Python SDK's experiments code
+tests the same variable): its local mode sets only the name, and neither the ``byoc`` local runner
+nor a hand-made ``docker run -v <dir>:/opt/ml IMAGE train`` sets either.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_BASE_DIR = "/opt/ml"
+from byoc_common.sagemaker_paths import base_dir
+
 CHANNELS = ("training", "validation", "test", "pretrained")
+DEBUG_HOOK_CONFIG = "input/config/debughookconfig.json"     # under the base dir
+RESOURCE_CONFIG = "resourceconfig.json"                      # in the config dir: hosts of the job
+TRAINING_JOB_NAME_ENV = "TRAINING_JOB_NAME"
+TRAINING_JOB_ARN_ENV = "TRAINING_JOB_ARN"
 
 
-def base_dir() -> Path:
-    return Path(os.environ.get("SAGEMAKER_BASE_DIR", DEFAULT_BASE_DIR))
+def on_sagemaker(environ: Mapping[str, str] | None = None) -> bool:
+    """True inside a SageMaker training job (see the module docstring), False in local runs."""
+    return bool((os.environ if environ is None else environ).get(TRAINING_JOB_ARN_ENV))
+
+
+def training_job_name(environ: Mapping[str, str] | None = None) -> str | None:
+    """The SageMaker training job's name, or None where nothing names the job."""
+    return (os.environ if environ is None else environ).get(TRAINING_JOB_NAME_ENV) or None
 
 
 @dataclass(frozen=True)
@@ -45,7 +63,7 @@ class JobPaths:
 
     @property
     def debug_hook_config(self) -> Path:
-        return self.config_dir / "debughookconfig.json"
+        return self.base / DEBUG_HOOK_CONFIG
 
     def channel(self, name: str) -> Path | None:
         return self.channels.get(name)
@@ -53,7 +71,7 @@ class JobPaths:
 
 def resolve_paths(environ: dict[str, str] | None = None) -> JobPaths:
     env = os.environ if environ is None else environ
-    base = Path(env.get("SAGEMAKER_BASE_DIR", DEFAULT_BASE_DIR))
+    base = base_dir(env)
     data_root = base / "input" / "data"
     channels: dict[str, Path] = {}
     for name in CHANNELS:
@@ -75,7 +93,7 @@ def resolve_paths(environ: dict[str, str] | None = None) -> JobPaths:
 
 # --- the config files SageMaker writes before it starts the container -----------------------------
 # The toolkit reads resourceconfig.json and inputdataconfig.json; without them it exits at once, with
-# code 0 and no message. The local runner writes them (scripts/local_training_job.py) and the image's
+# code 0 and no message. The local runner writes them (byoc.local.training_job) and the image's
 # entry point fills in missing ones for a hand-made `docker run -v <dir>:/opt/ml IMAGE train`.
 
 def single_host_resource_config() -> dict:
@@ -98,7 +116,7 @@ def complete_local_config(base: Path) -> list[str]:
     data = base / "input" / "data"
     channels = sorted(p.name for p in data.iterdir() if p.is_dir()) if data.is_dir() else []
     defaults = {
-        "resourceconfig.json": single_host_resource_config(),
+        RESOURCE_CONFIG: single_host_resource_config(),
         "inputdataconfig.json": file_mode_input_data_config(channels),
         "hyperparameters.json": {},
     }

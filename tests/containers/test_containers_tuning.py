@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts.synthetic_dataset import make_dataset
-from scripts.tuning.local_tuner import channels_from_data_dir, run_local_tuning
-from scripts.tuning.spec import parse_spec
+from byoc.datasets.synthetic import make_dataset
+from byoc.tuning.local_tuner import channels_from_data_dir, run_local_tuning
+from byoc.tuning.spec import parse_spec
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 

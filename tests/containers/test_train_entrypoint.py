@@ -71,3 +71,88 @@ def test_missing_job_config_is_filled_in_and_existing_files_are_kept(tmp_path):
     assert json.loads((config / "resourceconfig.json").read_text())["hosts"] == ["algo-1"]
     assert sorted(json.loads((config / "inputdataconfig.json").read_text())) == ["pretrained", "training"]
     assert json.loads((config / "hyperparameters.json").read_text()) == {"epochs": "3"}
+
+
+# ---- host names in resourceconfig.json ------------------------------------------------------------
+
+class FakeClock:
+    """Time that passes only when the code under test sleeps: the bounded wait ends without waiting."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.slept = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def _job(tmp_path, hosts, current="algo-1"):
+    import json
+
+    base = tmp_path / "opt_ml"
+    (base / "input" / "config").mkdir(parents=True)
+    (base / "input" / "config" / "resourceconfig.json").write_text(
+        json.dumps({"current_host": current, "hosts": hosts, "network_interface_name": "eth0"}))
+    return base
+
+
+def test_a_host_that_never_resolves_fails_after_the_bound_with_what_to_do(tmp_path):
+    entry = load_entrypoint()
+    base = _job(tmp_path, ["algo-1", "algo-2"])
+    clock = FakeClock()
+    looked_up = []
+
+    def resolve(host):
+        looked_up.append(host)
+        return host == "algo-1"
+
+    reason = entry.check_hosts({"SAGEMAKER_BASE_DIR": str(base), "BYOC_HOST_RESOLUTION_TIMEOUT_S": "20"},
+                               hosts_file=tmp_path / "hosts", resolve=resolve, clock=clock, sleep=clock.sleep)
+
+    assert reason.startswith("host name(s) algo-2 from ")
+    assert "did not resolve within 20 s" in reason and "--add-host algo-2:127.0.0.1" in reason
+    assert 20 <= clock.now < 31 and looked_up.count("algo-1") == 1       # bounded; resolved hosts not retried
+    assert not (tmp_path / "hosts").exists()                            # a multi-host job is never remapped
+
+
+def test_a_local_one_host_job_maps_its_host_to_loopback_without_a_lookup(tmp_path):
+    entry = load_entrypoint()
+    base = _job(tmp_path, ["algo-1"])
+    hosts_file = tmp_path / "hosts"
+    hosts_file.write_text("127.0.0.1 localhost")
+
+    def resolve(host):
+        raise AssertionError(f"looked up {host}")
+
+    env = {"SAGEMAKER_BASE_DIR": str(base)}
+    assert entry.check_hosts(env, hosts_file=hosts_file, resolve=resolve) is None
+    assert hosts_file.read_text() == "127.0.0.1 localhost\n127.0.0.1 algo-1\n"
+    assert entry.check_hosts(env, hosts_file=hosts_file, resolve=resolve) is None
+    assert hosts_file.read_text().count("algo-1") == 1                  # mapped once
+
+
+def test_on_sagemaker_a_one_host_job_waits_for_its_name_and_never_edits_etc_hosts(tmp_path):
+    entry = load_entrypoint()
+    base = _job(tmp_path, ["algo-1"])
+    clock = FakeClock()
+    answers = iter([False, False, True])
+    env = {"SAGEMAKER_BASE_DIR": str(base), "TRAINING_JOB_ARN": "arn:aws:sagemaker:eu-west-1:1:training-job/j"}
+
+    assert entry.check_hosts(env, hosts_file=tmp_path / "hosts", resolve=lambda h: next(answers), clock=clock,
+                             sleep=clock.sleep) is None
+    assert clock.slept == [0.5, 1.0] and not (tmp_path / "hosts").exists()
+
+
+def test_studio_local_mode_and_a_missing_config_skip_the_check(tmp_path):
+    entry = load_entrypoint()
+    base = _job(tmp_path, ["algo-1", "algo-2"])
+
+    def resolve(host):
+        raise AssertionError(f"looked up {host}")
+
+    assert entry.check_hosts({"SAGEMAKER_BASE_DIR": str(base), "SM_STUDIO_LOCAL_MODE": "true"}, resolve=resolve) is None
+    assert entry.check_hosts({"SAGEMAKER_BASE_DIR": str(tmp_path / "none")}, resolve=resolve) is None

@@ -1,4 +1,4 @@
-"""Shared fixtures for the trainer tests: tiny generated datasets and fast hyperparameters."""
+"""Shared fixtures for the trainer tests: tiny generated datasets (helpers: train_helpers.py)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from scripts.synthetic_dataset import make_dataset
-
-# Small and fast: resnet18 at 32 px, a couple of epochs, no DataLoader workers unless a test needs them.
-FAST_HP = {
-    "arch": "resnet18",
-    "pretrained": False,
-    "freeze": "none",
-    "epochs": 2,
-    "image-size": 32,
-    "batch-size": 16,
-    "workers": 0,
-    "lr": 0.05,
-    "log-interval-s": 1,
-}
+from byoc.datasets.synthetic import make_dataset
+from byoc_common.artifact import ModelConfig
+from container_train.data import load_splits
+from tests.train.train_helpers import CACHE_ARCH, CACHE_CLASSES, frozen_model
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +24,28 @@ def tiny_dataset(tmp_path_factory) -> Path:
 def dataset_copy(tiny_dataset, tmp_path) -> Path:
     """A private copy a test may break."""
     return Path(shutil.copytree(tiny_dataset, tmp_path / "data"))
+
+
+# ---- the feature-cache tests: 3 classes, 10 train / 6 valid images each, a frozen resnet18 ----------
+
+@pytest.fixture(scope="session")
+def cache_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fc-data")
+    make_dataset(root, num_classes=CACHE_CLASSES, per_class={"train": 10, "valid": 6, "test": 2}, size=40, seed=1)
+    return root
+
+
+@pytest.fixture
+def cache_splits(cache_data):
+    return load_splits({"training": cache_data})
+
+
+@pytest.fixture
+def cache_config():
+    return ModelConfig(CACHE_ARCH, CACHE_CLASSES, image_size=32, resize_size=36)
+
+
+@pytest.fixture
+def make_model():
+    """``make_model(seed)``: a seeded resnet18 frozen for head-only training."""
+    return frozen_model

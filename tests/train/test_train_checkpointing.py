@@ -33,7 +33,8 @@ def test_checkpoint_round_trip_restores_state_and_random_streams(tmp_path):
     expected = (torch.rand(3), random.random(), np.random.rand())
 
     state = checkpointing.load_checkpoint(tmp_path)
-    checkpointing.check_compatible(state, "resnet18", ["a", "b"])
+    checkpointing.check_resumable(state, arch="resnet18", class_names=["a", "b"], job_name=None,
+                                  hyperparameters={"lr": 0.1})
     model2, opt2, sched2 = _setup()
     restored = checkpointing.restore(state, model=model2, optimizer=opt2, scheduler=sched2)
     assert torch.equal(torch.rand(3), expected[0])
@@ -44,21 +45,66 @@ def test_checkpoint_round_trip_restores_state_and_random_streams(tmp_path):
     assert opt2.state_dict()["state"][0]["momentum_buffer"].shape == (2, 4)
 
 
-def test_checkpoint_from_another_model_is_refused(tmp_path):
+HP = {"arch": "resnet18", "lr": 0.1, "epochs": 4, "workers": 2}
+
+
+def _save(folder, epoch=0, job_name=None, hyperparameters=HP):
     model, opt, sched = _setup()
-    checkpointing.save_checkpoint(tmp_path, model=model, optimizer=opt, scheduler=sched,
-                                  progress=checkpointing.TrainingProgress(), hyperparameters={},
-                                  class_names=["a", "b"], arch="resnet18")
+    return checkpointing.save_checkpoint(folder, model=model, optimizer=opt, scheduler=sched,
+                                         progress=checkpointing.TrainingProgress(epoch=epoch),
+                                         hyperparameters=hyperparameters, class_names=["a", "b"], arch="resnet18",
+                                         job_name=job_name)
+
+
+def _check(state, **over):
+    kwargs = dict(arch="resnet18", class_names=["a", "b"], job_name=None, hyperparameters=HP) | over
+    checkpointing.check_resumable(state, **kwargs)
+
+
+def test_checkpoint_from_another_model_is_refused(tmp_path):
+    _save(tmp_path)
     state = checkpointing.load_checkpoint(tmp_path)
     with pytest.raises(TrainingError, match="arch=resnet18, this job trains arch=resnet50"):
-        checkpointing.check_compatible(state, "resnet50", ["a", "b"])
+        _check(state, arch="resnet50")
     with pytest.raises(TrainingError, match="different classes"):
-        checkpointing.check_compatible(state, "resnet18", ["a", "c"])
+        _check(state, class_names=["a", "c"])
+
+
+def test_checkpoint_of_another_job_or_other_hyperparameters_is_refused(tmp_path):
+    """A tuning trial's checkpoint in the final job's checkpoint dir must not be continued."""
+    _save(tmp_path, epoch=4, job_name="tune-trial-007")
+    state = checkpointing.load_checkpoint(tmp_path)
+    assert state["training_job_name"] == "tune-trial-007"
+    _check(state, job_name="tune-trial-007")                                  # a spot restart of that job
+    with pytest.raises(TrainingError, match="written by training job 'tune-trial-007', this is 'final-job'"):
+        _check(state, job_name="final-job")
+    with pytest.raises(TrainingError, match=r"other hyperparameters \(lr 0.1 -> 0.02, epochs 4 -> 8\)"):
+        _check(state, hyperparameters={**HP, "lr": 0.02, "epochs": 8})
+    _check(state, hyperparameters={**HP, "workers": 0})                       # plumbing may change
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    from container_train import contract
+
+    _save(tmp_path, epoch=1)
+    _save(tmp_path, epoch=2)
+    previous = tmp_path / contract.PREVIOUS_CHECKPOINT_FILE
+    assert torch.load(previous, weights_only=True)["epoch"] == 1          # the one before is kept
+    latest = tmp_path / contract.CHECKPOINT_FILE
+    latest.write_bytes(latest.read_bytes()[:100])                          # a truncated upload
+    with caplog.at_level("WARNING"):
+        state = checkpointing.load_checkpoint(tmp_path)
+    assert state["epoch"] == 1
+    assert "resuming from the previous one" in caplog.text
+    assert not list(tmp_path.glob(".*"))                                   # no temporary files left
 
 
 def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "checkpoint.pth").write_text("garbage")
     with pytest.raises(TrainingError, match="delete it to start over"):
+        checkpointing.load_checkpoint(tmp_path)
+    (tmp_path / "checkpoint.previous.pth").write_text("garbage too")
+    with pytest.raises(TrainingError, match="delete them to start over"):
         checkpointing.load_checkpoint(tmp_path)
 
 

@@ -15,6 +15,7 @@ from container_train.data import (
     scan_split,
 )
 from container_train.errors import DataError
+from container_train.loader_limits import LoaderPlan
 from tests.train.train_helpers import add_odd_images
 
 CONFIG = ModelConfig(arch="resnet18", num_classes=4, image_size=32, resize_size=36)
@@ -83,7 +84,7 @@ def test_unusual_modes_load_as_rgb_and_unreadable_files_are_skipped(tmp_path):
 
     counter = SkipCounter()
     seen = 0
-    for batch in make_loader(dataset, batch_size=5, shuffle=False, workers=0, seed=0):
+    for batch in make_loader(dataset, batch_size=5, shuffle=False, plan=LoaderPlan(0), seed=0):
         counter.add(batch.skipped)
         seen += len(batch)
         assert batch.images.shape[0] == batch.labels.shape[0]
@@ -95,7 +96,7 @@ def test_skipped_files_are_reported_from_dataloader_workers(tmp_path):
     add_odd_images(tmp_path / "split" / "002.Odd2")
     dataset = ImageFolderDataset(scan_split("train", tmp_path / "split"), eval_transform(CONFIG))
     counter = SkipCounter()
-    for batch in make_loader(dataset, batch_size=4, shuffle=True, workers=2, seed=0):
+    for batch in make_loader(dataset, batch_size=4, shuffle=True, plan=LoaderPlan(2, 2, timeout_s=600.0), seed=0):
         counter.add(batch.skipped)
     assert counter.count == 4
     assert {p.rsplit("/", 1)[-1] for p in counter.files} == {"truncated.jpg", "notes.jpg"}

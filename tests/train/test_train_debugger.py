@@ -45,7 +45,7 @@ def test_sagemaker_debug_hook_config_is_used_when_present(tmp_path):
         "CollectionConfigurations": [{"CollectionName": "losses", "CollectionParameters": {"save_interval": "1"}},
                                      {"CollectionName": "gradients"}],
     }))
-    hook, description = debugger.create_hook(tmp_path, save_interval=10)
+    hook, description = debugger.create_hook(tmp_path, save_interval=10, on_sagemaker=True)
     assert description == f"from {config}"
     _train_a_few_steps(hook)
     from smdebug.trials import create_trial
@@ -54,6 +54,18 @@ def test_sagemaker_debug_hook_config_is_used_when_present(tmp_path):
     assert trial.tensor(trial.tensor_names(collection="losses")[0]).steps() == [0, 1, 2, 3]
     assert trial.tensor_names(collection="gradients")
     assert not (tmp_path / "output" / "tensors").exists()
+
+
+def test_on_sagemaker_without_a_debug_hook_config_there_is_no_hook(tmp_path):
+    """A tuning trial (no DebugHookConfig) must not fill its volume with tensors nobody uploads."""
+    from container_train.job_env import on_sagemaker
+
+    arn = {"TRAINING_JOB_ARN": "arn:aws:sagemaker:eu-west-1:123456789012:training-job/trial-1"}
+    assert on_sagemaker(arn) and not on_sagemaker({"TRAINING_JOB_NAME": "sdk-local-mode-job"})
+    hook, description = debugger.create_hook(tmp_path, save_interval=2, on_sagemaker=on_sagemaker(arn))
+    assert hook is None
+    assert "no DebugHookConfig" in description
+    assert not debugger.tensors_dir(tmp_path).exists()
 
 
 def test_local_hook_writes_the_default_collections_under_output_tensors(tmp_path):

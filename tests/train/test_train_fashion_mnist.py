@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts import fashion_mnist
+from byoc.datasets import fashion_mnist
 
 
 def _write_idx(path, array):

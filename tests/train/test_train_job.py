@@ -9,11 +9,10 @@ import shutil
 import pytest
 import torch
 
+from byoc.local.training_job import TrainingJob, run_training_job
 from byoc_common.artifact import load_model_artifact
 from container_train import contract
-from scripts.local_training_job import TrainingJob, run_training_job
-from tests.train.conftest import FAST_HP
-from tests.train.train_helpers import add_odd_images
+from tests.train.train_helpers import FAST_HP, add_odd_images
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]   # smdebug's generated protobuf code
@@ -25,7 +24,7 @@ SYSTEM_FIELDS = {"ts", "cpu_percent", "cpu_per_core", "mem_percent", "mem_used_m
 @pytest.fixture(scope="module")
 def finished_job(tmp_path_factory):
     """One complete job: odd and unreadable images in train, DataLoader workers, tensors every step."""
-    from scripts.synthetic_dataset import make_dataset
+    from byoc.datasets.synthetic import make_dataset
 
     root = tmp_path_factory.mktemp("job")
     data = make_dataset(root / "data", num_classes=4, per_class={"train": 8, "valid": 4, "test": 4}, size=48)
@@ -54,7 +53,8 @@ def test_metric_lines_match_the_metric_definitions(finished_job):
     accuracies = r.metric("validation:accuracy")
     assert len(accuracies) == 2 and all(0 <= a <= 1 for a in accuracies)
     assert len(r.metric("test:loss")) == 1 and len(r.metric("test:accuracy")) == 1
-    assert [int(e) for e in re.findall(contract.EPOCH_REGEX, r.log_text)] == [1, 1, 2, 2]
+    epoch_regex = re.compile(contract.EPOCH_REGEX)
+    assert [int(m.group(1)) for m in map(epoch_regex.search, r.log_text.splitlines()) if m] == [1, 1, 2, 2]
 
 
 def test_metrics_json(finished_job):
@@ -128,7 +128,7 @@ def test_killed_job_resumes_from_its_checkpoint(tiny_dataset, tmp_path):
                               timeout=600)
     assert second.ok, second.log_text[-3000:]
     # The trainer sees the checkpoint dir where SageMaker puts it: <base>/checkpoints.
-    assert f"resumed from checkpoint {second.job_dir}/checkpoints/{contract.CHECKPOINT_FILE}: " \
+    assert f"resumed from checkpoint '{second.job_dir}/checkpoints/{contract.CHECKPOINT_FILE}': " \
         f"{done_before} of 8 epochs done" in second.log_text
     epochs_run = sorted({int(e) for e in re.findall(r"#metric epoch=(\d+) train_loss", second.log_text)})
     assert epochs_run == list(range(done_before + 1, 9))
@@ -225,6 +225,6 @@ def test_pretrained_channel_weights_are_used(tiny_dataset, tmp_path):
     hp = {**FAST_HP, "pretrained": True, "freeze": "head", "epochs": 1}
     r = run_training_job(tmp_path / "job", hp, {"training": tiny_dataset, "pretrained": weights}, timeout=300)
     assert r.ok, r.log_text[-3000:]
-    assert "from pretrained channel (resnet18-imagenet.pth)" in r.log_text
+    assert "from pretrained channel ('resnet18-imagenet.pth')" in r.log_text
     model, _, _ = load_model_artifact(r.model_dir)
     assert torch.allclose(model.conv1.weight, torch.full_like(model.conv1.weight, 0.01))  # frozen, loaded

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from scripts import fashion_mnist
-from scripts.local_training_job import run_training_job
-from scripts.synthetic_dataset import make_dataset
-from tests.train.conftest import FAST_HP
+from byoc.datasets import fashion_mnist
+from byoc.datasets.synthetic import make_dataset
+from byoc.local.training_job import run_training_job
+from tests.train.train_helpers import FAST_HP
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 

@@ -2,7 +2,7 @@
 
 import json
 
-from scripts.local_training_job import TRAIN_SCRIPT, prepare_job_dir
+from byoc.local.training_job import TRAIN_SCRIPT, prepare_job_dir
 
 
 def test_prepare_job_dir_writes_the_sagemaker_layout(tmp_path, tiny_dataset):

@@ -41,14 +41,14 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def test_two_processes_compute_one_cache(tiny_data, tmp_path):
+def test_two_processes_compute_one_cache(cache_data, tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     cache_dir, barrier = tmp_path / "cache", tmp_path / "barrier"
     barrier.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(tiny_data), str(cache_dir), str(barrier), str(i),
+        subprocess.Popen([sys.executable, str(script), str(cache_data), str(cache_dir), str(barrier), str(i),
                           str(tmp_path / f"out{i}.pt")], cwd=REPO, env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
         for i in range(2)

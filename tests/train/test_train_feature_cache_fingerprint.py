@@ -28,13 +28,13 @@ def _spec(**over):
     return FeatureSpec(**base)
 
 
-def test_files_fingerprint_tracks_content_names_labels_and_is_mount_independent(tiny_data, tmp_path):
-    train = load_splits({"training": tiny_data})["train"]
+def test_files_fingerprint_tracks_content_names_labels_and_is_mount_independent(cache_data, tmp_path):
+    train = load_splits({"training": cache_data})["train"]
     fp = files_fingerprint(train.samples, train.root)
     assert fp == files_fingerprint(train.samples, train.root)
 
     copy = tmp_path / "copy"
-    shutil.copytree(tiny_data, copy)       # copy2 keeps mtimes: same data at another path
+    shutil.copytree(cache_data, copy)       # copy2 keeps mtimes: same data at another path
     train2 = load_splits({"training": copy})["train"]
     assert files_fingerprint(train2.samples, train2.root) == fp
 
@@ -86,15 +86,15 @@ def test_spec_key_depends_on_split_and_files():
     assert _spec().key("train", "f") != _spec().key("train", "g")
 
 
-def test_changed_data_or_weights_recompute_and_unchanged_reuse(tiny_data, tmp_path, config, make_model):
+def test_changed_data_or_weights_recompute_and_unchanged_reuse(cache_data, tmp_path, cache_config, make_model):
     data = tmp_path / "data"
-    shutil.copytree(tiny_data, data)
+    shutil.copytree(cache_data, data)
     cache_dir = tmp_path / "cache"
     logs: list[str] = []
 
     def run(model):
         logs.clear()
-        features_for_splits(cache_dir, load_splits({"training": data}), model, ARCH, config,
+        features_for_splits(cache_dir, load_splits({"training": data}), model, ARCH, cache_config,
                             batch_size=16, log=logs.append)
         return sum("wrote" in line for line in logs), sum("hit" in line for line in logs)
 
@@ -109,11 +109,11 @@ def test_changed_data_or_weights_recompute_and_unchanged_reuse(tiny_data, tmp_pa
 def test_stale_or_garbled_file_is_recomputed(tmp_path):
     cache = FeatureCache(tmp_path)
     fs = FeatureSet(torch.randn(1, 4, 8), torch.tensor([0, 1, 0, 1]))
-    got, computed = cache.get_or_compute("train", "k" * 64, lambda: fs, log=None)
+    got, computed = cache.get_or_compute("train", "k" * 64, lambda _: fs, log=None)
     assert computed and torch.equal(got.features, fs.features)
-    got, computed = cache.get_or_compute("train", "k" * 64, lambda: pytest.fail("recomputed"), log=None)
+    got, computed = cache.get_or_compute("train", "k" * 64, lambda _: pytest.fail("recomputed"), log=None)
     assert not computed and torch.equal(got.labels, fs.labels)
     cache.path("train", "k" * 64).write_bytes(b"not a torch file")
-    got, computed = cache.get_or_compute("train", "k" * 64, lambda: fs, log=None)
+    got, computed = cache.get_or_compute("train", "k" * 64, lambda _: fs, log=None)
     assert computed
     assert list(tmp_path.glob(".*.tmp")) == []
