@@ -46,7 +46,7 @@ FORMAT_VERSION = 1
 
 
 @dataclass
-class TrainingProgress:
+class TrainingState:
     """What survives a restart besides the model/optimizer/scheduler states."""
     epoch: int = 0                                   # last finished epoch
     best_accuracy: float = -1.0
@@ -99,7 +99,7 @@ def restore_rng(rng: dict) -> None:
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
 
 
-def save_checkpoint(checkpoint_dir: Path, *, model, optimizer, scheduler, progress: TrainingProgress,
+def save_checkpoint(checkpoint_dir: Path, *, model, optimizer, scheduler, progress: TrainingState,
                     hyperparameters: dict, class_names: list[str], arch: str, job_name: str | None = None,
                     interrupted_in_epoch: int | None = None) -> Path:
     state = {
@@ -182,12 +182,12 @@ def check_resumable(state: dict, *, arch: str, class_names: list[str], job_name:
                             f"({', '.join(changed)}); {fresh}")
 
 
-def restore(state: dict, *, model, optimizer, scheduler) -> TrainingProgress:
+def restore(state: dict, *, model, optimizer, scheduler) -> TrainingState:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     restore_rng(state["rng"])
-    return TrainingProgress(
+    return TrainingState(
         epoch=int(state["epoch"]),
         best_accuracy=float(state["best_accuracy"]),
         best_epoch=int(state["best_epoch"]),

@@ -118,6 +118,11 @@ PROFILER_REPORT_FILE = "profiler-report.html"
 #    "mem_percent": float, "mem_used_mb": float, "proc_rss_mb": float,
 #    "gpu": [{"index", "util_percent", "mem_used_mb", "mem_total_mb"}]  (empty without a GPU)}
 
+# ---- the feature cache shared between jobs ------------------------------------------------------
+# A folder several jobs on one machine share (the local tuner's trials): set by the operator side,
+# read by container_train.feature_cache.
+FEATURE_CACHE_DIR_ENV = "BYOC_FEATURE_CACHE_DIR"
+
 # ---- checkpoints (/opt/ml/checkpoints, SageMaker syncs it to S3 for spot training) ------------
 CHECKPOINT_FILE = "checkpoint.pth"
 PREVIOUS_CHECKPOINT_FILE = "checkpoint.previous.pth"   # the one before, kept for a corrupt latest

@@ -6,7 +6,7 @@ as a string; the ``sagemaker-training`` toolkit turns them into command-line arg
 converts and validates them, and rejects names it does not know, so a typo in a tuning job or
 estimator fails the job at once with a clear message instead of being silently ignored.
 
-Other code (the tuner, the CLI) imports :data:`HYPERPARAMETERS` and :data:`TUNABLE` from here.
+Other code (the tuner, the CLI) imports :data:`HYPERPARAMETERS` from here.
 """
 
 from __future__ import annotations
@@ -152,7 +152,6 @@ _TABLE: tuple[Hyperparameter, ...] = (
 HYPERPARAMETERS: dict[str, Hyperparameter] = {h.name: h for h in _TABLE}
 DEFAULTS: dict[str, Any] = {h.name: h.default for h in _TABLE}
 # What the tuning job searches.
-TUNABLE: tuple[str, ...] = ("lr", "batch-size", "epochs")
 
 
 # SageMaker adds hyperparameters of its own to tuning jobs (``_tuning_objective_metric``); they

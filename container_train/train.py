@@ -106,7 +106,7 @@ class Job:
     scheduler: object = None
     scaler: torch.amp.GradScaler | None = None
     # resume and after
-    progress: checkpointing.TrainingProgress = field(default_factory=checkpointing.TrainingProgress)
+    progress: checkpointing.TrainingState = field(default_factory=checkpointing.TrainingState)
     resumed_from: int | None = None
     hook: object = None
     skipped: SkipCounter = field(default_factory=SkipCounter)

@@ -22,7 +22,7 @@ def test_checkpoint_round_trip_restores_state_and_random_streams(tmp_path):
     model(torch.randn(3, 4)).sum().backward()
     opt.step()
     sched.step()
-    progress = checkpointing.TrainingProgress(epoch=2, best_accuracy=0.75, best_epoch=1,
+    progress = checkpointing.TrainingState(epoch=2, best_accuracy=0.75, best_epoch=1,
                                               best_model={k: v.clone() for k, v in model.state_dict().items()},
                                               history=[{"epoch": 1, "valid_acc": 0.75}])
     torch.manual_seed(7)
@@ -51,7 +51,7 @@ HP = {"arch": "resnet18", "lr": 0.1, "epochs": 4, "workers": 2}
 def _save(folder, epoch=0, job_name=None, hyperparameters=HP):
     model, opt, sched = _setup()
     return checkpointing.save_checkpoint(folder, model=model, optimizer=opt, scheduler=sched,
-                                         progress=checkpointing.TrainingProgress(epoch=epoch),
+                                         progress=checkpointing.TrainingState(epoch=epoch),
                                          hyperparameters=hyperparameters, class_names=["a", "b"], arch="resnet18",
                                          job_name=job_name)
 

@@ -2,8 +2,6 @@ import pytest
 
 from container_train.hyperparameters import (
     DEFAULTS,
-    HYPERPARAMETERS,
-    TUNABLE,
     HyperparameterError,
     parse_hyperparameters,
     to_dict,
@@ -23,11 +21,6 @@ def test_values_arrive_as_strings_the_way_the_toolkit_passes_them():
     assert args.batch_size == 8
     assert args.pretrained is False and args.amp is True
     assert args.freeze == "head" and args.warmup_epochs == 0.5
-
-
-def test_tunable_names_are_real_hyperparameters():
-    assert set(TUNABLE) == {"lr", "batch-size", "epochs"}
-    assert set(TUNABLE) <= set(HYPERPARAMETERS)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import container_train
 from byoc_common.sagemaker_paths import BASE_DIR, CHECKPOINT_DIR
-from container_train.feature_cache import CACHE_DIR_ENV
+from container_train.contract import FEATURE_CACHE_DIR_ENV
 from container_train.hyperparameters import to_sagemaker_strings
 from container_train.job_env import file_mode_input_data_config, single_host_resource_config
 
@@ -200,7 +200,7 @@ class TrainingJob:
             "PYTHONUNBUFFERED": "1",
         })
         if self.feature_cache_dir is not None:
-            env[CACHE_DIR_ENV] = str(self.feature_cache_dir)
+            env[FEATURE_CACHE_DIR_ENV] = str(self.feature_cache_dir)
         env.update(self.extra_env)
         return [str(toolkit_train_executable())], env
 
@@ -214,7 +214,7 @@ class TrainingJob:
         env = dict(LOCAL_JOB_ENV)
         if self.feature_cache_dir is not None:
             cmd += ["-v", f"{self.feature_cache_dir}:{CONTAINER_FEATURE_CACHE_DIR}"]
-            env[CACHE_DIR_ENV] = CONTAINER_FEATURE_CACHE_DIR
+            env[FEATURE_CACHE_DIR_ENV] = CONTAINER_FEATURE_CACHE_DIR
         for k, v in {**env, **self.extra_env}.items():
             cmd += ["-e", f"{k}={v}"]
         cmd += [self.image, "train"]
