@@ -26,7 +26,7 @@ import bcrypt
 import pytest
 import requests
 
-from tests.docker.buildspec_runner import copy_source, run_buildspec
+from tests.helpers.buildspec_runner import copy_source, run_buildspec
 from tests.helpers.moto_server import reset
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]

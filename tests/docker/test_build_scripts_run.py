@@ -15,7 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.docker.buildspec_runner import copy_source, run_buildspec
+from tests.helpers.buildspec_runner import copy_source, run_buildspec
 from tests.helpers.moto_server import reset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
