@@ -1,4 +1,5 @@
-"""Progress display for long ``byoc`` steps: rich bars on a terminal, plain lines in logs."""
+"""The console of ``byoc`` and its progress bars: rich bars on a terminal, plain lines in logs
+(progress on stderr, answers and messages on stdout)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from rich.progress import (
 
 # Wide enough for the summary table's paths when output goes to a file or a CI log.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+# Progress goes to stderr, so a command's answer on stdout (the JSON of `byoc train`, `byoc tune`,
+# `byoc invoke`) can be piped into jq or a file untouched.
+progress_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 
 @contextmanager
@@ -32,18 +36,18 @@ def progress_bar(description: str, total: int | None = None, unit: str = "items"
     else:
         columns += [MofNCompleteColumn()]
     columns += [TimeElapsedColumn(), TimeRemainingColumn()]
-    if not console.is_terminal:
+    if not progress_console.is_terminal:
         # Logs and CI: one plain line whenever the count moves (never for byte counters).
         last = [-1]
 
         def log_line(done: int, new_total: int | None = None) -> None:
             if unit != "bytes" and done != last[0]:
                 last[0] = done
-                console.print(f"{description}: {done}/{new_total if new_total is not None else total or '?'}")
+                progress_console.print(f"{description}: {done}/{new_total if new_total is not None else total or '?'}")
 
         yield log_line
         return
-    with Progress(*columns, console=console, transient=False) as prog:
+    with Progress(*columns, console=progress_console, transient=False) as prog:
         task = prog.add_task(description, total=total)
 
         def update(done: int, new_total: int | None = None) -> None:

@@ -22,6 +22,7 @@ from byoc.tuning import search
 from byoc.tuning.best import read_best_hyperparameters
 from byoc.tuning.local_tuner import FEATURE_CACHE_DIR, TuningError, channels_from_data_dir, run_local_tuning
 from byoc.tuning.spec import parse_spec
+from container_train.contract import quote_path
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"arch": "resnet18", "pretrained": False, "freeze": "none", "image-size": 32, "workers": 0,
@@ -207,7 +208,7 @@ def test_trials_share_one_feature_cache(data_dir, tmp_path):
     cache = tmp_path / "tune" / FEATURE_CACHE_DIR
     assert sorted(p.name.split("-")[0] for p in cache.glob("*.pt")) == ["train", "valid"]
     logs = {r["trial"]: (Path(r["job_dir"]) / "training.log").read_text() for r in result.leaderboard}
-    assert all(f"feature cache on ({cache})" in log for log in logs.values())
+    assert all(f"feature cache on ({quote_path(cache)})" in log for log in logs.values())
     assert "feature cache: wrote" in logs[0] and "feature cache: hit" not in logs[0]
     assert logs[1].count("feature cache: hit") == 2 and "feature cache: wrote" not in logs[1]
 

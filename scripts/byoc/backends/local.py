@@ -21,7 +21,7 @@ from byoc.local.endpoint import LocalEndpoint
 from byoc.local.training_job import TrainingJob, TrainingJobResult
 from container_serve import content_types as ct
 from container_train.contract import completed_epochs
-from container_train.hyperparameters import HYPERPARAMETERS
+from container_train.hyperparameters import HYPERPARAMETERS, to_sagemaker_strings
 
 ENDPOINT_FILE = "endpoint.json"
 DEFAULT_PORT = 8080
@@ -88,7 +88,7 @@ class LocalBackend(Backend):
         """One job in a SageMaker-shaped ``/opt/ml`` tree; an epoch bar; the log path on failure."""
         self.refuse("--no-debugger with --stop-on", bool(stop_on) and not debugger,
                     "the rules read the tensors the Debugger hook saves")
-        hyperparameters = {**hyperparameters, HYPERPARAMETERS["debugger"].name: "true" if debugger else "false"}
+        hyperparameters = {**hyperparameters, **to_sagemaker_strings({HYPERPARAMETERS["debugger"].name: debugger})}
         job_dir_path = Path(job_dir) if job_dir else self.run_dir / "train"
         if not Path(data).is_dir():
             raise FileNotFoundError(f"dataset {data} does not exist (prepare one with `byoc data`)")
