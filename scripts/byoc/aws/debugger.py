@@ -81,6 +81,11 @@ DEBUG_COLLECTIONS: tuple[str, ...] = ("losses", "weights", "gradients", "biases"
 # The trainer's switch for the smdebug hook (container_train.hyperparameters).
 HOOK_HYPERPARAMETER = HYPERPARAMETERS["debugger"].name
 
+# API reference, ProfilerConfig.ProfilingIntervalInMilliseconds: "Available values are 100, 200, 500,
+# 1000 (1 second), 5000 (5 seconds), and 60000 (1 minute) milliseconds."
+PROFILING_INTERVALS_MS = (100, 200, 500, 1000, 5000, 60000)
+
+
 @dataclass(frozen=True)
 class DebuggerSettings:
     """The Debugger hook, its rules and the profiler of the final training job."""
@@ -90,9 +95,12 @@ class DebuggerSettings:
     rules: tuple[str, ...] = DEFAULT_RULES
     rule_parameters: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # rule -> overrides
     profiler: bool = True
-    profiling_interval_ms: int = 500        # system metrics sampling (SageMaker: 100, 200, 500, 1000, ...)
+    profiling_interval_ms: int = 500        # system metrics sampling: one of PROFILING_INTERVALS_MS
 
     def __post_init__(self) -> None:
+        if self.profiling_interval_ms not in PROFILING_INTERVALS_MS:
+            raise LaunchError(f"profiling_interval_ms must be one of SageMaker's "
+                              f"{', '.join(map(str, PROFILING_INTERVALS_MS))}, got {self.profiling_interval_ms}")
         unknown = set(self.rules) - set(RULE_NAMES)
         unknown |= set(self.rule_parameters) - set(self.rules)
         if unknown:

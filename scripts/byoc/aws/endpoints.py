@@ -37,6 +37,21 @@ def check_name(name: str, what: str = "resource") -> str:
     return name
 
 
+# GPU instance families. SageMaker serves multi-model endpoints on GPU instances only with the NVIDIA
+# Triton Inference Server container ("Multi-model endpoints" in the SageMaker developer guide:
+# "Supported algorithms, frameworks, and instances": GPU-backed multi-model endpoints are supported
+# through Triton); a BYOC multi-model server like this one needs a CPU instance.
+GPU_INSTANCE_FAMILIES = ("ml.p", "ml.g", "ml.inf", "ml.trn")
+
+
+def check_multi_model_instance_type(instance_type: str) -> str:
+    if instance_type.startswith(GPU_INSTANCE_FAMILIES):
+        raise LaunchError(f"{instance_type} cannot host this multi-model endpoint: SageMaker runs GPU and "
+                          "accelerator multi-model endpoints only with the Triton Inference Server container; "
+                          "use a CPU instance type (e.g. ml.m5.large, ml.c7i.xlarge) for endpoint_instance_type")
+    return instance_type
+
+
 def target_model_name(name: str) -> str:
     """The ``TargetModel`` value for an artifact: its key relative to the model prefix."""
     return name if name.endswith(ARTIFACT_SUFFIX) else name + ARTIFACT_SUFFIX
@@ -62,6 +77,7 @@ def create_multi_model_endpoint(ctx: AwsContext, ep: MultiModelEndpoint, image_u
                                 environment: dict[str, str] | None = None, wait: bool | None = None) -> dict:
     """CreateModel (Mode=MultiModel) -> CreateEndpointConfig -> CreateEndpoint [-> wait InService]."""
     s = ctx.settings
+    check_multi_model_instance_type(instance_type or s.endpoint_instance_type)
     s.require("role_arn", "bucket")
     image_uri = image_uri or s.serve_image
     if not image_uri:

@@ -83,9 +83,11 @@ def build_tuning_job_request(spec: TuningSpec, job_name: str, resources: Trainin
     }
     if spec.random_seed is not None:
         config["RandomSeed"] = spec.random_seed
-    if spec.hyperband is not None:
-        config["StrategyConfig"] = {"HyperbandStrategyConfig": {
-            "MinResource": spec.hyperband.min_resource, "MaxResource": spec.hyperband.max_resource}}
+    if spec.strategy == "Hyperband":
+        hyperband = spec.hyperband_resources()    # SageMaker's own check, before anything is sent
+        if spec.hyperband is not None:
+            config["StrategyConfig"] = {"HyperbandStrategyConfig": {
+                "MinResource": hyperband.min_resource, "MaxResource": hyperband.max_resource}}
     static, _ = with_hook(spec.static_strings(), on=False)
     definition: dict[str, Any] = {
         "StaticHyperParameters": to_sagemaker_strings(static),

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from container_train import contract
 
 STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")
+# The static hyperparameters SageMaker infers Hyperband's MaxResource from, and its limit.
+HYPERBAND_EPOCH_KEYS = ("epochs", "numepochs", "n-epochs", "n_epochs", "num_epochs")
+HYPERBAND_MAX_RESOURCE = 20_000
 DIRECTIONS = ("Maximize", "Minimize")
 EARLY_STOPPING = ("Off", "Auto")
 KINDS = ("continuous", "integer", "categorical")

@@ -53,9 +53,8 @@ def make_sampler(spec: TuningSpec) -> optuna.samplers.BaseSampler:
 
 def make_pruner(spec: TuningSpec) -> optuna.pruners.BasePruner:
     if spec.strategy == "Hyperband":
-        hb = spec.hyperband
-        return optuna.pruners.HyperbandPruner(min_resource=hb.min_resource if hb else 1,
-                                              max_resource=hb.max_resource if hb else "auto")
+        hb = spec.hyperband_resources()       # the resources SageMaker would use, or SpecError
+        return optuna.pruners.HyperbandPruner(min_resource=hb.min_resource, max_resource=hb.max_resource)
     if spec.early_stopping == "Auto":
         return optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=0)
     return optuna.pruners.NopPruner()

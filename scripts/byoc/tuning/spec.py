@@ -46,6 +46,8 @@ from byoc.tuning import validate as v
 from byoc.tuning.errors import SpecError
 from byoc.tuning.schema import (
     EARLY_STOPPING,
+    HYPERBAND_EPOCH_KEYS,
+    HYPERBAND_MAX_RESOURCE,
     SCALINGS,
     STRATEGIES,
     TOP_KEYS,
@@ -76,6 +78,26 @@ class TuningSpec:
     def grid(self) -> dict[str, list]:
         """Categorical values per parameter (the search space of the Grid strategy)."""
         return {p.name: list(p.values) for p in self.parameters if p.kind == "categorical"}
+
+    def hyperband_resources(self) -> Hyperband:
+        """Hyperband's min and max resource (epochs) as SageMaker settles them: the spec's
+        ``hyperband`` block, else MaxResource inferred from a static epochs hyperparameter, the keys
+        SageMaker reads (API reference, HyperbandStrategyConfig.MaxResource: "attempts to infer
+        MaxResource from the following keys ... If HyperbandStrategyConfig is unable to infer a value
+        for MaxResource, it generates a validation error. The maximum value is 20,000 epochs")."""
+        if self.hyperband is not None:
+            resources = self.hyperband
+        else:
+            inferred = next((self.static[k] for k in HYPERBAND_EPOCH_KEYS if k in self.static), None)
+            if inferred is None:
+                raise SpecError(self.source, ["strategy Hyperband needs a max resource: give hyperband.max_resource "
+                                              f"or a static {HYPERBAND_EPOCH_KEYS[0]} (SageMaker infers it from "
+                                              f"{', '.join(HYPERBAND_EPOCH_KEYS)})"])
+            resources = Hyperband(1, int(inferred))
+        if resources.max_resource > HYPERBAND_MAX_RESOURCE:
+            raise SpecError(self.source, [f"Hyperband's max resource is at most {HYPERBAND_MAX_RESOURCE} epochs, "
+                                          f"got {resources.max_resource}"])
+        return resources
 
     def static_strings(self) -> dict[str, str]:
         """Static hyperparameters as SageMaker stores them (strings, booleans lower-case)."""
