@@ -71,3 +71,12 @@ def overlay_png_base64(image: torch.Tensor, heatmap: torch.Tensor, config: Model
     buf = io.BytesIO()
     Image.fromarray(blended, mode="RGB").save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def heatmap_png_base64(heatmap: torch.Tensor) -> str:
+    """The raw heat map (0..1 at the model's input size) as an 8-bit greyscale PNG, base64: what a
+    client needs to draw it at the size of the original image."""
+    grey = (heatmap.detach().cpu().clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(grey, mode="L").save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")

@@ -28,7 +28,7 @@ from container_serve import content_types as ct
 from container_serve import memory, responses
 from container_serve.decoding import DecodeLimits, ImageDecoder
 from container_serve.errors import InferenceError, InternalServerError, PayloadTooLargeError
-from container_serve.gradcam import GradCam, overlay_png_base64
+from container_serve.gradcam import GradCam, heatmap_png_base64, overlay_png_base64
 from container_serve.model_layout import check_model_dir
 from container_serve.settings import ServeSettings
 
@@ -166,6 +166,7 @@ class ImageClassifierHandler:
                     pred.gradcam_index = int(pred.probabilities.argmax())
                     heat = self.gradcam.heatmap(image, pred.gradcam_index)
                     pred.gradcam_png_base64 = overlay_png_base64(image, heat, self.config)
+                    pred.gradcam_heatmap_base64 = heatmap_png_base64(heat)
                 preds.append(pred)
             bodies.append(responses.encode(preds, self.classes, req.options, req.accept))
             _set_status(context, idx, 200, "OK", req.accept)

@@ -8,7 +8,8 @@
                    {"label": "Class_b", "index": 1, "probability": 0.05}, ...],   # topk entries, best first
          "probabilities": [0.91, 0.05, ...],      # only with probabilities=all, in class-index order
          "gradcam": {"label": "Class_a", "index": 0, "content_type": "image/png",
-                     "encoding": "base64", "data": "iVBORw0..."}}   # only with explain=gradcam
+                     "encoding": "base64", "data": "iVBORw0...",    # overlay on the model's input
+                     "heatmap": "iVBORw0..."}}   # raw heat map, greyscale PNG; only with explain=gradcam
      ],
      "classes": ["Class_a", "Class_b", ...]}      # only with probabilities=all
 
@@ -44,6 +45,7 @@ class ImagePrediction:
     probabilities: torch.Tensor  # 1-D, one entry per class
     gradcam_png_base64: str | None = None
     gradcam_index: int | None = None
+    gradcam_heatmap_base64: str | None = None
 
 
 def top_k(probabilities: torch.Tensor, classes: list[str], k: int) -> list[dict]:
@@ -82,6 +84,7 @@ def _json(predictions: list[ImagePrediction], classes: list[str], options: Infer
                 "content_type": ct.PNG,
                 "encoding": "base64",
                 "data": pred.gradcam_png_base64,
+                "heatmap": pred.gradcam_heatmap_base64,
             }
         out.append(entry)
     doc: dict = {"predictions": out}

@@ -40,3 +40,39 @@ def test_transform_folder_writes_one_out_per_input(tmp_path):
 def test_gradcam_answer_without_heatmap_is_an_error(tmp_path):
     with pytest.raises(EndpointError, match="no Grad-CAM"):
         write_gradcam_png({"predictions": [{"label": "a"}]}, tmp_path / "x.png")
+
+
+def _png(img) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_gradcam_figure_shows_image_heat_map_and_overlay_with_the_answer(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    photo = tmp_path / "shirt.jpg"
+    Image.fromarray(np.full((28, 28, 3), 200, np.uint8)).save(photo)      # a Fashion-MNIST-sized image
+    heat = np.zeros((64, 64), np.uint8)
+    heat[16:48, 16:48] = 255
+    answer = {"predictions": [{"label": "Shirt", "probability": 0.93,
+                               "gradcam": {"label": "Shirt", "data": _png(Image.new("RGB", (64, 64))),
+                                           "heatmap": _png(Image.fromarray(heat, mode="L"))}}]}
+    out = tmp_path / "cam.png"
+    prediction = write_gradcam_png(answer, out, photo)
+    figure = Image.open(out)
+    assert figure.format == "PNG" and figure.width >= 1200 and figure.height >= 400   # readable, not 64 px
+    assert prediction["label"] == "Shirt" and "gradcam" not in prediction
+    # Three panels side by side: the middle one (the heat map) is hot in its centre, cold at its edge.
+    pixels = np.asarray(figure.convert("RGB")).astype(int)
+    middle = pixels[:, figure.width // 3: 2 * figure.width // 3]
+    centre = middle[middle.shape[0] // 2, middle.shape[1] // 2]
+    assert centre[0] > 100 and centre[2] < 60           # jet: dark red where the map is 1
+
+    plain = tmp_path / "overlay.png"
+    write_gradcam_png(answer, plain)                    # no image given: the server's overlay as it is
+    assert Image.open(plain).size == (64, 64)

@@ -317,6 +317,9 @@ def test_gradcam_heatmap_is_a_png(loaded_endpoint, trained_models):
     img = Image.open(io.BytesIO(base64.b64decode(cam["data"])))
     assert img.format == "PNG" and img.mode == "RGB"
     assert img.size == (32, 32)  # the model's input size
+    heat = Image.open(io.BytesIO(base64.b64decode(cam["heatmap"])))   # the raw map, for a client's figure
+    assert heat.format == "PNG" and heat.mode == "L" and heat.size == (32, 32)
+    assert np.asarray(heat).max() in (0, 255)   # normalised to 0..1 (or all zero) before the 8-bit scaling
 
 
 def test_csv_output(loaded_endpoint, trained_models):

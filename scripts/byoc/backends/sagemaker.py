@@ -201,7 +201,7 @@ class SageMakerBackend(Backend):
         _, body = self.invoke(image, target_model, content_type, ct.JSON, None, True, url)
         if not body:  # dry run
             return {"label": None}
-        return write_gradcam_png(json.loads(body), output)
+        return write_gradcam_png(json.loads(body), output, image)
 
     def batch(self, input_dir, output_dir, target_model=None, model_data=None, content_type=None,
               accept=ct.JSON, max_payload_mb=6, url=None):

@@ -164,7 +164,7 @@ class EndpointClient:
                        content_type: str | None = None) -> dict:
         """Grad-CAM of the top class written to ``out``; returns the prediction (without the PNG data)."""
         _, body = self.classify_file(image, target_model, content_type, ct.JSON, explain=True)
-        return write_gradcam_png(json.loads(body), out)
+        return write_gradcam_png(json.loads(body), out, image)
 
     def transform_folder(self, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                          target_model: str | None = None, content_type: str | None = None,
@@ -179,19 +179,26 @@ class EndpointClient:
                                 max_payload_mb, on_progress)
 
 
-def write_gradcam_png(answer: dict, out: str | os.PathLike) -> dict:
-    """Decode the ``gradcam`` entry of a JSON answer into a PNG file."""
+def write_gradcam_png(answer: dict, out: str | os.PathLike, image: str | os.PathLike | None = None) -> dict:
+    """Write the ``gradcam`` entry of a JSON answer as a PNG: with the ``image`` that was sent, the
+    three-panel figure (:mod:`byoc.local.gradcam_figure`); without it, the server's overlay."""
     try:
         prediction = answer["predictions"][0]
         cam = prediction["gradcam"]
     except (KeyError, IndexError, TypeError) as e:
         raise EndpointError(f"the answer holds no Grad-CAM heatmap ({e}): {json.dumps(answer)[:300]}") from e
     png = base64.b64decode(cam["data"])
-    if not png.startswith(b"\x89PNG"):
+    heatmap = base64.b64decode(cam["heatmap"]) if cam.get("heatmap") else b""
+    if not png.startswith(b"\x89PNG") or (heatmap and not heatmap.startswith(b"\x89PNG")):
         raise EndpointError("the Grad-CAM data is not a PNG image")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(png)
+    if image is not None and heatmap:
+        from byoc.local.gradcam_figure import draw_figure
+
+        draw_figure(image, heatmap, cam.get("label", prediction.get("label")), prediction.get("probability"), out)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(png)
     return {k: v for k, v in prediction.items() if k != "gradcam"} | {"gradcam_label": cam.get("label")}
 
 
