@@ -32,6 +32,7 @@ from container_serve.settings import ServeSettings
 
 # SageMaker's model_name is opaque (not the TargetModel); MMS puts it in paths and thread names.
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+MODEL_NAME_RULE = "use 1-255 letters, digits, '.', '_' or '-', starting with a letter or digit"
 LOAD_FIELDS = ("model_name", "url")
 LIST_PARAMETERS = ("limit", "next_page_token")
 MAX_LOAD_BODY_BYTES = 64 * 1024
@@ -41,8 +42,7 @@ MAX_LIST_NUMBER = 1_000_000
 
 def check_model_name(name, what: str = "model name") -> str:
     if not isinstance(name, str) or not MODEL_NAME_RE.match(name):
-        raise BadRequestError(f"{what} {str(name)[:80]!r}: use 1-255 letters, digits, '.', '_' or '-', "
-                              "starting with a letter or digit")
+        raise BadRequestError(f"{what} {str(name)[:80]!r}: {MODEL_NAME_RULE}")
     return name
 
 

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from byoc_common.artifact import ARTIFACT_FILES, read_model_metadata
-from container_serve.management import MODEL_NAME_RE
+from container_serve.management import MODEL_NAME_RE, MODEL_NAME_RULE
 
 MAX_UNPACKED_BYTES = 4 * 1024**3
 TOP_LEVEL = ("", ".")  # the archive's own folder entry, as `tar -C dir .` writes it
@@ -82,10 +82,9 @@ def create_model_archive(model_dir: str | os.PathLike, archive: str | os.PathLik
 
 
 def check_model_name(name: str) -> str:
+    """A model name safe as a folder under the model root (the gate's rule, :mod:`.management`)."""
     if not MODEL_NAME_RE.match(name or ""):
-        raise ValueError(
-            f"model name {name!r}: use 1-255 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
+        raise UnsafeArchiveError(f"model name {name!r}: {MODEL_NAME_RULE}")
     return name
 
 
