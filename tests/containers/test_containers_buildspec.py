@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import bcrypt
 import pytest
 import requests
 
+from byoc.local.endpoint import free_port
 from tests.helpers.buildspec_runner import copy_source, run_buildspec
 from tests.helpers.moto_server import reset
 
@@ -39,12 +39,6 @@ BASE_IMAGE = "python:3.11-slim-bookworm"
 BUILD_TIMEOUT_S = 3600                       # a cold cache builds both images; a push is GBs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, docker_engine):
     """``docker-registry serve`` on 127.0.0.1 with basic auth for user AWS and ECR's token."""
@@ -55,7 +49,7 @@ def registry(tmp_path_factory, docker_engine):
         pytest.skip(message)
     root = tmp_path_factory.mktemp("registry")
     (root / "htpasswd").write_text(f"AWS:{bcrypt.hashpw(ECR_PASSWORD.encode(), bcrypt.gensalt()).decode()}\n")
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     (root / "config.yml").write_text(
         f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
         f"http:\n  addr: {address}\nauth:\n  htpasswd:\n    realm: byoc-test\n    path: {root / 'htpasswd'}\n")

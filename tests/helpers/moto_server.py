@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -25,18 +24,14 @@ class MotoServerError(RuntimeError):
     pass
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def moto_server(log: Path) -> Iterator[str]:
     """Start ``moto_server`` on a free loopback port; yields its URL; stops it afterwards."""
     if not MOTO_SERVER.exists():
         raise MotoServerError(f"{MOTO_SERVER} missing: install the dev extras (moto[server])")
-    port = _free_port()
+    from byoc.local.endpoint import free_port  # torch comes with it: only when a server starts
+
+    port = free_port()
     with open(log, "wb") as fh:
         proc = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
                                 stdout=fh, stderr=subprocess.STDOUT)
