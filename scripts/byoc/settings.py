@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from byoc.errors import ByocError
+from container_serve.settings import DEFAULT_PORT
 
 DEFAULT_CONFIG_FILE = "byoc.yaml"
 BACKENDS = ("local", "sagemaker")
@@ -48,7 +49,7 @@ class Settings:
     containers: bool = False           # run the Docker images instead of processes
     train_image_local: str = "byoc-train:latest"
     serve_image_local: str = "byoc-serve:latest"
-    port: int = 8080
+    port: int = DEFAULT_PORT           # the serving image's own default (SAGEMAKER_BIND_TO_PORT)
     # --- SageMaker backend
     region: str | None = None
     role_arn: str | None = None

@@ -24,7 +24,6 @@ from container_train.contract import completed_epochs
 from container_train.hyperparameters import HYPERPARAMETERS, to_sagemaker_strings
 
 ENDPOINT_FILE = "endpoint.json"
-DEFAULT_PORT = 8080
 PROGRESS_POLL_S = 0.5       # how often the epoch bar re-reads the job log
 
 
@@ -147,7 +146,7 @@ class LocalBackend(Backend):
             self._endpoint = self._info = None
 
     def serve(self, port=None, model_root=None):
-        info = self.start_endpoint(port or self.settings.port or DEFAULT_PORT, model_root)
+        info = self.start_endpoint(port or self.settings.port, model_root)
         console.print(f"[green]endpoint up[/] at {info['url']} (models from {info['model_root']}); "
                       f"recorded in {self.run_dir / ENDPOINT_FILE}")
         console.print("deploy with `byoc deploy MODEL.tar.gz --name NAME`; Ctrl-C stops it")
@@ -169,7 +168,7 @@ class LocalBackend(Backend):
         info = dict(self._info) if self._info else (json.loads(path.read_text()) if path.is_file() else {})
         if url:
             info["url"] = url
-        info.setdefault("url", f"http://127.0.0.1:{self.settings.port or DEFAULT_PORT}")
+        info.setdefault("url", f"http://127.0.0.1:{self.settings.port}")
         return info
 
     def _client(self, url: str | None) -> EndpointClient:

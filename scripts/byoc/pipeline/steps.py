@@ -141,9 +141,9 @@ def ensure_endpoint(ctx: Context) -> dict:
     """Bring the endpoint up (once per pipeline process) with both packaged models on it."""
     if ctx.endpoint is None:
         console.print("starting the multi-model endpoint ...")
-        ctx.endpoint = ctx.backend.start_endpoint(port=ctx.port)
+        info = ctx.backend.start_endpoint(port=ctx.port)
         targets = {name: ctx.backend.deploy(archive, name) for name, archive in ctx.outputs("package")["models"].items()}
-        ctx.endpoint = {**ctx.endpoint, "targets": targets}
+        ctx.endpoint = {**info, "targets": targets}
         console.print(f"endpoint {ctx.endpoint.get('url') or ctx.endpoint.get('endpoint')} serving "
                       f"{', '.join(targets)}")
     return ctx.endpoint
