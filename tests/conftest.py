@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+
 import pytest
 
 from tests.helpers.moto_server import MotoServerError, moto_server
+
+
+def pytest_report_header(config):
+    """The suite needs several GB of scratch space (images pushed to a test registry, artifacts)."""
+    where = tempfile.gettempdir()
+    return f"free disk for temporary files: {shutil.disk_usage(where).free / 2**30:.1f} GiB in {where}"
 
 
 @pytest.fixture(scope="session")

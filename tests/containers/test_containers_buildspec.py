@@ -74,6 +74,7 @@ def registry(tmp_path_factory, docker_engine):
         ours = [tag for tag in listed if tag.startswith(address + "/")]
         if ours:    # the tags only; the session images stay
             subprocess.run(["docker", "rmi", *ours], capture_output=True, timeout=300)
+        shutil.rmtree(root / "data", ignore_errors=True)    # GBs of pushed layers: not kept for later tests
 
 
 @pytest.fixture
