@@ -9,6 +9,8 @@ feature cache. A kill or a full disk during the write leaves the previous conten
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -46,3 +48,20 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _finite_or_none(x):
+    """Strict JSON: NaN/inf (e.g. a skipped evaluation) become null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite_or_none(v) for v in x]
+    return x
+
+
+def write_json_atomically(path: Path, content) -> Path:
+    """``content`` as strict, indented JSON (non-finite floats as null), written atomically."""
+    data = json.dumps(_finite_or_none(content), indent=1, allow_nan=False).encode()
+    return write_atomically(path, lambda f: f.write(data))

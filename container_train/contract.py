@@ -106,13 +106,19 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 METRICS_FILE = "metrics.json"                  # {"history": [...per epoch...], "test": {...}, ...}
 STEP_TIMINGS_FILE = "profiler/step_timings.jsonl"   # one JSON object per training/eval step
 SYSTEM_METRICS_FILE = "profiler/system_metrics.jsonl"  # one JSON object per sample
+PHASES_FILE = "profiler/phases.jsonl"          # one JSON object per timed interval of a phase
 RULES_DIR = "rules"                            # rule results, one JSON file per rule
 RULE_RESULTS_FILE = "rules/rule_results.json"
 PROFILER_REPORT_FILE = "profiler-report.html"
 
 # Step timing record fields:
-#   {"ts": unix_s, "epoch": int, "step": int, "mode": "TRAIN"|"EVAL", "batch_size": int,
+#   {"ts": unix_s, "epoch": int, "step": int, "mode": "TRAIN"|"EVAL"|"EXTRACT", "batch_size": int,
 #    "data_wait_s": float, "compute_s": float, "step_s": float}
+# (EXTRACT: a batch of the feature-cache extraction, epoch 0: images loaded, backbone forward.)
+# Phase record fields: {"phase": one of PHASES, "start": unix_s, "seconds": float, "epoch": int (some)}
+# The phases cover the trainer process from its start to its end, so they sum to its wall time.
+PHASES = ("start-up", "data preparation", "model setup", "feature extraction", "training", "validation",
+          "checkpoint", "test", "artifact save")
 # System sample fields:
 #   {"ts": unix_s, "cpu_percent": float (0-100, all cores), "cpu_per_core": [float],
 #    "mem_percent": float, "mem_used_mb": float, "proc_rss_mb": float,

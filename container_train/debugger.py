@@ -13,6 +13,15 @@
 
 "On SageMaker" is :func:`container_train.job_env.on_sagemaker`: ``TRAINING_JOB_ARN`` is set.
 
+Losses are recorded once per epoch and mode, not per step: :class:`EpochLoss` is the hook's
+registered loss, called with the epoch's mean training loss at the end of each training epoch
+(TRAIN mode) and with the mean validation loss at the end of each validation pass (EVAL mode), so
+the ``losses`` collection holds one value per epoch and mode (tensor ``EpochLoss_output_0``). Rules
+that read it (LossNotDecreasing, Overfit, Overtraining, here and SageMaker's own) then compare like
+with like: the whole validation set one epoch against the whole validation set another, never one
+batch against a different batch. The ``losses`` collection is saved at every step where a value
+is recorded (whatever save interval the other collections use), so no epoch is missed.
+
 Read the result with ``smdebug.trials.create_trial(<tensors dir>)``.
 
 A hook's output directory must not be reused by a new run once the previous run closed it
@@ -26,6 +35,9 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+
+import torch
+from torch.nn.modules.loss import _Loss
 
 from container_train.job_env import DEBUG_HOOK_CONFIG
 
@@ -71,8 +83,25 @@ def rotate_previous_tensors(base: Path, resumed_after_epoch: int) -> Path | None
     return target
 
 
+class EpochLoss(_Loss):
+    """The loss the hook records: ``epoch_loss(mean)`` passes the epoch's mean loss through, and
+    the hook's forward hook saves it in the ``losses`` collection at the current step and mode.
+    (smdebug's ``register_loss`` takes only ``_Loss`` modules.)"""
+
+    def forward(self, mean_loss: torch.Tensor) -> torch.Tensor:
+        return mean_loss
+
+
+def record_epoch_loss(hook, epoch_loss: EpochLoss, mean_loss: float) -> None:
+    """Save one epoch's mean loss in the hook's current mode; no-op without a hook."""
+    if hook is not None:
+        epoch_loss(torch.tensor(float(mean_loss)))
+
+
 def create_hook(base: Path, save_interval: int, on_sagemaker: bool = False):
-    """The hook for this job (see module docstring). Returns ``(hook or None, description)``."""
+    """The hook for this job (see module docstring). Returns ``(hook or None, description)``.
+    Register the model with ``hook.register_module`` and an :class:`EpochLoss` with
+    ``hook.register_loss``; per-step losses are not saved."""
     config = base / DEBUG_HOOK_CONFIG
     if on_sagemaker and not config.is_file():
         return None, f"off: this SageMaker job has no DebugHookConfig ({config} is absent)"
@@ -80,16 +109,19 @@ def create_hook(base: Path, save_interval: int, on_sagemaker: bool = False):
     import smdebug.pytorch as smd
 
     if config.is_file():
-        hook = smd.Hook.create_from_json_file(str(config))
-        return hook, f"from {config}"
-    out_dir = tensors_dir(base)
-    hook = smd.Hook(
-        out_dir=str(out_dir),
-        export_tensorboard=False,
-        save_config=smd.SaveConfig(save_interval=save_interval),
-        include_collections=list(DEFAULT_COLLECTIONS),
-    )
-    return hook, f"local: {', '.join(DEFAULT_COLLECTIONS)} every {save_interval} steps to {out_dir}"
+        hook, description = smd.Hook.create_from_json_file(str(config)), f"from {config}"
+    else:
+        out_dir = tensors_dir(base)
+        hook = smd.Hook(
+            out_dir=str(out_dir),
+            export_tensorboard=False,
+            save_config=smd.SaveConfig(save_interval=save_interval),
+            include_collections=list(DEFAULT_COLLECTIONS),
+        )
+        description = f"local: {', '.join(DEFAULT_COLLECTIONS)} every {save_interval} steps to {out_dir}"
+    # One value per epoch and mode (see the module docstring): saved whenever one is recorded.
+    hook.get_collection("losses").save_config = smd.SaveConfig(save_interval=1)
+    return hook, description + "; losses once per epoch"
 
 
 def set_mode(hook, mode: str) -> None:

@@ -226,7 +226,7 @@ def cached_split_features(cache: FeatureCache, split: str, *, extractor: nn.Modu
     """Features of one split from the cache, computing them (``max(1, spec.views)`` passes of
     ``dataset``) when absent. ``dataset`` must apply the transform ``spec.transform`` describes;
     ``extraction`` holds :func:`compute_features`' loading options (batch_size, plan, seed,
-    device, stop)."""
+    device, stop, timings)."""
     key = spec.key(split, files_fingerprint(samples, root))
 
     def compute(progress: Extraction | None) -> FeatureSet:
@@ -263,7 +263,7 @@ def features_for_splits(cache_dir: str | os.PathLike, splits: dict, model: nn.Mo
     ``train`` uses one evaluation view (``views=0``) or ``views`` passes of the training transform;
     ``valid`` always one evaluation view. ``config`` is the run's ``ModelConfig`` (image size,
     resize size, normalisation). Unreadable images are skipped as in the image loop.
-    ``extraction``: :func:`compute_features`' batch_size, plan, seed, device and stop.
+    ``extraction``: :func:`compute_features`' batch_size, plan, seed, device, stop and timings.
     """
     extractor, _ = split_backbone_head(model, arch)
     weights = weights_fingerprint(model, exclude_prefix=head_name(arch))

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset, Subset
 
 from container_train.data import Batch, make_loader
 from container_train.loader_limits import LoaderPlan
+from container_train.profiling import StepTimings
 
 IN_MAIN_PROCESS = LoaderPlan(0)
 
@@ -128,7 +129,7 @@ class ExtractionStopped(Exception):
 def compute_features(extractor: nn.Module, dataset: Dataset, *, passes: int = 1, batch_size: int = 64,
                      plan: LoaderPlan = IN_MAIN_PROCESS, seed: int = 0, device: str | torch.device = "cpu",
                      log: Callable[[str], None] | None = print, stop=None, progress: Extraction | None = None,
-                     exact_resume: bool = True) -> FeatureSet:
+                     exact_resume: bool = True, timings: StepTimings | None = None) -> FeatureSet:
     """Run ``extractor`` (eval mode) over ``dataset`` ``passes`` times; each pass is one view.
 
     ``dataset`` yields items as :class:`container_train.data.ImageFolderDataset` does (unreadable
@@ -137,6 +138,7 @@ def compute_features(extractor: nn.Module, dataset: Dataset, *, passes: int = 1,
     and the caller's global RNG state is left as it was. ``stop`` (the job's stop flag) is checked
     after every batch: when set, :class:`ExtractionStopped` carries the work done, which
     ``progress`` resumes (mid-view only when ``exact_resume``: a deterministic transform).
+    ``timings`` records each batch as an ``EXTRACT`` step (data wait vs backbone forward).
     """
     done = progress or Extraction()
     if not exact_resume:
@@ -149,9 +151,15 @@ def compute_features(extractor: nn.Module, dataset: Dataset, *, passes: int = 1,
             for v in range(len(done.views), passes):
                 torch.manual_seed(seed + v)   # main-process transforms draw from the global RNG
                 todo = dataset if done.next_index == 0 else Subset(dataset, range(done.next_index, len(dataset)))
-                for batch in make_loader(todo, batch_size, False, plan, seed + v):
+                if timings:
+                    timings.start()
+                for step, batch in enumerate(make_loader(todo, batch_size, False, plan, seed + v), 1):
+                    if timings:
+                        timings.data_ready()
                     out = extractor(batch.images.to(device, non_blocking=True)) if len(batch) else None
                     done.add(batch, None if out is None else out.reshape(out.shape[0], -1).float().cpu())
+                    if timings:
+                        timings.step_done(0, step, "EXTRACT", len(batch))
                     if stop:
                         raise ExtractionStopped(done, len(dataset), passes)
                 done.finish_view()

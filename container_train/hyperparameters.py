@@ -116,6 +116,10 @@ _TABLE: tuple[Hyperparameter, ...] = (
     # --- data ----------------------------------------------------------------------------------
     Hyperparameter("image-size", int, 224, "training crop size in pixels (eval: resize then centre crop)",
                    check=lambda v: v >= 16, check_text=">= 16"),
+    Hyperparameter("resize-size", int, 0,
+                   "evaluation resize before the centre crop, in pixels: 0 = image-size x 256/224 (ImageNet's "
+                   "87.5%% crop), image-size = no crop (items that fill the frame); the endpoint does the same",
+                   check=_non_negative, check_text=">= 0"),
     Hyperparameter("workers", int, 2,
                    "DataLoader worker processes (0 = load in the main process; fewer when /dev/shm is small)",
                    check=_non_negative, check_text=">= 0", resume_must_match=False),

@@ -8,7 +8,12 @@ Both are JSON lines under ``SM_OUTPUT_DATA_DIR`` (file names and record fields a
   pass took (``compute_s``; on a GPU measured after ``cuda.synchronize``).
 * :class:`SystemSampler` -> ``profiler/system_metrics.jsonl``: a background thread sampling CPU
   (total and per core), memory, this job's resident memory (trainer + DataLoader workers) and,
-  when present, each GPU's utilisation and memory via ``nvidia-smi``.
+  when present, each GPU's utilisation and memory via ``nvidia-smi``. The interval adapts to the
+  job's length (:func:`sample_interval`): every 0.5 s at first, so a 30-second job has a real
+  utilisation curve, growing to every 10 s for long jobs, which keeps the file small.
+* :class:`Phases` -> ``profiler/phases.jsonl``: wall time by phase of the job (``contract.PHASES``:
+  start-up, data preparation, model setup, feature extraction, training, validation, checkpoint,
+  test, artifact save), one record per timed interval.
 """
 
 from __future__ import annotations
@@ -18,12 +23,18 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
 import torch
 
-from container_train.contract import STEP_TIMINGS_FILE, SYSTEM_METRICS_FILE
+from container_train.contract import PHASES, PHASES_FILE, STEP_TIMINGS_FILE, SYSTEM_METRICS_FILE
+
+MIN_SAMPLE_INTERVAL_S = 0.5
+MAX_SAMPLE_INTERVAL_S = 10.0
+SAMPLES_PER_MINUTE_AT_LEAST = 6     # the interval grows as elapsed/60 s, from 0.5 s up to 10 s
 
 
 class _JsonLines:
@@ -117,10 +128,16 @@ def sample_system(process: psutil.Process) -> dict:
     }
 
 
-class SystemSampler:
-    """Background thread writing one system sample every ``interval_s`` seconds."""
+def sample_interval(elapsed_s: float) -> float:
+    """Seconds to the next system sample after ``elapsed_s`` seconds of sampling: 0.5 s for the
+    first 30 s, then elapsed/60 (about 60 samples in any job up to 10 minutes), at most 10 s."""
+    return min(MAX_SAMPLE_INTERVAL_S, max(MIN_SAMPLE_INTERVAL_S, elapsed_s / 60))
 
-    def __init__(self, output_data_dir: Path, interval_s: float = 2.0):
+
+class SystemSampler:
+    """Background thread writing system samples at :func:`sample_interval` (``interval_s`` fixes it)."""
+
+    def __init__(self, output_data_dir: Path, interval_s: float | None = None):
         self._out = _JsonLines(output_data_dir / SYSTEM_METRICS_FILE)
         self._interval = interval_s
         self._stop = threading.Event()
@@ -134,11 +151,36 @@ class SystemSampler:
         return self
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        start = time.monotonic()
+        while not self._stop.wait(self._interval or sample_interval(time.monotonic() - start)):
             self._out.write(sample_system(self._process))
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
         self._out.write(sample_system(self._process))     # always at least one sample
+        self._out.close()
+
+
+class Phases:
+    """Wall time by phase: ``with phases.phase("training", epoch=3): ...`` writes one record
+    ``{"phase", "start", "seconds", **fields}`` when the block ends (also when it raises)."""
+
+    def __init__(self, output_data_dir: Path):
+        self._out = _JsonLines(output_data_dir / PHASES_FILE)
+
+    def record(self, name: str, start: float, seconds: float, **fields) -> None:
+        if name not in PHASES:
+            raise ValueError(f"unknown phase {name!r}; phases: {', '.join(PHASES)}")
+        self._out.write({"phase": name, "start": round(start, 3), "seconds": round(seconds, 4), **fields})
+
+    @contextmanager
+    def phase(self, name: str, **fields) -> Iterator[None]:
+        start, began = time.time(), time.perf_counter()
+        try:
+            yield
+        finally:
+            self.record(name, start, time.perf_counter() - began, **fields)
+
+    def close(self) -> None:
         self._out.close()

@@ -34,15 +34,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 from torch import nn
 
@@ -50,7 +49,7 @@ from byoc_common.architectures import UnknownArchitectureError
 from byoc_common.artifact import ModelConfig, save_model_artifact
 from byoc_common.preprocessing import eval_transform
 from container_train import checkpointing, contract, debugger, engine, feature_cache
-from container_train.atomic import write_atomically
+from container_train.atomic import write_json_atomically
 from container_train.data import ImageFolderDataset, SkipCounter, load_splits, make_loader, train_transform
 from container_train.errors import TrainingError, describe_unexpected, write_failure_file
 from container_train.hyperparameters import HyperparameterError, parse_hyperparameters, to_dict
@@ -58,7 +57,7 @@ from container_train.job_env import JobPaths, on_sagemaker, resolve_paths, train
 from container_train.job_log import print_metric, setup_logging
 from container_train.loader_limits import LoaderPlan, plan_loading
 from container_train.pretrained import build_model, set_train_mode
-from container_train.profiling import StepTimings, SystemSampler
+from container_train.profiling import Phases, StepTimings, SystemSampler
 
 log = logging.getLogger("container_train")
 EXPECTED_ERRORS = (TrainingError, HyperparameterError, UnknownArchitectureError)
@@ -88,6 +87,7 @@ class Job:
     stop: engine.StopFlag
     device: torch.device
     amp: bool
+    phases: Phases
     started: float = field(default_factory=time.monotonic)
     # load_data
     splits: dict = field(default_factory=dict)
@@ -109,37 +109,48 @@ class Job:
     progress: checkpointing.TrainingState = field(default_factory=checkpointing.TrainingState)
     resumed_from: int | None = None
     hook: object = None
+    epoch_loss: debugger.EpochLoss = field(default_factory=debugger.EpochLoss)
     skipped: SkipCounter = field(default_factory=SkipCounter)
     stopped_reason: str | None = None
 
 
 def run(args, paths: JobPaths, stop: engine.StopFlag) -> dict:
-    """The whole job; returns the metrics summary written to metrics.json."""
+    """The whole job; returns the metrics summary written to metrics.json. Every phase is timed
+    (:class:`~container_train.profiling.Phases`), from the process's start to its last write."""
+    process_start = psutil.Process().create_time()
+    phases = Phases(paths.output_data_dir)
+    phases.record("start-up", process_start, time.time() - process_start)   # interpreter, imports, toolkit
     seed_everything(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    job = Job(args, paths, stop, device, amp=args.amp and device.type == "cuda")
+    job = Job(args, paths, stop, device, amp=args.amp and device.type == "cuda", phases=phases)
     log.info("device: %s%s; hyperparameters: %s", device, " (mixed precision)" if job.amp else "",
              json.dumps(to_dict(args)))
-    load_data(job)
-    make_model(job)
     timings = StepTimings(paths.output_data_dir)
     with SystemSampler(paths.output_data_dir):
+        with phases.phase("data preparation"):
+            load_data(job)
+        with phases.phase("model setup"):
+            make_model(job)
         try:
-            cache_features(job)
+            cache_features(job, timings)
         except feature_cache.ExtractionStopped as e:
             job.stopped_reason = stop.reason
             log.warning("received %s while computing the feature cache: %s, kept in %s; a restarted job "
                         "carries on from there", stop.reason, e, contract.quote_path(e.kept_in))
         if job.stopped_reason is None:
-            make_optimisation(job)
-            resume(job)
-            attach_hook(job)
+            with phases.phase("model setup"):
+                make_optimisation(job)
+                resume(job)
+                attach_hook(job)
             train_epochs(job, timings)
         test, chosen = test_and_save(job, timings)
-    if job.hook is not None:
-        job.hook.close()
-    timings.close()
-    return summarize(job, test, chosen)
+    with phases.phase("artifact save"):
+        if job.hook is not None:
+            job.hook.close()
+        timings.close()
+        summary = summarize(job, test, chosen)
+    phases.close()
+    return summary
 
 
 def load_data(job: Job) -> None:
@@ -147,8 +158,11 @@ def load_data(job: Job) -> None:
     args = job.args
     job.splits = load_splits(job.paths.channels)
     job.class_names = job.splits["train"].class_names
+    if 0 < args.resize_size < args.image_size:
+        raise HyperparameterError(f"resize-size {args.resize_size} is smaller than image-size {args.image_size}: "
+                                  "the centre crop would not fit (0 = the default, image-size = no crop)")
     job.config = ModelConfig(arch=args.arch, num_classes=len(job.class_names), image_size=args.image_size,
-                             resize_size=ModelConfig.default_resize(args.image_size))
+                             resize_size=args.resize_size or ModelConfig.default_resize(args.image_size))
     for split in job.splits.values():
         log.info("%s split: %d images in %d classes from %s", split.name, len(split.samples),
                  len(split.class_folders), contract.quote_path(split.root))
@@ -178,7 +192,7 @@ def make_model(job: Job) -> None:
         raise HyperparameterError(str(e)) from None
 
 
-def cache_features(job: Job) -> None:
+def cache_features(job: Job, timings: StepTimings) -> None:
     """freeze=head: the backbone never changes, so its features are computed once (and cached for
     other runs on the same data); the loops then train the head module alone on those tensors.
     Raises :class:`~container_train.feature_cache.ExtractionStopped` on a stop request."""
@@ -186,9 +200,11 @@ def cache_features(job: Job) -> None:
         return
     args = job.args
     cache_dir = feature_cache.default_cache_dir(job.paths.checkpoint_dir, args.feature_cache_dir)
-    feats = feature_cache.features_for_splits(
-        cache_dir, job.splits, job.model, args.arch, job.config, views=args.feature_cache_views,
-        batch_size=args.batch_size, plan=job.plan, seed=args.seed, device=job.device, stop=job.stop, log=log.info)
+    with job.phases.phase("feature extraction"):
+        feats = feature_cache.features_for_splits(
+            cache_dir, job.splits, job.model, args.arch, job.config, views=args.feature_cache_views,
+            batch_size=args.batch_size, plan=job.plan, seed=args.seed, device=job.device, stop=job.stop,
+            timings=timings, log=log.info)
     job.loaders["train"] = feature_cache.FeatureBatches(feats["train"], args.batch_size, shuffle=True, seed=args.seed)
     job.loaders["valid"] = feature_cache.FeatureBatches(feats["valid"], args.batch_size, shuffle=False)
     job.steps.update({n: engine.steps_in(len(job.loaders[n]), args.max_steps_per_epoch) for n in ("train", "valid")})
@@ -236,7 +252,7 @@ def attach_hook(job: Job) -> None:
                                                  on_sagemaker=on_sagemaker())
     if job.hook is not None:
         job.hook.register_module(job.train_module)
-        job.hook.register_loss(job.criterion)
+        job.hook.register_loss(job.epoch_loss)
     log.info("smdebug hook: %s", description)
 
 
@@ -252,29 +268,36 @@ def train_epochs(job: Job, timings: StepTimings) -> None:
     """Epochs after the resumed one; sets ``job.stopped_reason`` when a stop request ends them."""
     args, stop = job.args, job.stop
     common = dict(criterion=job.criterion, device=job.device, amp=job.amp, timings=timings, skipped=job.skipped)
+    phase = job.phases.phase
     for epoch in range(job.progress.epoch + 1, args.epochs + 1):
-        debugger.set_mode(job.hook, "TRAIN")
-        train = engine.train_one_epoch(
-            job.train_module, job.loaders["train"], optimizer=job.optimizer, scheduler=job.scheduler,
-            scaler=job.scaler, epoch=epoch, epochs=args.epochs, total_steps=job.steps["train"],
-            set_train_mode=set_train_mode, stop=stop, log_interval_s=args.log_interval_s, **common)
+        with phase("training", epoch=epoch):
+            debugger.set_mode(job.hook, "TRAIN")
+            train = engine.train_one_epoch(
+                job.train_module, job.loaders["train"], optimizer=job.optimizer, scheduler=job.scheduler,
+                scaler=job.scaler, epoch=epoch, epochs=args.epochs, total_steps=job.steps["train"],
+                set_train_mode=set_train_mode, stop=stop, log_interval_s=args.log_interval_s, **common)
         if not train.completed:
             job.stopped_reason = stop.reason
             log.warning("received %s during epoch %d: stopping after step %d, saving a checkpoint and "
                         "the best model so far", stop.reason, epoch, train.steps)
-            save_checkpoint(job, interrupted_in_epoch=epoch)
+            with phase("checkpoint", epoch=epoch):
+                save_checkpoint(job, interrupted_in_epoch=epoch)
             log.info("checkpoint written mid-epoch %d; a restarted job repeats that epoch", epoch)
             return
         print_metric(contract.format_train_metrics(epoch, train.loss))
-        debugger.set_mode(job.hook, "EVAL")
-        valid = engine.evaluate(job.train_module, job.loaders["valid"], epoch=epoch, total_steps=job.steps["valid"],
-                                stop=engine.StopFlag(), split="valid", **common)
+        with phase("validation", epoch=epoch):
+            debugger.record_epoch_loss(job.hook, job.epoch_loss, train.loss)
+            debugger.set_mode(job.hook, "EVAL")
+            valid = engine.evaluate(job.train_module, job.loaders["valid"], epoch=epoch,
+                                    total_steps=job.steps["valid"], stop=engine.StopFlag(), split="valid", **common)
+            debugger.record_epoch_loss(job.hook, job.epoch_loss, valid.loss)
         print_metric(contract.format_valid_metrics(epoch, valid.loss, valid.accuracy))
         log.info("epoch %d/%d: train loss %.4f acc %.3f (%d img, %.1f img/s) | valid loss %.4f acc %.3f",
                  epoch, args.epochs, train.loss, train.accuracy, train.images,
                  train.images / max(train.seconds, 1e-9), valid.loss, valid.accuracy)
-        job.progress.record(epoch, train, valid, job.model, job.optimizer.param_groups[0]["lr"])
-        save_checkpoint(job)
+        with phase("checkpoint", epoch=epoch):
+            job.progress.record(epoch, train, valid, job.model, job.optimizer.param_groups[0]["lr"])
+            save_checkpoint(job)
         if stop:
             job.stopped_reason = stop.reason
             log.warning("received %s: stopping after epoch %d", stop.reason, epoch)
@@ -295,12 +318,14 @@ def test_and_save(job: Job, timings: StepTimings) -> tuple[engine.EpochResult | 
         chosen = "the current weights (no epoch finished before the stop)"
     test = None
     if "test" in job.loaders and job.stopped_reason is None:
-        debugger.set_mode(job.hook, "EVAL")
-        test = engine.evaluate(job.model, job.loaders["test"], criterion=job.criterion, device=job.device,
-                               amp=job.amp, epoch=progress.epoch, total_steps=job.steps["test"], timings=timings,
-                               skipped=job.skipped, stop=engine.StopFlag(), split="test")
+        with job.phases.phase("test"):
+            debugger.set_mode(job.hook, "EVAL")
+            test = engine.evaluate(job.model, job.loaders["test"], criterion=job.criterion, device=job.device,
+                                   amp=job.amp, epoch=progress.epoch, total_steps=job.steps["test"],
+                                   timings=timings, skipped=job.skipped, stop=engine.StopFlag(), split="test")
         print_metric(contract.format_test_metrics(test.loss, test.accuracy))
-    save_model_artifact(job.paths.model_dir, job.model, job.class_names, job.config)
+    with job.phases.phase("artifact save"):
+        save_model_artifact(job.paths.model_dir, job.model, job.class_names, job.config)
     log.info("model artifact saved to %s with %s", contract.quote_path(job.paths.model_dir), chosen)
     return test, chosen
 
@@ -330,7 +355,7 @@ def summarize(job: Job, test: engine.EpochResult | None, chosen: str) -> dict:
         "feature_cache": bool(job.use_cache),
         "seconds": round(time.monotonic() - job.started, 2),
     }
-    write_metrics(job.paths.output_data_dir, summary)
+    write_json_atomically(job.paths.output_data_dir / contract.METRICS_FILE, summary)
     if skipped.count:
         log.warning("%d unreadable image(s) were skipped (listed in %s)", skipped.count, contract.METRICS_FILE)
     if reason:
@@ -339,22 +364,6 @@ def summarize(job: Job, test: engine.EpochResult | None, chosen: str) -> dict:
     else:
         log.info("training finished: %d epochs, %s", progress.epoch, chosen)
     return summary
-
-
-def _finite_or_none(x):
-    """metrics.json stays strict JSON: NaN/inf (e.g. a skipped evaluation) become null."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite_or_none(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_finite_or_none(v) for v in x]
-    return x
-
-
-def write_metrics(output_data_dir: Path, summary: dict) -> None:
-    data = json.dumps(_finite_or_none(summary), indent=1, allow_nan=False).encode()
-    write_atomically(output_data_dir / contract.METRICS_FILE, lambda f: f.write(data))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,10 +4,7 @@ and the HTML rendered by headless Chromium."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,7 +19,8 @@ from byoc.report import (
     evaluate_all,
     load_profile,
 )
-from container_train.contract import PROFILER_REPORT_FILE, STEP_TIMINGS_FILE, SYSTEM_METRICS_FILE
+from container_train.contract import PHASES, PROFILER_REPORT_FILE, STEP_TIMINGS_FILE, SYSTEM_METRICS_FILE
+from tests.helpers.chromium import assert_not_blank, screenshot
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
@@ -103,7 +101,7 @@ def test_missing_records_are_a_clear_error(tmp_path, capsys):
 
 
 def _check_report_sections(html: str) -> None:
-    for section in ("summary", "recommendations", "profiler-rules", "utilization", "steps",
+    for section in ("summary", "recommendations", "phases", "profiler-rules", "utilization", "steps",
                     "dataloading", "epochs", "debugger-rules"):
         assert f'id="{section}"' in html, section
     for rule in ("LowGPUUtilization", "CPUBottleneck", "IOBottleneck", "BatchSize", "StepOutlier",
@@ -129,38 +127,20 @@ def test_report_from_a_real_training_job(healthy_job, tmp_path):
     assert f'<div class="v">{train_steps}</div><div class="k">training steps' in html
     assert "ExplodingTensor" in html.split('id="debugger-rules"')[1]
     assert "valid_loss" in html          # per-epoch metrics from metrics.json
-
-
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    # Time by phase: the phases cover the trainer process, start to end.
+    data = load_profile(healthy_job.output_data_dir)
+    seconds = data.phase_seconds()
+    assert {"start-up", "data preparation", "model setup", "training", "validation", "artifact save"} <= set(seconds)
+    assert list(seconds) == [p for p in PHASES if p in seconds]
+    assert sum(seconds.values()) == pytest.approx(data.wall_seconds(), rel=0.10)
+    phases_html = html.split('id="phases"')[1].split('id="profiler-rules"')[0]
+    assert all(f"<td>{name}</td>" in phases_html for name in seconds)
 
 
 @pytest.mark.slow
 @pytest.mark.browser
 def test_report_renders_in_headless_chromium(healthy_job, tmp_path):
-    from PIL import Image, ImageStat
-
-    browser = _chromium()
-    if browser is None:
-        if os.environ.get("BYOC_REQUIRE_BROWSER") == "1":
-            pytest.fail("BYOC_REQUIRE_BROWSER=1 but no chromium on PATH")
-        pytest.skip("headless Chromium is not installed (apt-get install chromium); "
-                    "set BYOC_REQUIRE_BROWSER=1 to make this a failure")
     report = build_profiler_report(healthy_job.output_data_dir, tmp_path / "report.html")
-    png = tmp_path / "report.png"
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--screenshot={png}",
-           "--window-size=1280,2000", report.resolve().as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert png.is_file(), f"chromium wrote no screenshot (rc {proc.returncode}): {proc.stderr[-2000:]}"
-    image = Image.open(png).convert("L")
+    image = screenshot(report, tmp_path / "profiler-report.png")
     assert image.size == (1280, 2000)
-    stat = ImageStat.Stat(image)
-    assert stat.stddev[0] > 20, "screenshot is (nearly) blank"
-    # Dark pixels (text, plot lines) cover a real part of the page, not just a stray line.
-    dark = sum(image.histogram()[:128]) / (image.size[0] * image.size[1])
-    assert dark > 0.01
-    keep = os.environ.get("BYOC_REPORT_SCREENSHOT")
-    if keep:
-        shutil.copy(png, keep)
+    assert_not_blank(image)

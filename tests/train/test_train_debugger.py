@@ -18,20 +18,25 @@ def _restore_smdebug_env(monkeypatch):
         monkeypatch.delenv(var)
 
 
-def _train_a_few_steps(hook, steps=4):
+def _train_a_few_epochs(hook, epochs=2, steps=3):
+    """As the trainer does: per-step forward/backward, the epoch's mean loss recorded at its end."""
     import smdebug.pytorch as smd
 
     model = torch.nn.Sequential(torch.nn.Linear(6, 3))
-    criterion = torch.nn.CrossEntropyLoss()
+    criterion, epoch_loss = torch.nn.CrossEntropyLoss(), debugger.EpochLoss()
     hook.register_module(model)
-    hook.register_loss(criterion)
+    hook.register_loss(epoch_loss)
     hook.set_mode(smd.modes.TRAIN)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(steps):
-        loss = criterion(model(torch.randn(8, 6)), torch.randint(0, 3, (8,)))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    for _ in range(epochs):
+        total = 0.0
+        for _ in range(steps):
+            loss = criterion(model(torch.randn(8, 6)), torch.randint(0, 3, (8,)))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item()
+        debugger.record_epoch_loss(hook, epoch_loss, total / steps)
     hook.close()
 
 
@@ -42,17 +47,19 @@ def test_sagemaker_debug_hook_config_is_used_when_present(tmp_path):
     config.write_text(json.dumps({
         "LocalPath": str(tensors),
         "HookParameters": {"save_interval": "2"},
-        "CollectionConfigurations": [{"CollectionName": "losses", "CollectionParameters": {"save_interval": "1"}},
+        # What the SDK sends for a rule: losses every 500 steps. The epoch losses are saved anyway.
+        "CollectionConfigurations": [{"CollectionName": "losses", "CollectionParameters": {"save_interval": "500"}},
                                      {"CollectionName": "gradients"}],
     }))
     hook, description = debugger.create_hook(tmp_path, save_interval=10, on_sagemaker=True)
-    assert description == f"from {config}"
-    _train_a_few_steps(hook)
+    assert description == f"from {config}; losses once per epoch"
+    _train_a_few_epochs(hook)
     from smdebug.trials import create_trial
 
     trial = create_trial(str(tensors))
-    assert trial.tensor(trial.tensor_names(collection="losses")[0]).steps() == [0, 1, 2, 3]
-    assert trial.tensor_names(collection="gradients")
+    assert trial.tensor_names(collection="losses") == ["EpochLoss_output_0"]
+    assert trial.tensor("EpochLoss_output_0").steps() == [2, 5]      # the last step of each epoch
+    assert trial.tensor(trial.tensor_names(collection="gradients")[0]).steps() == [0, 2, 4]
     assert not (tmp_path / "output" / "tensors").exists()
 
 
@@ -71,13 +78,16 @@ def test_on_sagemaker_without_a_debug_hook_config_there_is_no_hook(tmp_path):
 def test_local_hook_writes_the_default_collections_under_output_tensors(tmp_path):
     hook, description = debugger.create_hook(tmp_path, save_interval=2)
     assert "losses, weights, gradients, biases every 2 steps" in description
-    _train_a_few_steps(hook)
+    _train_a_few_epochs(hook, epochs=3, steps=2)
+    from smdebug import modes
     from smdebug.trials import create_trial
 
     trial = create_trial(str(debugger.tensors_dir(tmp_path)))
     for collection in debugger.DEFAULT_COLLECTIONS:
         assert trial.tensor_names(collection=collection), collection
-    assert trial.tensor(trial.tensor_names(collection="losses")[0]).steps() == [0, 2]
+    loss = trial.tensor("EpochLoss_output_0")
+    assert loss.steps(mode=modes.TRAIN) == [1, 3, 5]                  # one value per epoch
+    assert trial.tensor(trial.tensor_names(collection="weights")[0]).steps() == [0, 2, 4]
 
 
 def test_previous_tensors_are_moved_aside_on_resume(tmp_path):

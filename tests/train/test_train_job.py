@@ -84,12 +84,15 @@ def test_debugger_tensors_are_readable_with_create_trial(finished_job):
     gradients = trial.tensor_names(collection="gradients")
     assert losses and gradients
     assert any("fc.weight" in g for g in gradients)
+    assert losses == ["EpochLoss_output_0"]       # one value per epoch and mode, not per batch
     loss = trial.tensor(losses[0])
-    train_steps = loss.steps(mode=modes.TRAIN)
-    assert len(train_steps) == 2 * 3              # save interval 1: every step of 2 epochs x 3 batches
-    values = [float(loss.value(s, mode=modes.TRAIN)) for s in train_steps]
-    assert all(v == v and v > 0 for v in values)
-    assert loss.steps(mode=modes.EVAL)            # evaluation losses too
+    assert loss.steps(mode=modes.TRAIN) == [2, 5]  # the last of 3 training steps in each of 2 epochs
+    assert len(loss.steps(mode=modes.EVAL)) == 2   # one validation loss per epoch
+    train_values = [float(loss.value(s, mode=modes.TRAIN)) for s in loss.steps(mode=modes.TRAIN)]
+    valid_values = [float(loss.value(s, mode=modes.EVAL)) for s in loss.steps(mode=modes.EVAL)]
+    # They are the epoch means the trainer printed as metrics.
+    assert train_values == pytest.approx(finished_job.metric("train:loss"), abs=1e-5)
+    assert valid_values == pytest.approx(finished_job.metric("validation:loss"), abs=1e-5)
     grad = trial.tensor(next(g for g in gradients if "fc.weight" in g))
     assert grad.value(grad.steps(mode=modes.TRAIN)[0], mode=modes.TRAIN).shape == (4, 512)
 

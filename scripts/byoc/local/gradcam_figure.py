@@ -51,7 +51,7 @@ def draw_figure(image_path: str | os.PathLike, heatmap_png: bytes, label: str, p
         ax.axis("off")
     chance = f" ({probability:.0%})" if probability is not None else ""
     fig.suptitle(f"predicted: {label}{chance}", fontsize=15, fontweight="bold")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94))      # room for the title above the panels' own titles
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

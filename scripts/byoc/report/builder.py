@@ -56,6 +56,13 @@ def _usage_table(data: ProfileData) -> list[dict[str, str]]:
     return rows
 
 
+def _phase_table(data: ProfileData) -> list[dict[str, str]]:
+    seconds = data.phase_seconds()
+    total = sum(seconds.values())
+    return [{"phase": name, "seconds": _fmt(value, 2), "share": f"{100 * value / total:.1f}%"}
+            for name, value in seconds.items()]
+
+
 def _step_table(data: ProfileData) -> list[dict[str, Any]]:
     rows = []
     for mode, g in data.steps.groupby("mode") if not data.steps.empty else []:
@@ -122,8 +129,10 @@ def recommendations(checks: list[ProfilerCheck], rule_results: list[dict]) -> li
 def _cards(data: ProfileData, checks: list[ProfilerCheck]) -> list[dict[str, str]]:
     steps = data.steps
     cards = []
-    if not data.system.empty:
-        cards.append({"label": "profiled time", "value": f"{data.system['ts'].iloc[-1] - data.system['ts'].iloc[0]:.0f}s"})
+    wall = data.wall_seconds()
+    if wall is not None:
+        cards.append({"label": "job wall time (all phases)", "value": f"{wall:.1f}s"})
+    cards.append({"label": "system samples", "value": str(len(data.system))})
     if not steps.empty:
         cards.append({"label": "training steps", "value": str(int((steps["mode"] == "TRAIN").sum()))})
         cards.append({"label": "epochs", "value": str(int(steps["epoch"].nunique()))})
@@ -138,9 +147,11 @@ def render_report(data: ProfileData) -> str:
     checks = evaluate_all(data)
     per_epoch = per_epoch_summary(data)
     headers, epoch_rows = _epoch_rows(per_epoch, data.metrics)
-    train = data.steps[data.steps["mode"] == "TRAIN"] if not data.steps.empty else data.steps
-    share = (f"{100 * train['data_wait_s'].sum() / max(train['step_s'].sum(), 1e-9):.1f}%"
-             if not train.empty else "n/a (no training steps)")
+    loading = data.loading_steps()
+    share = (f"{100 * loading['data_wait_s'].sum() / max(loading['step_s'].sum(), 1e-9):.1f}%"
+             if not loading.empty else "n/a (no step read the dataset)")
+    loading_what = ("feature-extraction batches (the head trained on cached features)"
+                    if data.metrics.get("feature_cache") else "training steps")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(TEMPLATE).render(
         job_name=data.output_data_dir.name,
@@ -150,6 +161,7 @@ def render_report(data: ProfileData) -> str:
         recommendations=recommendations(checks, data.rule_results),
         checks=checks,
         plots={
+            "phases": plots.time_by_phase(data),
             "utilization": plots.utilization_over_time(data),
             "histogram": plots.step_duration_histogram(data),
             "timeline": plots.step_durations_over_time(data),
@@ -158,6 +170,8 @@ def render_report(data: ProfileData) -> str:
         usage_table=_usage_table(data),
         step_table=_step_table(data),
         data_wait_share=share,
+        loading_what=loading_what,
+        phase_table=_phase_table(data),
         epoch_headers=headers,
         epoch_table=epoch_rows,
         rule_results=[{"step": None, "mode": None, "mode_step": None, "notes": [], "parameters": {},

@@ -10,11 +10,14 @@ records. Where the inputs differ the rule says so in ``basis``:
   becomes "skip the first system sample": local runs last seconds to minutes.
 * IOBottleneck: SageMaker measures the instance's I/O wait; we have the time each step waited
   for its batch (``data_wait_s``), so a step is "I/O bound" when waiting took more than
-  ``io_threshold`` percent of it.
+  ``io_threshold`` percent of it. The steps are those that read the dataset
+  (:meth:`ProfileData.loading_steps`): the feature extraction's batches on a job that trained on
+  cached features (its training steps read tensors already in memory), else the training steps.
 * BatchSize and CPUBottleneck on a CPU-only job: there is no GPU, so system memory takes the
   place of GPU memory in BatchSize, and CPUBottleneck is not applicable.
 * Dataloader compares the ``workers`` hyperparameter with the CPU count (as SageMaker does
-  with the number of DataLoader processes).
+  with the number of DataLoader processes); not applicable when no step read the dataset (a job
+  whose features all came from the cache).
 """
 
 from __future__ import annotations
@@ -104,13 +107,14 @@ def cpu_bottleneck(data: ProfileData, threshold=50, gpu_threshold=10, cpu_thresh
 def io_bottleneck(data: ProfileData, threshold=50, gpu_threshold=10, io_threshold=50) -> ProfilerCheck:
     params = {"threshold": threshold, "gpu_threshold": gpu_threshold, "io_threshold": io_threshold}
     desc = "Steps waiting on input: share of steps whose data wait exceeds io_threshold% of the step above threshold%."
-    basis = "data_wait_s / step_s per training step stands in for I/O wait"
-    train = _train_steps(data)
-    if train.empty:
-        return ProfilerCheck("IOBottleneck", NOT_APPLICABLE, desc, "No training steps recorded.", params, basis=basis)
-    share_per_step = 100.0 * train["data_wait_s"] / train["step_s"].clip(lower=1e-9)
+    basis = "data_wait_s / step_s per step that reads the dataset stands in for I/O wait"
+    loading = data.loading_steps()
+    if loading.empty:
+        return ProfilerCheck("IOBottleneck", NOT_APPLICABLE, desc, "No step read the dataset.", params, basis=basis)
+    what = "feature-extraction batches" if data.metrics.get("feature_cache") else "training steps"
+    share_per_step = 100.0 * loading["data_wait_s"] / loading["step_s"].clip(lower=1e-9)
     bound = 100.0 * (share_per_step > io_threshold).mean()
-    finding = f"{bound:.0f}% of training steps spent more than {io_threshold}% of their time waiting for data."
+    finding = f"{bound:.0f}% of {what} spent more than {io_threshold}% of their time waiting for data."
     if bound > threshold:
         return ProfilerCheck("IOBottleneck", TRIGGERED, desc, finding, params, basis=basis,
                              recommendation=("Input pipeline is the bottleneck: raise `workers`, enable "
@@ -180,6 +184,9 @@ def dataloader(data: ProfileData, min_threshold=70, max_threshold=200) -> Profil
     desc = ("DataLoader workers as a percentage of CPU cores: below min_threshold% under-uses the "
             "CPU, above max_threshold% oversubscribes it.")
     workers = data.hyperparameters.get("workers")
+    if data.loading_steps().empty and not data.steps.empty:
+        return ProfilerCheck("Dataloader", NOT_APPLICABLE, desc,
+                             "No step read the dataset (every feature came from the cache).", params)
     if workers is None:
         return ProfilerCheck("Dataloader", NOT_APPLICABLE, desc,
                              "The job's `workers` hyperparameter is unknown (no hyperparameters.json).", params)
@@ -227,12 +234,6 @@ def max_initialization_time(data: ProfileData, threshold=20) -> ProfilerCheck:
         return ProfilerCheck("MaxInitializationTime", TRIGGERED, desc, finding, params,
                              recommendation="Start-up is slow: cache the dataset/model locally, use FastFile mode.")
     return ProfilerCheck("MaxInitializationTime", OK, desc, finding, params)
-
-
-def _train_steps(data: ProfileData) -> pd.DataFrame:
-    if data.steps.empty:
-        return data.steps
-    return data.steps[data.steps["mode"] == "TRAIN"]
 
 
 ALL_CHECKS = (low_gpu_utilization, cpu_bottleneck, io_bottleneck, batch_size, step_outlier,

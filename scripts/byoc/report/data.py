@@ -5,6 +5,7 @@ Files and record fields are defined in :mod:`container_train.contract`:
 * ``profiler/step_timings.jsonl`` -> :attr:`ProfileData.steps` (one row per TRAIN/EVAL step)
 * ``profiler/system_metrics.jsonl`` -> :attr:`ProfileData.system` (one row per sample, GPUs
   flattened to ``gpu<i>_util`` / ``gpu<i>_mem_percent`` columns)
+* ``profiler/phases.jsonl`` -> :attr:`ProfileData.phases` (one row per timed interval of a phase)
 * ``rules/rule_results.json`` -> :attr:`ProfileData.rule_results` (Debugger rules, may be absent)
 * ``metrics.json`` -> :attr:`ProfileData.metrics` (per-epoch history, may be absent)
 * ``<base>/input/config/hyperparameters.json`` -> :attr:`ProfileData.hyperparameters` when the
@@ -22,7 +23,14 @@ from typing import Any
 import pandas as pd
 
 from byoc.errors import ByocError
-from container_train.contract import METRICS_FILE, RULE_RESULTS_FILE, STEP_TIMINGS_FILE, SYSTEM_METRICS_FILE
+from container_train.contract import (
+    METRICS_FILE,
+    PHASES,
+    PHASES_FILE,
+    RULE_RESULTS_FILE,
+    STEP_TIMINGS_FILE,
+    SYSTEM_METRICS_FILE,
+)
 
 
 class ProfileDataError(ByocError, FileNotFoundError):
@@ -36,6 +44,7 @@ class ProfileData:
     system: pd.DataFrame
     gpu_count: int
     cpu_count: int
+    phases: pd.DataFrame = field(default_factory=pd.DataFrame)
     rule_results: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     hyperparameters: dict[str, str] = field(default_factory=dict)
@@ -44,6 +53,27 @@ class ProfileData:
     @property
     def has_gpu(self) -> bool:
         return self.gpu_count > 0
+
+    def phase_seconds(self) -> dict[str, float]:
+        """Seconds per phase, in the trainer's order (``contract.PHASES``), phases that ran only."""
+        if self.phases.empty:
+            return {}
+        totals = self.phases.groupby("phase")["seconds"].sum()
+        return {name: float(totals[name]) for name in PHASES if name in totals}
+
+    def wall_seconds(self) -> float | None:
+        """The trainer process's wall time: from the start of its first phase to the end of its last."""
+        if self.phases.empty:
+            return None
+        return float((self.phases["start"] + self.phases["seconds"]).max() - self.phases["start"].min())
+
+    def loading_steps(self) -> pd.DataFrame:
+        """The steps that read the dataset: feature extraction (``EXTRACT``) when the job trained
+        on cached features, else its training steps."""
+        if self.steps.empty:
+            return self.steps
+        mode = "EXTRACT" if self.metrics.get("feature_cache") else "TRAIN"
+        return self.steps[self.steps["mode"] == mode]
 
 
 def _read_jsonl(path: Path) -> tuple[list[dict], int]:
@@ -101,6 +131,7 @@ def load_profile(output_data_dir: str | Path) -> ProfileData:
     if not steps.empty:
         steps = steps.sort_values("ts").reset_index(drop=True)
     system, gpu_count = _flatten_system(system_records)
+    phase_records, bad3 = _read_jsonl(out / PHASES_FILE)
     cores = int(system["cores"].max()) if not system.empty and system["cores"].max() else (os.cpu_count() or 1)
 
     rules = _read_json(out / RULE_RESULTS_FILE) or {}
@@ -109,7 +140,8 @@ def load_profile(output_data_dir: str | Path) -> ProfileData:
     hyperparameters = _read_json(hp_file) or {}
     return ProfileData(
         output_data_dir=out, steps=steps, system=system, gpu_count=gpu_count, cpu_count=cores,
+        phases=pd.DataFrame(phase_records),
         rule_results=list(rules.get("rules", [])), metrics=metrics if isinstance(metrics, dict) else {},
         hyperparameters={k: str(v) for k, v in hyperparameters.items()} if isinstance(hyperparameters, dict) else {},
-        skipped_lines=bad1 + bad2,
+        skipped_lines=bad1 + bad2 + bad3,
     )

@@ -12,10 +12,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import pandas as pd  # noqa: E402
 
+from container_train.contract import PHASES  # noqa: E402
+
 from .checks import step_outliers  # noqa: E402
 from .data import ProfileData  # noqa: E402
 
-_MODE_COLORS = {"TRAIN": "#1f77b4", "EVAL": "#ff7f0e"}
+_MODE_COLORS = {"TRAIN": "#1f77b4", "EVAL": "#ff7f0e", "EXTRACT": "#2ca02c"}
+_PHASE_COLORS = dict(zip(PHASES, plt.get_cmap("tab10").colors, strict=False))
 
 
 def _to_data_uri(fig) -> str:
@@ -38,10 +41,11 @@ def utilization_over_time(data: ProfileData) -> str | None:
     if sysd["cpu_core_max"].notna().any():
         ax.plot(t, sysd["cpu_core_max"], label="busiest core", alpha=0.5, linestyle="--")
     ax.plot(t, sysd["mem_percent"], label="system memory")
+    _shade_phases(ax, data, origin=float(sysd["ts"].iloc[0]))
     ax.set_ylim(0, 105)
     ax.set_ylabel("%")
-    ax.set_title("CPU and memory utilisation")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(f"CPU and memory utilisation ({len(sysd)} samples); shaded: the job's phases")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     if data.has_gpu:
         ax = axes[1][0]
         for i in range(data.gpu_count):
@@ -54,6 +58,33 @@ def utilization_over_time(data: ProfileData) -> str | None:
         ax.set_title("GPU utilisation and memory")
         ax.legend(loc="upper right", fontsize=8)
     axes[-1][0].set_xlabel("seconds since the first sample")
+    return _to_data_uri(fig)
+
+
+def _shade_phases(ax, data: ProfileData, origin: float) -> None:
+    """Each phase interval as a tinted band behind the curves, one legend entry per phase."""
+    labelled = set()
+    for row in data.phases.itertuples() if not data.phases.empty else []:
+        label = None if row.phase in labelled else row.phase
+        labelled.add(row.phase)
+        ax.axvspan(row.start - origin, row.start - origin + row.seconds, color=_PHASE_COLORS.get(row.phase, "#ccc"),
+                   alpha=0.15, lw=0, label=label)
+
+
+def time_by_phase(data: ProfileData) -> str | None:
+    """Seconds per phase as horizontal bars, each labelled with its share of the wall time."""
+    seconds = data.phase_seconds()
+    if not seconds:
+        return None
+    total = sum(seconds.values())
+    names = list(seconds)[::-1]
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(names) + 1.0))
+    ax.barh(names, [seconds[n] for n in names], color=[_PHASE_COLORS.get(n) for n in names])
+    for i, n in enumerate(names):
+        ax.text(seconds[n], i, f" {seconds[n]:.1f}s ({100 * seconds[n] / total:.0f}%)", va="center", fontsize=9)
+    ax.set_xlim(0, max(seconds.values()) * 1.25)
+    ax.set_xlabel("seconds")
+    ax.set_title(f"Time by phase ({total:.1f}s in all)")
     return _to_data_uri(fig)
 
 

@@ -40,6 +40,13 @@ TEMPLATE = r"""<!DOCTYPE html>
 <ul class="recs">{% for r in recommendations %}<li><b>{{ r.source }}</b>: {{ r.text }}</li>{% endfor %}</ul>
 {% else %}<p>No rule triggered; nothing to change based on this run.</p>{% endif %}
 
+<h2 id="phases">Time by phase</h2>
+{% if phase_table %}
+{% if plots.phases %}<img alt="time by phase" src="{{ plots.phases }}">{% endif %}
+<table><tr><th>Phase</th><th>Seconds</th><th>Share of the job</th></tr>
+{% for row in phase_table %}<tr><td>{{ row.phase }}</td><td>{{ row.seconds }}</td><td>{{ row.share }}</td></tr>{% endfor %}
+</table>{% else %}<p>No phase timings recorded (a job from before they were written).</p>{% endif %}
+
 <h2 id="profiler-rules">Profiler rules</h2>
 <p>The rules SageMaker's <code>ProfilerReport</code> runs, with its default thresholds.</p>
 <table>
@@ -68,7 +75,7 @@ TEMPLATE = r"""<!DOCTYPE html>
 </table>{% else %}<p>No step timings recorded.</p>{% endif %}
 
 <h2 id="dataloading">Data loading</h2>
-<p>Share of training step time spent waiting for the next batch: <b>{{ data_wait_share }}</b>.</p>
+<p>Share of the time of the {{ loading_what }} spent waiting for the next batch: <b>{{ data_wait_share }}</b>.</p>
 {% if plots.data_wait %}<img alt="data wait share per epoch" src="{{ plots.data_wait }}">{% endif %}
 
 <h2 id="epochs">Per-epoch summary</h2>

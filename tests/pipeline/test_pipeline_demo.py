@@ -1,0 +1,95 @@
+"""`byoc pipeline` with the demo profile (what `make pipeline` runs), from an empty folder: the
+results a new user is shown must be worth trusting and looking at.
+
+* No Debugger rule fires on the demo's healthy run (the purpose-built bad runs that make each rule
+  fire are in tests/rules).
+* The profiler report sees the whole job: phases that sum to the trainer's wall time (within 10%)
+  and at least 20 system samples.
+* The demo model is worth showing: the test accuracy is printed with the summary, and reaches the
+  demo's bar (``DEMO_TEST_ACCURACY``).
+* Headless Chromium screenshots of the pipeline page, the profiler report and the Grad-CAM figure
+  (kept under ``$BYOC_SCREENSHOT_DIR`` when set, to look at).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from byoc.pipeline.page import PAGE_FILE
+from byoc.report import load_profile
+from byoc.rules import NO_ISSUES_FOUND
+from container_train.contract import STEP_TIMINGS_FILE
+from tests.helpers.chromium import assert_not_blank, screenshot
+
+BYOC = Path(sys.executable).with_name("byoc")
+DEMO_TEST_ACCURACY = 0.85
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("demo")
+    proc = subprocess.run([str(BYOC), "pipeline", "--run-dir", "run"], cwd=cwd, capture_output=True, text=True,
+                          timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    state = json.loads((cwd / "run" / "state.json").read_text())
+    return cwd, proc.stdout, {name: step["outputs"] for name, step in state["steps"].items()}
+
+
+def test_no_debugger_rule_fires_on_the_healthy_demo(demo_run):
+    _, _, outputs = demo_run
+    statuses = outputs["report"]["rules"]
+    assert len(statuses) == 6
+    fired = {rule: status for rule, status in statuses.items() if status != NO_ISSUES_FOUND}
+    assert fired == {}, fired
+
+
+def test_the_profiler_report_sees_the_whole_job(demo_run):
+    cwd, _, outputs = demo_run
+    data = load_profile(cwd / outputs["train"]["job_dir"] / "output" / "data")
+    seconds = data.phase_seconds()
+    assert {"start-up", "feature extraction", "training", "validation", "test", "artifact save"} <= set(seconds)
+    assert sum(seconds.values()) == pytest.approx(data.wall_seconds(), rel=0.10)
+    assert len(data.system) >= 20
+    # The feature extraction is profiled batch by batch where it ran: in this job, or in the tuning
+    # trial that filled the cache this job then read.
+    jobs = [cwd / outputs["train"]["job_dir"], *sorted((cwd / outputs["tune"]["out_dir"] / "trials").iterdir())]
+    extracting = [job for job in jobs if _has_extract_steps(job / "output" / "data" / STEP_TIMINGS_FILE)]
+    assert extracting, "no job profiled its feature extraction"
+    if jobs[0] not in extracting:
+        assert "feature cache: hit" in (cwd / outputs["train"]["log"]).read_text()
+
+
+def _has_extract_steps(path: Path) -> bool:
+    return path.is_file() and any(json.loads(line)["mode"] == "EXTRACT" for line in path.read_text().splitlines())
+
+
+def test_the_demo_model_is_worth_showing(demo_run):
+    _, stdout, outputs = demo_run
+    accuracy = outputs["train"]["test"]["accuracy"]
+    shown = re.search(r"test accuracy of the main model: ([0-9.]+)% on (\d+) images", stdout)
+    assert shown and float(shown.group(1)) == pytest.approx(100 * accuracy, abs=0.05)
+    assert int(shown.group(2)) == outputs["train"]["test"]["images"] == 1000
+    print(f"\ndemo test accuracy: {accuracy:.3f}")
+    assert accuracy >= DEMO_TEST_ACCURACY
+
+
+def test_screenshots_of_the_page_the_report_and_the_gradcam_figure(demo_run, tmp_path):
+    cwd, _, outputs = demo_run
+    page = screenshot(cwd / "run" / PAGE_FILE, tmp_path / "pipeline-index.png", height=2400)
+    assert_not_blank(page)
+    report = screenshot(cwd / outputs["report"]["profiler_report"], tmp_path / "profiler-report.png", height=3000)
+    assert_not_blank(report)
+    from PIL import Image
+
+    figure = cwd / outputs["explain"]["png"]
+    width, height = Image.open(figure).size
+    assert width >= 600 and height >= 200, (width, height)     # readable, not a thumbnail
+    shot = screenshot(figure, tmp_path / "gradcam-figure.png", width=width + 40, height=height + 40)
+    assert_not_blank(shot, dark_share=0.02)
