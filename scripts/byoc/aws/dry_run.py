@@ -33,6 +33,9 @@ _FAKE_RESPONSES: dict[str, dict[str, Any]] = {
     "CreateMultipartUpload": {"UploadId": "dry-run"},
     "ListObjectsV2": {"KeyCount": 0, "IsTruncated": False},
     "DeleteObjects": {"Deleted": []},
+    "RegisterScalableTarget": {
+        "ScalableTargetARN": "arn:aws:application-autoscaling:dry-run:000000000000:scalable-target/dry-run"},
+    "PutScalingPolicy": {"PolicyARN": "arn:aws:autoscaling:dry-run:000000000000:scalingPolicy:dry-run", "Alarms": []},
 }
 
 

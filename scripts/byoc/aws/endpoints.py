@@ -37,6 +37,9 @@ def check_name(name: str, what: str = "resource") -> str:
     return name
 
 
+# The multi-model endpoint's one production variant (what autoscaling registers: aws.autoscaling).
+VARIANT_NAME = "AllTraffic"
+
 # GPU instance families. SageMaker serves multi-model endpoints on GPU instances only with the NVIDIA
 # Triton Inference Server container ("Multi-model endpoints" in the SageMaker developer guide:
 # "Supported algorithms, frameworks, and instances": GPU-backed multi-model endpoints are supported
@@ -97,7 +100,7 @@ def create_multi_model_endpoint(ctx: AwsContext, ep: MultiModelEndpoint, image_u
     sm.create_endpoint_config(
         EndpointConfigName=ep.config_name,
         ProductionVariants=[{
-            "VariantName": "AllTraffic",
+            "VariantName": VARIANT_NAME,
             "ModelName": ep.model_name,
             "InitialInstanceCount": instance_count,
             "InstanceType": instance_type or s.endpoint_instance_type,

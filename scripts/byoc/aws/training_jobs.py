@@ -7,6 +7,7 @@ moto server). The tuning job's training job definition shares :func:`common_job_
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ from byoc.aws.debugger import (
     with_hook,
 )
 from byoc.aws.errors import LaunchError
+from byoc.tuning.schema import DISTRIBUTIONS
 from byoc_common.sagemaker_paths import CHECKPOINT_DIR
 from container_train import contract
 from container_train.hyperparameters import to_sagemaker_strings
@@ -30,6 +32,9 @@ from container_train.hyperparameters import to_sagemaker_strings
 # Channels a job may run without when their split is empty (container_train/data.py: the test
 # split is optional; training and validation are not).
 OPTIONAL_CHANNELS = frozenset(c for c, split in contract.CHANNEL_SPLITS.items() if split == "test")
+# Set next to a distribution's hyperparameter, as the SageMaker Python SDK's PyTorch estimator does
+# (INSTANCE_TYPE_ENV_NAME in src/sagemaker/pytorch/estimator.py).
+INSTANCE_TYPE_HYPERPARAMETER = "sagemaker_instance_type"
 
 # ---- settings shared by every training job ------------------------------------------------------
 
@@ -42,7 +47,8 @@ class TrainingResources:
     channels: Mapping[str, str]             # channel name -> s3:// prefix
     output_s3_uri: str                      # s3://bucket/prefix: model.tar.gz, output.tar.gz
     instance_type: str = "ml.g4dn.xlarge"
-    instance_count: int = 1
+    instance_count: int = 1                 # hosts (ResourceConfig.InstanceCount)
+    distribution: str | None = None         # a key of byoc.tuning.schema.DISTRIBUTIONS: how they are launched
     volume_size_gb: int = 30
     max_runtime_s: int = 40 * 60            # per job: a frozen-ResNet50 trial on dogImages takes about 40 min
     spot: bool = False                      # EnableManagedSpotTraining
@@ -61,6 +67,11 @@ class TrainingResources:
         for name, uri in {**self.channels, "output": self.output_s3_uri}.items():
             if not str(uri).startswith("s3://"):
                 problems.append(f"{name}: {uri!r} is not an s3:// URI")
+        if isinstance(self.instance_count, bool) or not isinstance(self.instance_count, int) \
+                or self.instance_count < 1:
+            problems.append(f"instance_count must be a whole number >= 1, got {self.instance_count!r}")
+        if self.distribution is not None and self.distribution not in DISTRIBUTIONS:
+            problems.append(f"distribution {self.distribution!r} is not one of {', '.join(DISTRIBUTIONS)}")
         if self.checkpoint_s3_uri and not self.checkpoint_s3_uri.startswith("s3://"):
             problems.append(f"checkpoint_s3_uri {self.checkpoint_s3_uri!r} is not an s3:// URI")
         if self.spot and self.max_wait_s is not None and self.max_wait_s < self.max_runtime_s:
@@ -125,6 +136,19 @@ def common_job_fields(resources: TrainingResources) -> dict[str, Any]:
     return fields
 
 
+def distribution_hyperparameters(resources: TrainingResources) -> dict[str, str]:
+    """What the SageMaker Python SDK adds to a PyTorch estimator's hyperparameters for its
+    ``distribution``: ``{"torch_distributed": {"enabled": True}}`` gives
+    ``sagemaker_torch_distributed_enabled`` and ``sagemaker_instance_type``, each JSON-encoded
+    (``_pytorch_distribution_configuration`` and ``EstimatorBase._json_encode_hyperparameters`` in
+    aws/sagemaker-python-sdk src/sagemaker/pytorch/estimator.py). The training toolkit decodes them
+    as additional framework parameters (``sagemaker_`` names never reach the trainer's arguments)."""
+    if resources.distribution is None:
+        return {}
+    return {DISTRIBUTIONS[resources.distribution]: json.dumps(True),
+            INSTANCE_TYPE_HYPERPARAMETER: json.dumps(resources.instance_type)}
+
+
 def job_tags(resources: TrainingResources) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in resources.tags.items()]
 
@@ -150,7 +174,7 @@ def build_training_job_request(job_name: str, hyperparameters: Mapping[str, Any]
     hyperparameters, _ = with_hook(hyperparameters, on=debugger is not None)
     request: dict[str, Any] = {
         "TrainingJobName": job_name,
-        "HyperParameters": to_sagemaker_strings(hyperparameters),
+        "HyperParameters": {**to_sagemaker_strings(hyperparameters), **distribution_hyperparameters(resources)},
         "AlgorithmSpecification": algorithm_specification(resources.image_uri),
         **common_job_fields(resources),
     }

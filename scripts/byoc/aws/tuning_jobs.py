@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from byoc.aws.debugger import with_hook
@@ -30,6 +30,7 @@ from byoc.aws.training_jobs import (
     TrainingResources,
     algorithm_specification,
     common_job_fields,
+    distribution_hyperparameters,
     job_tags,
     wait_until_done,
 )
@@ -69,7 +70,9 @@ def parameter_ranges(spec: TuningSpec) -> dict[str, list[dict[str, Any]]]:
 
 
 def build_tuning_job_request(spec: TuningSpec, job_name: str, resources: TrainingResources) -> dict[str, Any]:
-    """The ``CreateHyperParameterTuningJob`` request for ``spec`` (nothing is sent)."""
+    """The ``CreateHyperParameterTuningJob`` request for ``spec`` (nothing is sent). Every trial runs
+    on the spec's ``instance_count`` hosts with its ``distribution`` (they win over ``resources``)."""
+    resources = replace(resources, instance_count=spec.instance_count, distribution=spec.distribution)
     resources.validate()
     check_tuning_job_name(job_name)
     config: dict[str, Any] = {
@@ -90,7 +93,7 @@ def build_tuning_job_request(spec: TuningSpec, job_name: str, resources: Trainin
                 "MinResource": hyperband.min_resource, "MaxResource": hyperband.max_resource}}
     static, _ = with_hook(spec.static_strings(), on=False)
     definition: dict[str, Any] = {
-        "StaticHyperParameters": to_sagemaker_strings(static),
+        "StaticHyperParameters": {**to_sagemaker_strings(static), **distribution_hyperparameters(resources)},
         "AlgorithmSpecification": algorithm_specification(resources.image_uri),
         **common_job_fields(resources),
     }

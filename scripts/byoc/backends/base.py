@@ -18,6 +18,7 @@ from byoc.settings import Settings
 from container_serve import content_types as ct
 
 if TYPE_CHECKING:
+    from byoc.aws.autoscaling import EndpointScaling
     from byoc.datasets.prepare import DatasetSummary
 
 
@@ -53,17 +54,24 @@ class Backend(ABC):
     # ---- tuning and training -------------------------------------------------------------------
     @abstractmethod
     def tune(self, data: str, spec: str, max_jobs: int | None = None, max_parallel_jobs: int | None = None,
-             static: dict[str, str] | None = None, out_dir: str | None = None) -> dict:
-        """Search hyperparameters; the answer has ``best_hyperparameters`` once the search ended."""
+             static: dict[str, str] | None = None, out_dir: str | None = None,
+             instance_count: int | None = None, distribution: str | None = None,
+             storage: str | None = None, study_name: str | None = None) -> dict:
+        """Search hyperparameters; the answer has ``best_hyperparameters`` once the search ended.
+        ``instance_count``/``distribution``: every trial's hosts and launcher (None: the spec's).
+        ``storage``/``study_name``: a database URL and study that tuners on several machines share
+        (local Optuna only; None: ``<out_dir>/study.db``)."""
 
     @abstractmethod
     def train(self, data: str, hyperparameters: dict[str, str], job_dir: str | None = None,
               description: str = "training", stop_on: dict[str, dict[str, str]] | None = None,
-              debugger: bool = True) -> dict:
+              debugger: bool = True, instance_count: int = 1, distribution: str | None = None) -> dict:
         """One training job; the answer's ``job`` names it for :meth:`report`. ``stop_on``: Debugger
         rules (name -> parameters) whose firing stops the job (SageMaker's StopTraining action).
         ``debugger``: the Debugger hook (hyperparameter ``debugger``; on SageMaker also the built-in
-        rules and the profiler); it wins over a ``debugger`` value in ``hyperparameters``."""
+        rules and the profiler); it wins over a ``debugger`` value in ``hyperparameters``.
+        ``instance_count``: hosts of the job; ``distribution``: how they (and a host's GPUs) are
+        launched, a key of :data:`byoc.tuning.schema.DISTRIBUTIONS` (None: the image decides)."""
 
     @abstractmethod
     def report(self, job: str) -> dict:
@@ -87,8 +95,10 @@ class Backend(ABC):
         """``byoc serve``: :meth:`start_endpoint`, then (locally) keep it up until Ctrl-C."""
 
     @abstractmethod
-    def deploy(self, artifact: str, name: str, url: str | None = None) -> str:
-        """Add a ``model.tar.gz`` to the endpoint under ``name``; returns the name to invoke it by."""
+    def deploy(self, artifact: str, name: str, url: str | None = None,
+               scaling: EndpointScaling | None = None) -> str:
+        """Add a ``model.tar.gz`` to the endpoint under ``name``; returns the name to invoke it by.
+        ``scaling``: attach autoscaling to the endpoint's instances (SageMaker only)."""
 
     @abstractmethod
     def loaded_models(self, url: str | None = None) -> list[str]:

@@ -14,7 +14,7 @@ import json
 from functools import cached_property
 from pathlib import Path
 
-from byoc.aws import batch_transform, endpoints, s3_data
+from byoc.aws import autoscaling, batch_transform, endpoints, s3_data
 from byoc.aws import training_jobs as tj
 from byoc.aws import tuning_jobs as hpo
 from byoc.aws.debugger import HOOK_HYPERPARAMETER, DebuggerSettings, settings_for_region, with_hook
@@ -54,7 +54,8 @@ class SageMakerBackend(Backend):
         console.print(f"uploaded {uploaded} files ({skipped} already there) to {dest_uri}")
         return dest_uri
 
-    def _resources(self, data: str) -> tj.TrainingResources:
+    def _resources(self, data: str, instance_count: int = 1, distribution: str | None = None
+                   ) -> tj.TrainingResources:
         s = self.settings
         s.require("role_arn", "bucket", "train_image")
         root = (data or "").rstrip("/")
@@ -68,14 +69,21 @@ class SageMakerBackend(Backend):
         channels = tj.select_channels(channels, has_objects)
         return tj.TrainingResources(image_uri=s.train_image, role_arn=s.role_arn, channels=channels,
                                     output_s3_uri=s3_data.join_s3(s.s3_run_prefix, "jobs"),
-                                    instance_type=s.train_instance_type)
+                                    instance_type=s.train_instance_type, instance_count=instance_count,
+                                    distribution=distribution)
 
     # ---- tuning and training -------------------------------------------------------------------
-    def tune(self, data, spec, max_jobs=None, max_parallel_jobs=None, static=None, out_dir=None):
+    def tune(self, data, spec, max_jobs=None, max_parallel_jobs=None, static=None, out_dir=None,
+             instance_count=None, distribution=None, storage=None, study_name=None):
+        """CreateHyperParameterTuningJob; every trial on the spec's (or the given) instance count."""
         from byoc.tuning.spec import load_spec
 
+        why = "a SageMaker tuning job keeps its own trials"
+        self.refuse("--storage", storage, why)
+        self.refuse("--study-name", study_name, why)
         loaded = load_spec(spec).with_overrides(max_jobs=max_jobs, max_parallel_jobs=max_parallel_jobs,
-                                                static=static or None)
+                                                static=static or None, instance_count=instance_count,
+                                                distribution=distribution)
         name = tj.unique_job_name(f"byoc-{self.settings.run_name}", 32)
         hpo.send_tuning_job(self.ctx.sagemaker, hpo.build_tuning_job_request(loaded, name, self._resources(data)))
         self.ctx.record("tuning_job", name)
@@ -97,15 +105,17 @@ class SageMakerBackend(Backend):
                       best_hyperparameters=hps, out_dir=str(out))
         return result
 
-    def train(self, data, hyperparameters, job_dir=None, description="training", stop_on=None, debugger=True):
+    def train(self, data, hyperparameters, job_dir=None, description="training", stop_on=None, debugger=True,
+              instance_count=1, distribution=None):
         """CreateTrainingJob with the Debugger hook, built-in rules and the profiler report (none of
-        them with ``debugger=False`` or in a region without Debugger)."""
+        them with ``debugger=False`` or in a region without Debugger), on ``instance_count`` hosts."""
         self.refuse("--job-dir", job_dir, "a SageMaker job's files live under the run's S3 prefix")
         self.refuse("--stop-on", stop_on, "the local rule watcher stops local jobs; on SageMaker a rule's "
                     "StopTraining action is configured on the rule itself")
         name = tj.unique_job_name(f"byoc-{self.settings.run_name}-train", 63)
         settings = self._debugger_settings(hyperparameters, debugger)
-        request = tj.build_training_job_request(name, hyperparameters, self._resources(data), settings)
+        request = tj.build_training_job_request(name, hyperparameters,
+                                                self._resources(data, instance_count, distribution), settings)
         tj.send_training_job(self.ctx.sagemaker, request)
         self.ctx.record("training_job", name)
         self._record_run_prefix()
@@ -178,9 +188,20 @@ class SageMakerBackend(Backend):
         console.print(f"endpoint {info['endpoint']}: {info['status']}; models go under {info['model_data_prefix']}")
         return 0
 
-    def deploy(self, artifact, name, url=None):
+    def deploy(self, artifact, name, url=None, scaling=None):
+        """Copy the artifact under the endpoint's model prefix; with ``scaling``, also attach
+        Application Auto Scaling to the endpoint's variant (:mod:`byoc.aws.autoscaling`)."""
         self.refuse("--url", url, LOCAL_ONLY_URL)
-        return endpoints.add_model(self.ctx, self._endpoint, artifact, name)
+        ep = self._endpoint
+        if scaling is not None:
+            scaling.validate()          # before anything is copied
+        target = endpoints.add_model(self.ctx, ep, artifact, name)
+        if scaling is not None:
+            attached = autoscaling.attach_autoscaling(self.ctx, ep.endpoint_name, scaling)
+            console.print(f"autoscaling {attached['resource_id']}: {attached['min_instances']}-"
+                          f"{attached['max_instances']} instances, target {attached['target_invocations']:g} "
+                          f"invocations per instance per minute")
+        return target
 
     def loaded_models(self, url=None):
         self.refuse("--url", url, LOCAL_ONLY_URL)

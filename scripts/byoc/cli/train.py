@@ -3,6 +3,23 @@
 from __future__ import annotations
 
 from byoc.cli.common import UsageError, add_command, parse_hp, print_json
+from byoc.tuning.schema import DISTRIBUTIONS
+
+SCALE_OUT_HELP = ("The global batch is batch-size x world size (hosts x devices per host); the learning "
+                  "rate stays the one you give: scale it yourself if you want.")
+
+
+def add_scale_out_options(p, spec_default: bool) -> None:
+    """--instance-count and --distribution (train and tune): the hosts of a job and their launcher."""
+    default = "the spec's instance_count" if spec_default else "1"
+    p.add_argument("--instance-count", type=int, metavar="N", default=None,
+                   help=f"hosts per training job (SageMaker ResourceConfig.InstanceCount; default: {default}). "
+                        + SCALE_OUT_HELP)
+    p.add_argument("--distribution", choices=tuple(DISTRIBUTIONS),
+                   help="how SageMaker launches a multi-host or multi-GPU job: torch_distributed is the "
+                        "torchrun launcher the PyTorch estimator's distribution={'torch_distributed': "
+                        "{'enabled': True}} selects (default: " + ("the spec's; " if spec_default else "")
+                        + "none, the image decides)")
 
 
 def register(sub, common) -> None:
@@ -15,12 +32,15 @@ def register(sub, common) -> None:
                     --from-tuning takes the best hyperparameters of a finished `byoc tune`. Locally,
                     --stop-on RULE watches the job's Debugger tensors and stops the job when the rule
                     fires (SageMaker's StopTraining rule action); the job saves its checkpoint and model.
+                    --instance-count N trains data-parallel on N hosts (each with all its GPUs):
+                    the global batch is batch-size x world size; the learning rate is yours to choose.
                     """,
                     """
                     byoc train --data data/demo --hp arch=efficientnet_lite0 --hp freeze=head --hp epochs=3
                     byoc train --data data/demo --from-tuning runs/pipeline/tune --job-dir runs/best
                     byoc train --data data/demo --hp lr=5 --stop-on LossNotDecreasing,ExplodingTensor
                     byoc train --backend sagemaker --data s3://bucket/byoc/run/data/ --hp epochs=5
+                    byoc train --backend sagemaker --data s3://bucket/byoc/run/data/ --instance-count 2 --distribution torch_distributed --hp batch-size=32
                     """)
     p.add_argument("--data", required=True, help="dataset folder holding train/ valid/ test/ (or s3:// prefix)")
     p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="hyperparameter; repeatable")
@@ -33,6 +53,7 @@ def register(sub, common) -> None:
     p.add_argument("--no-debugger", dest="debugger", action="store_false",
                    help="no Debugger hook (hyperparameter debugger=false); on SageMaker also no built-in "
                         "rules and no profiler")
+    add_scale_out_options(p, spec_default=False)
     p.set_defaults(run=run)
 
 
@@ -42,8 +63,17 @@ def run(args, backend) -> int:
     hps = read_best_hyperparameters(args.from_tuning) if args.from_tuning else {}
     hps.update(parse_hp(args.hp))
     print_json(backend.train(args.data, hps, job_dir=args.job_dir, stop_on=stop_rules(args.stop_on, args.rule_param),
-                             debugger=args.debugger))
+                             debugger=args.debugger, instance_count=instance_count(args.instance_count),
+                             distribution=args.distribution))
     return 0
+
+
+def instance_count(value: int | None, default: int = 1) -> int:
+    if value is None:
+        return default
+    if value < 1:
+        raise UsageError(f"--instance-count {value}: a job needs at least one host")
+    return value
 
 
 def stop_rules(names: str, params: list[str]) -> dict[str, dict[str, str]]:

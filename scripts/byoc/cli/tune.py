@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from byoc.cli.common import add_command, parse_hp, print_json
+from byoc.cli.train import add_scale_out_options, instance_count
+from byoc.tuning.search import DEFAULT_STUDY_NAME
 from byoc.tuning.specs import DEFAULT_SPEC
 
 
@@ -15,11 +17,18 @@ def register(sub, common) -> None:
                     job and trials are ranked by the objective parsed from the job log with the same regex
                     SageMaker uses; a killed run resumes. On SageMaker this creates a hyperparameter tuning
                     job on the training image.
+
+                    Several machines can work on one local study: give each `byoc tune` the same
+                    --storage (a database every machine reaches, e.g. PostgreSQL) and --study-name, and
+                    its own --out. Together they run the spec's max_jobs trials once, no trial twice;
+                    each trial's job runs (and leaves its files) on the machine that took it.
                     """,
                     """
                     byoc tune --data data/demo --spec local-demo
                     byoc tune --data data/demo --max-jobs 8 --max-parallel-jobs 2 --hp arch=resnet18
                     byoc tune --backend sagemaker --data s3://bucket/byoc/run/data/ --spec my-spec.yaml
+                    byoc tune --data data/demo --storage postgresql+psycopg2://byoc:PASSWORD@db-host/optuna
+                    byoc tune --backend sagemaker --data s3://bucket/byoc/run/data/ --instance-count 2 --distribution torch_distributed
                     """)
     p.add_argument("--data", required=True, help="dataset folder (or s3:// prefix on SageMaker)")
     p.add_argument("--spec", default=DEFAULT_SPEC.stem,
@@ -29,10 +38,19 @@ def register(sub, common) -> None:
     p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
                    help="fixed (static) hyperparameter for every trial; repeatable")
     p.add_argument("--out", help="tuning output folder (default: RUN_DIR/tune)")
+    p.add_argument("--storage", metavar="URL",
+                   help="local: keep the study in this database (SQLAlchemy URL, e.g. "
+                        "postgresql+psycopg2://user:password@host:5432/db) to share it with tuners on other "
+                        "machines (default: OUT/study.db, SQLite)")
+    p.add_argument("--study-name", metavar="NAME",
+                   help=f"local: the study's name in --storage (default: {DEFAULT_STUDY_NAME})")
+    add_scale_out_options(p, spec_default=True)
     p.set_defaults(run=run)
 
 
 def run(args, backend) -> int:
+    count = None if args.instance_count is None else instance_count(args.instance_count)
     print_json(backend.tune(args.data, args.spec, max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs,
-                            static=parse_hp(args.hp), out_dir=args.out))
+                            static=parse_hp(args.hp), out_dir=args.out, instance_count=count,
+                            distribution=args.distribution, storage=args.storage, study_name=args.study_name))
     return 0

@@ -1,7 +1,8 @@
 """The tuning leaderboard: every trial ranked by the objective, as a table, CSV, JSON.
 
 Order: completed trials by objective (best first), then pruned trials (by their last reported
-value), then failed and interrupted ones. Files written to the tuning output dir:
+value), then failed and interrupted ones. Surplus trials (asked by a tuner that lost the study's last
+slot to another one, :mod:`byoc.tuning.budget`; no job ran for them) are left out. Files written to the tuning output dir:
 
 * ``leaderboard.csv`` / ``leaderboard.json``: one row per trial (``rank`` is 1-based);
 * ``best_hyperparameters.json``: the full hyperparameter set of the best trial (static + tuned),
@@ -21,6 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from byoc.tuning.best import write_best_hyperparameters
+from byoc.tuning.budget import INTERRUPTED_ATTR, SURPLUS_ATTR
 from byoc.tuning.spec import TuningSpec, trial_hyperparameters
 
 LEADERBOARD_CSV = "leaderboard.csv"
@@ -30,7 +32,9 @@ _STATUS_ORDER = {"complete": 0, "pruned": 1, "failed": 2, "interrupted": 3, "run
 
 
 def trial_status(t: optuna.trial.FrozenTrial) -> str:
-    if t.state == TrialState.FAIL and t.user_attrs.get("interrupted"):
+    if t.state == TrialState.FAIL and SURPLUS_ATTR in t.user_attrs:
+        return "surplus"
+    if t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED_ATTR):
         return "interrupted"
     return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
             TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}[t.state]
@@ -49,6 +53,8 @@ def rows(study: optuna.Study, spec: TuningSpec) -> list[dict[str, Any]]:
     sign = -1 if spec.objective.maximize else 1
     out = []
     for t in study.get_trials(deepcopy=False):
+        if trial_status(t) == "surplus":
+            continue
         value = _value(t)
         row: dict[str, Any] = {
             "trial": t.number,

@@ -12,6 +12,11 @@ running the same command again after the tuner was killed continues where it sto
   their orphaned training processes are killed, and they are queued again with the same
   hyperparameters, resuming from their last epoch checkpoint.
 
+With ``storage`` (a database URL, ``byoc tune --storage``) the study lives in that database instead
+and tuners on several machines, each with its own ``out_dir``, share it: together they run the
+budget once, no trial twice (:mod:`byoc.tuning.budget`); each one recovers only the trials its
+own machine's dead tuners left.
+
 Results: ``leaderboard.csv``/``.json`` (:mod:`byoc.tuning.leaderboard`) and
 ``best_hyperparameters.json`` (:mod:`byoc.tuning.best`). ``byoc tune`` is the command line; from
 Python::
@@ -34,7 +39,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from byoc.tuning import leaderboard, report, search
+from byoc.tuning import budget, leaderboard, report, search
 from byoc.tuning.display import LiveDisplay, PlainDisplay
 from byoc.tuning.errors import TuningError
 from byoc.tuning.spec import TuningSpec, load_spec, to_dict, trial_hyperparameters
@@ -59,7 +64,8 @@ class TuningResult:
     leaderboard_csv: Path
     leaderboard_json: Path
     best_hyperparameters_path: Path | None
-    study_path: Path
+    study_path: Path | None                   # <out>/study.db; None when the study is in --storage
+    storage: str = ""                         # where the study is (password hidden)
     report: Path | None = None                # tuning-report.html (byoc.tuning.report)
     plots: dict[str, Path] = field(default_factory=dict)   # history / importances PNGs
     counts: dict[str, int] = field(default_factory=dict)
@@ -117,13 +123,16 @@ def _kill_orphan(t: optuna.trial.FrozenTrial) -> None:
         subprocess.run(["docker", "kill", t.user_attrs["container"]], capture_output=True, check=False)
 
 
-def recover_interrupted(study: optuna.Study, spec: TuningSpec) -> list[int]:
-    """Fail the trials a killed tuner left RUNNING and queue them again. Returns their numbers."""
+def recover_interrupted(study: optuna.Study, spec: TuningSpec, shared: bool = False) -> list[int]:
+    """Fail the trials a killed tuner left RUNNING and queue them again. Returns their numbers.
+    ``shared``: the study is in a database other tuners use (:func:`budget.abandoned`)."""
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not budget.abandoned(t, shared):
+            continue
         _kill_orphan(t)
         storage = study._storage
-        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        storage.set_trial_user_attr(t._trial_id, budget.INTERRUPTED_ATTR, True)
         storage.set_trial_user_attr(t._trial_id, "failure_reason",
                                     "interrupted: the tuner stopped while this trial was running")
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
@@ -138,7 +147,8 @@ def recover_interrupted(study: optuna.Study, spec: TuningSpec) -> list[int]:
                     logs.append(str(Path(t.user_attrs["job_dir"]) / "training.log"))
                 attrs["previous_logs"] = logs
             study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
-            retry = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[-1]
+            retry = next(w for w in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                         if w.user_attrs.get("retry_of") == t.number)
             # GridSampler bookkeeping: the retry stands for the same grid point.
             for key in ("grid_id", "search_space"):
                 if key in t.system_attrs:
@@ -147,16 +157,12 @@ def recover_interrupted(study: optuna.Study, spec: TuningSpec) -> list[int]:
     return recovered
 
 
-def _counted(study: optuna.Study) -> int:
-    """Trials that used up budget: finished, not interrupted by a dead tuner."""
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state.is_finished() and not t.user_attrs.get("interrupted"))
-
-
 def _counts(study: optuna.Study) -> dict[str, int]:
     counts = {"complete": 0, "pruned": 0, "failed": 0, "interrupted": 0, "running": 0, "waiting": 0}
     for t in study.get_trials(deepcopy=False):
-        counts[leaderboard.trial_status(t)] += 1
+        status = leaderboard.trial_status(t)
+        if status in counts:                  # not a surplus trial (budget.SURPLUS_ATTR)
+            counts[status] += 1
     return counts
 
 
@@ -166,19 +172,26 @@ def run_local_tuning(spec: TuningSpec | str | Path, channels: dict[str, str], ou
                      image: str | None = None, max_jobs: int | None = None, max_parallel: int | None = None,
                      progress: bool = True, trial_timeout_s: float | None = None,
                      enqueue: list[dict[str, Any]] | None = None,
-                     env: dict[str, str] | None = None) -> TuningResult:
+                     env: dict[str, str] | None = None, storage: str | None = None,
+                     study_name: str = search.DEFAULT_STUDY_NAME) -> TuningResult:
     """Run (or continue) a tuning study; see the module docstring.
 
     ``spec``: a :class:`TuningSpec`, a spec file or a built-in spec's name (:func:`load_spec`).
     ``enqueue``: hyperparameter sets to try first (each a full set of the tuned parameters), e.g.
     known-good settings; they are queued only when the study is new. Not with Grid, which runs
-    every combination anyway. ``env``: extra environment of every trial's job.
+    every combination anyway. ``env``: extra environment of every trial's job. ``storage``: a
+    database URL holding the study (shared with other tuners), instead of ``<out_dir>/study.db``;
+    ``study_name`` names the study in it.
     """
     if not isinstance(spec, TuningSpec):
         spec = load_spec(spec)
     spec = spec.with_overrides(max_jobs=max_jobs, max_parallel_jobs=max_parallel)
     if enqueue and spec.strategy == "Grid":
         raise TuningError("enqueue is not supported with the Grid strategy (every combination runs)")
+    if spec.instance_count > 1:
+        raise TuningError(f"instance_count {spec.instance_count}: local trials on more than one host are not "
+                          "available yet (each local trial is one training job on this machine); use "
+                          "instance_count 1 here, or --backend sagemaker")
     out_dir = Path(out_dir).resolve()
     (out_dir / TRIALS_DIR).mkdir(parents=True, exist_ok=True)
     channels = {name: str(Path(p).resolve()) for name, p in channels.items()}
@@ -189,23 +202,26 @@ def run_local_tuning(spec: TuningSpec | str | Path, channels: dict[str, str], ou
     lock = _lock(out_dir)
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = search.open_study(spec, out_dir)
+        tuner = budget.Tuner.this_process()
+        shared = storage is not None
+        study = search.open_study(spec, out_dir, study_name, storage, worker=tuner.name if shared else None)
+        where = search.describe_storage(storage) if shared else str(out_dir)
         _check_same_search(study, spec)
         new_study = not study.get_trials(deepcopy=False)
         if new_study:
             for params in enqueue or []:
-                study.enqueue_trial(params)
-        recovered = recover_interrupted(study, spec)
-        done = _counted(study)
+                study.enqueue_trial(params, skip_if_exists=shared)
+        recovered = recover_interrupted(study, spec, shared)
+        done = budget.used(study)
         show = LiveDisplay(spec.max_jobs, spec.objective.metric, done) if progress else \
             PlainDisplay(spec.max_jobs, spec.objective.metric)
-        run = _Run(study, spec, channels, out_dir, show, image, trial_timeout_s, env or {})
+        run = _Run(study, spec, channels, out_dir, show, image, trial_timeout_s, env or {}, tuner)
         with show:
             if not new_study:
-                show.message(f"continuing the study in {out_dir}: {done} of {spec.max_jobs} trials "
+                show.message(f"continuing the study in {where}: {done} of {spec.max_jobs} trials "
                              f"done" + (f"; re-queued interrupted trial(s) {recovered}" if recovered else ""))
-            _run_trials(run, remaining=max(0, spec.max_jobs - done))
-        return _finish(study, spec, out_dir, progress)
+            _run_trials(run)
+        return _finish(study, spec, out_dir, progress, where if shared else None)
     finally:
         lock.close()
 
@@ -222,6 +238,7 @@ class _Run:
     image: str | None
     timeout_s: float | None
     env: dict[str, str]
+    tuner: budget.Tuner                                    # this process: the owner of its trials
     jobs: dict[int, Any] = field(default_factory=dict)     # trial number -> running TrainingJob
     jobs_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -238,17 +255,20 @@ class _Run:
             job.kill()
 
 
-def _run_trials(run: _Run, remaining: int) -> None:
+def _run_trials(run: _Run) -> None:
+    """Run trials until the study's budget is taken (by this tuner or others) and ours finished."""
     running: dict[Future, optuna.Trial] = {}
-    launched = 0
+    budget_left = True
     parallel = run.spec.max_parallel_jobs
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="trial") as pool:
         try:
-            while launched < remaining or running:
-                while launched < remaining and len(running) < parallel:
-                    trial = run.study.ask()
+            while budget_left or running:
+                while budget_left and len(running) < parallel:
+                    trial = budget.ask_claimed(run.study, run.spec.max_jobs, run.tuner)
+                    if trial is None:
+                        budget_left = False
+                        break
                     running[pool.submit(_trial_worker, run, trial)] = trial
-                    launched += 1
                 run.update_counts(len(running))
                 finished, _ = wait(list(running), timeout=COUNTS_REFRESH_S, return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -317,7 +337,8 @@ def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, show:
     show.trial_finished(trial.number, outcome.state, outcome.value, note)
 
 
-def _finish(study: optuna.Study, spec: TuningSpec, out_dir: Path, progress: bool) -> TuningResult:
+def _finish(study: optuna.Study, spec: TuningSpec, out_dir: Path, progress: bool,
+            storage: str | None) -> TuningResult:
     paths = leaderboard.write(study, spec, out_dir)
     table = leaderboard.rows(study, spec)
     pictures = report.write_report(study, spec, table, out_dir)
@@ -331,6 +352,7 @@ def _finish(study: optuna.Study, spec: TuningSpec, out_dir: Path, progress: bool
         best_params={} if best is None else dict(best.params),
         best_hyperparameters={} if best is None else trial_hyperparameters(spec, best.params),
         leaderboard=table, leaderboard_csv=paths["csv"], leaderboard_json=paths["json"],
-        best_hyperparameters_path=paths.get("best"), study_path=out_dir / search.STUDY_FILE,
+        best_hyperparameters_path=paths.get("best"), study_path=None if storage else out_dir / search.STUDY_FILE,
+        storage=storage or str(out_dir / search.STUDY_FILE),
         report=pictures["html"], plots={k: v for k, v in pictures.items() if k != "html"},
         counts=_counts(study))

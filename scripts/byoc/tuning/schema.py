@@ -21,9 +21,19 @@ KINDS = ("continuous", "integer", "categorical")
 # Spec spelling -> SageMaker ScalingType.
 SCALINGS = {"linear": "Linear", "log": "Logarithmic", "auto": "Auto"}
 MAX_CATEGORICAL_VALUES = 30          # SageMaker's limit per categorical range
+# Hosts per training job (ResourceConfig.InstanceCount) and how a multi-host or multi-GPU job is
+# launched. Each distribution is the hyperparameter SageMaker's Python SDK sets for it: the PyTorch
+# estimator's ``distribution={"torch_distributed": {"enabled": True}}`` becomes
+# ``sagemaker_torch_distributed_enabled`` (aws/sagemaker-python-sdk,
+# src/sagemaker/pytorch/estimator.py: LAUNCH_TORCH_DISTRIBUTED_ENV_NAME,
+# _pytorch_distribution_configuration), which the training toolkit reads as an additional framework
+# parameter and answers with its torchrun-based TorchDistributedRunner. No distribution: the image
+# decides how to use the hosts it is given.
+DEFAULT_INSTANCE_COUNT = 1
+DISTRIBUTIONS = {"torch_distributed": "sagemaker_torch_distributed_enabled"}
 
 TOP_KEYS = ("objective", "strategy", "max_jobs", "max_parallel_jobs", "early_stopping", "random_seed",
-            "hyperband", "parameters", "static")
+            "hyperband", "parameters", "static", "instance_count", "distribution")
 OBJECTIVE_KEYS = ("metric", "direction")
 HYPERBAND_KEYS = ("min_resource", "max_resource")
 RANGE_KEYS = {"continuous": ("type", "min", "max", "scaling"),

@@ -19,6 +19,8 @@ Example (the built-in ``tuning.yaml``, :data:`byoc.tuning.specs.DEFAULT_SPEC`, i
       batch-size: {type: categorical, values: [32, 64]}
     static:                            # fixed hyperparameters for every trial
       arch: resnet50
+    instance_count: 1                  # optional: hosts per training job (ResourceConfig.InstanceCount)
+    # distribution: torch_distributed  # optional: how SageMaker launches a multi-host or multi-GPU job
 
 Names of hyperparameters come from ``container_train.hyperparameters`` and every value is checked
 with the trainer's own converter, so a spec that would make every training job fail is rejected
@@ -45,6 +47,8 @@ from byoc.tuning import specs
 from byoc.tuning import validate as v
 from byoc.tuning.errors import SpecError
 from byoc.tuning.schema import (
+    DEFAULT_INSTANCE_COUNT,
+    DISTRIBUTIONS,
     EARLY_STOPPING,
     HYPERBAND_EPOCH_KEYS,
     HYPERBAND_MAX_RESOURCE,
@@ -69,6 +73,8 @@ class TuningSpec:
     static: dict[str, Any] = field(default_factory=dict)
     random_seed: int | None = None
     hyperband: Hyperband | None = None
+    instance_count: int = DEFAULT_INSTANCE_COUNT    # hosts per training job
+    distribution: str | None = None                 # a key of schema.DISTRIBUTIONS, or the image decides
     source: str = "<spec>"
 
     @property
@@ -104,13 +110,14 @@ class TuningSpec:
         return to_sagemaker_strings(self.static)
 
     def with_overrides(self, *, max_jobs: int | None = None, max_parallel_jobs: int | None = None,
-                       strategy: str | None = None, static: Mapping[str, Any] | None = None) -> TuningSpec:
+                       strategy: str | None = None, static: Mapping[str, Any] | None = None,
+                       instance_count: int | None = None, distribution: str | None = None) -> TuningSpec:
         """A copy with command-line overrides applied, validated again like a file."""
         raw = to_dict(self)
-        if max_jobs is not None:
-            raw["max_jobs"] = max_jobs
-        if max_parallel_jobs is not None:
-            raw["max_parallel_jobs"] = max_parallel_jobs
+        for key, value in (("max_jobs", max_jobs), ("max_parallel_jobs", max_parallel_jobs),
+                           ("instance_count", instance_count), ("distribution", distribution)):
+            if value is not None:
+                raw[key] = value
         if strategy is not None:
             raw["strategy"] = strategy
             if strategy.capitalize() == "Grid" and max_jobs is None:
@@ -165,12 +172,18 @@ def parse_spec(raw: Any, source: str = "<spec>") -> TuningSpec:
     static = v.parse_static(problems, raw.get("static"), tuned_names)
     max_jobs = v.parse_max_jobs(problems, raw, strategy, params, len(params) == len(tuned_names))
     hyperband = v.parse_hyperband(problems, raw.get("hyperband"), strategy, early_stopping)
+    instance_count = v.integer(problems, "instance_count", raw.get("instance_count", DEFAULT_INSTANCE_COUNT),
+                               minimum=1)
+    distribution = None
+    if raw.get("distribution") is not None:
+        distribution = v.choice(problems, "distribution", raw["distribution"], tuple(DISTRIBUTIONS))
     if problems:
         raise SpecError(source, list(problems))
     return TuningSpec(objective=objective, strategy=strategy, max_jobs=max_jobs,
                       max_parallel_jobs=max_parallel, early_stopping=early_stopping,
                       parameters=tuple(params), static=static, random_seed=random_seed,
-                      hyperband=hyperband, source=source)
+                      hyperband=hyperband, instance_count=instance_count, distribution=distribution,
+                      source=source)
 
 
 def to_dict(spec: TuningSpec) -> dict[str, Any]:
@@ -197,6 +210,11 @@ def to_dict(spec: TuningSpec) -> dict[str, Any]:
     if spec.hyperband is not None:
         raw["hyperband"] = {"min_resource": spec.hyperband.min_resource,
                             "max_resource": spec.hyperband.max_resource}
+    # Only when set: a study that was started before these keys existed still matches its spec.
+    if spec.instance_count != DEFAULT_INSTANCE_COUNT:
+        raw["instance_count"] = spec.instance_count
+    if spec.distribution is not None:
+        raw["distribution"] = spec.distribution
     return raw
 
 
