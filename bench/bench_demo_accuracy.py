@@ -12,7 +12,7 @@ head can do there, not what a given learning rate happens to reach. Extraction s
 is printed too: it is what the demo pays per image and view.
 
     .venv/bin/python -m bench.bench_demo_accuracy                      # the grid in RESULTS.md
-    .venv/bin/python -m bench.bench_demo_accuracy --sizes 64 96 --per-class 30 100
+    .venv/bin/python -m bench.bench_demo_accuracy --sizes 64 96 --per-class 30 100 --crops 1.0
 """
 
 from __future__ import annotations
@@ -38,13 +38,14 @@ ARCH = "efficientnet_lite0"
 PENALTIES = (1e-4, 1e-3, 1e-2)
 
 
-def features_of(root: Path, size: int, batch_size: int = 64) -> tuple[dict, float]:
-    """Pooled features of every split under ``root`` at input ``size``; returns (features, images/s)."""
+def features_of(root: Path, size: int, resize: int, batch_size: int = 64) -> tuple[dict, float]:
+    """Pooled features of every split under ``root`` at input ``size`` after resizing to ``resize``
+    (then centre-cropping to ``size``); returns (features, images/s)."""
     splits = load_splits({"training": root})
     model = build_model(ARCH, len(splits["train"].class_names), pretrained=True, freeze="head")
     extractor, _ = split_backbone_head(model, ARCH)
     config = ModelConfig(arch=ARCH, num_classes=len(splits["train"].class_names), image_size=size,
-                         resize_size=ModelConfig.default_resize(size))
+                         resize_size=resize)
     out, images, start = {}, 0, time.perf_counter()
     for name, split in splits.items():
         fs = compute_features(extractor.eval(), ImageFolderDataset(split, eval_transform(config)),
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 96, 128], help="input sizes (pixels)")
     ap.add_argument("--per-class", type=int, nargs="+", default=[30, 100, 200, 400],
                     help="training images per class")
+    ap.add_argument("--crops", type=float, nargs="+", default=[224 / 256, 1.0],
+                    help="centre-crop share of the resized image (224/256: ImageNet's, the trainer's default; "
+                         "1.0: no crop, resize-size = image-size)")
     ap.add_argument("--eval-per-class", type=int, default=100, help="validation and test images per class")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = ap.parse_args(argv)
@@ -103,15 +107,17 @@ def main(argv: list[str] | None = None) -> None:
         for size in args.sizes:
             root = export_imagefolder(Path(tmp) / f"s{size}", per_class={
                 "train": max(args.per_class), "valid": args.eval_per_class, "test": args.eval_per_class}, size=size)
-            feats, rate = features_of(root, size)
-            classes = int(feats["train"][1].max()) + 1
-            for per_class in args.per_class:
-                valid, test = probe(feats, per_class, classes)
-                rows.append([size, per_class, f"{valid:.3f}", f"{test:.3f}", f"{rate:.0f}"])
-                print(rows[-1], flush=True)
+            for crop in args.crops:
+                resize = ModelConfig.default_resize(size) if crop == 224 / 256 else round(size / crop)
+                feats, rate = features_of(root, size, resize)
+                classes = int(feats["train"][1].max()) + 1
+                for per_class in args.per_class:
+                    valid, test = probe(feats, per_class, classes)
+                    rows.append([size, resize, per_class, f"{valid:.3f}", f"{test:.3f}", f"{rate:.0f}"])
+                    print(rows[-1], flush=True)
     print_table(f"Linear head on {ARCH} ImageNet features, Fashion-MNIST 10 classes "
                 f"({args.eval_per_class} validation and test images a class)",
-                ["input px", "train images/class", "valid acc", "test acc", "extraction img/s"], rows)
+                ["input px", "resize px", "train images/class", "valid acc", "test acc", "extraction img/s"], rows)
 
 
 if __name__ == "__main__":

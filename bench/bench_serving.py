@@ -1,21 +1,25 @@
-"""Serving latency, throughput, model load time and memory on the local endpoint (multi-model-server).
+"""Serving side by side: this project's endpoint and TorchServe 0.12, same ResNet50, same JPEG, in rounds.
 
 All in one run, on one ResNet50 artifact made with ``byoc_common.artifact.save_model_artifact``
-from **random weights** (no ImageNet ResNet weights exist offline; latency and memory do not depend
-on the weight values) and one JPEG (``--source-size`` px, a dogImages-sized photo by default):
+from **random weights** (seed 0; no ImageNet ResNet weights exist offline; latency and memory do not
+depend on the weight values) and one ``--width`` x ``--height`` JPEG (500 x 375 by default, a
+dogImages-sized photo), POST ``image/jpeg`` to 127.0.0.1 only (:mod:`bench.loadgen`):
 
-1. **Floor**: in this process, ``container_serve.decoding.ImageDecoder.decode`` + forward + softmax
-   on the same bytes with the same torch thread count a worker uses: what a request must cost.
-2. **Endpoint** (``byoc.local.endpoint.LocalEndpoint``, process mode, single-model
-   ``/invocations``) for each thread setting in ``--settings`` (``WORKERSxTHREADS``: MMS workers for
-   the model x torch threads per worker): p50/p99 latency and requests/s at concurrency 1, 4, 16
-   with :mod:`bench.loadgen` (127.0.0.1 only, bounded). Ratio = endpoint p50 at concurrency 1 /
-   floor p50.
-3. **Multi-model**: a multi-model endpoint; ``--models`` copies of the artifact loaded one by one
-   with ``POST /models``: cold load time (the POST, which returns after the worker loaded and
-   warmed the model) plus the first invoke, and the resident memory (psutil RSS and USS summed over
-   the server's process tree: Java frontend + Python workers) after each load. From the increment
-   per model: how many ResNet50 models fit in ``--budget-gib`` before the endpoint must evict.
+1. **Floor**: in this process, ``container_serve.decoding.ImageDecoder.decode`` + forward + softmax on the
+   same bytes, for the float32 network and the served form (:mod:`container_serve.model_form`), with 1
+   and with all cores' threads: what a request must cost.
+2. **Side by side**: every server in ``--ours`` (this project's single-model endpoint,
+   ``byoc.local.endpoint.LocalEndpoint``, process mode, each entry a ``;``-separated list of environment
+   settings, ``default`` = none) and in ``--torchserve`` (:mod:`bench.bench_serve_torchserve`: ``default``
+   or ``WxT``) is started once and kept running; then ``--rounds`` rounds, each sending every server in
+   turn ``--requests`` requests at concurrency 1, 4 and 16 (after 3 warm-up requests), so a change in
+   the machine's load hits every server alike. p50/p99 over all rounds' latencies, req/s = requests /
+   seconds summed over rounds; ratios against TorchServe's best setting for each figure.
+3. **Multi-model**: a multi-model endpoint per ``--mme`` entry (``before`` = the float32 form with one
+   fixed thread, as served until issue 15; ``after`` = defaults); ``--models`` copies of the artifact
+   loaded one by one with ``POST /models``: cold load time (the POST returns after the worker loaded
+   and warmed the model) plus the first invoke, and the memory summed over the server's process tree
+   after each load (psutil RSS, PSS, USS). Models per GiB = 1024 / the mean PSS increment per model.
 
     .venv/bin/python -m bench.bench_serving
 """
@@ -25,21 +29,28 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import psutil
 import torch
 
+from bench.bench_serve_torchserve import TorchServe, make_archive
 from bench.common import machine_note, print_table
 from bench.loadgen import run_load
 from byoc.datasets.synthetic import draw_example
 from byoc_common.architectures import build_classifier
-from byoc_common.artifact import ModelConfig, load_model_artifact, save_model_artifact
+from byoc_common.artifact import ModelConfig, save_model_artifact
 
 ARCH = "resnet50"
+CONCURRENCY = (1, 4, 16)
+BEFORE_ENV = "BYOC_MODEL_FORM=fp32;BYOC_MAX_TORCH_THREADS=1"   # what served until issue 15
 
 
 def make_artifact(dest: Path, num_classes: int = 133) -> Path:
@@ -49,79 +60,126 @@ def make_artifact(dest: Path, num_classes: int = 133) -> Path:
                                ModelConfig(ARCH, num_classes, image_size=224, resize_size=256))
 
 
-def make_jpeg(size: int) -> bytes:
-    import random
-
+def make_jpeg(width: int, height: int = 0) -> bytes:
     buf = io.BytesIO()
-    draw_example(0, 4, random.Random(0), size=size).save(buf, format="JPEG", quality=90)
+    img = draw_example(0, 4, random.Random(0), size=max(width, height))
+    img.resize((width, height or width)).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
 
 
-def floor_latency(model_dir: Path, body: bytes, threads: int, n: int) -> dict:
-    """p50/p99 of decode + forward + softmax in this process (the cost no server can avoid)."""
-    from container_serve.decoding import ImageDecoder
+def parse_env(spec: str) -> dict[str, str]:
+    """``"A=1;B=2"`` -> {"A": "1", "B": "2"}; ``"default"`` -> {}."""
+    if spec.strip() in ("", "default"):
+        return {}
+    return dict(item.split("=", 1) for item in spec.split(";") if item.strip())
 
-    torch.set_num_threads(threads)
-    model, _, config = load_model_artifact(model_dir)
-    decoder = ImageDecoder(config)
-    times, decode_times = [], []
-    with torch.inference_mode():
-        for i in range(n + 3):
-            t0 = time.perf_counter()
-            x = torch.stack(decoder.decode(body, "image/jpeg"))
-            t1 = time.perf_counter()
-            torch.softmax(model(x), dim=1)
-            t2 = time.perf_counter()
-            if i >= 3:                                  # 3 warm-up iterations
-                times.append(t2 - t0)
-                decode_times.append(t1 - t0)
-    times.sort()
-    return {"threads": threads, "p50_ms": times[len(times) // 2] * 1e3,
-            "p99_ms": times[min(len(times) - 1, int(0.99 * len(times)))] * 1e3,
-            "decode_p50_ms": statistics.median(decode_times) * 1e3}
+
+def _percentiles(times: list[float]) -> tuple[float, float]:
+    times = sorted(times)
+    return times[len(times) // 2] * 1e3, times[min(len(times) - 1, int(0.99 * len(times)))] * 1e3
+
+
+def floor_latency(model_dir: Path, jpeg: Path, threads: int, n: int, form: str) -> dict:
+    """p50/p99 of decode + forward + softmax (the cost no server can avoid), in a child process with the
+    OpenMP environment a worker gets (:mod:`bench.bench_serve_floor`)."""
+    from container_serve.mms_process import worker_environment
+    from container_serve.settings import ServeSettings
+
+    env = worker_environment(ServeSettings.from_env({"BYOC_TORCH_THREADS": str(threads)}), jpeg.parent, False)
+    out = subprocess.run([sys.executable, "-m", "bench.bench_serve_floor", str(model_dir), str(jpeg), str(threads),
+                          str(n), form], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def tree_memory(pid: int) -> dict:
-    """RSS and USS (MiB) summed over a process and its descendants."""
-    rss = uss = 0
+    """RSS, PSS and USS (MiB) summed over a process and its descendants."""
+    total = {"rss": 0, "pss": 0, "uss": 0}
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return {"rss_mib": 0.0, "uss_mib": 0.0, "procs": 0}
+        return {"rss_mib": 0.0, "pss_mib": 0.0, "uss_mib": 0.0, "procs": 0}
     for p in procs:
         try:
             info = p.memory_full_info()
-            rss += info.rss
-            uss += info.uss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return {"rss_mib": rss / 2**20, "uss_mib": uss / 2**20, "procs": len(procs)}
+            continue
+        for k in total:
+            total[k] += getattr(info, k)
+    return {**{f"{k}_mib": v / 2**20 for k, v in total.items()}, "procs": len(procs)}
 
 
-def endpoint_latency(model_dir: Path, body: bytes, workers: int, threads: int, concurrency: list[int],
-                     requests: dict[int, int], max_seconds: float) -> list[dict]:
-    from byoc.local.endpoint import LocalEndpoint
+class OurEndpoint:
+    """This project's single-model endpoint with some environment settings, as a bench server."""
 
-    env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(workers), "BYOC_TORCH_THREADS": str(threads)}
+    def __init__(self, model_dir: Path, env: dict[str, str]):
+        from byoc.local.endpoint import LocalEndpoint
+
+        self.ep = LocalEndpoint(model_root=model_dir, multi_model=False, env=env)
+
+    @property
+    def url(self) -> str:
+        return self.ep.url + "/invocations"
+
+    def __enter__(self) -> OurEndpoint:
+        self.ep.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.ep.__exit__(*exc)
+
+
+def side_by_side(servers: dict[str, object], body: bytes, rounds: int, requests: dict[int, int],
+                 max_seconds: float) -> dict:
+    """{label: {c: {"lat": [...], "ok", "sent", "wall_s", "per_round": [req/s...]}}}, interleaved."""
+    out = {label: {c: {"lat": [], "ok": 0, "sent": 0, "wall_s": 0.0, "per_round": []} for c in CONCURRENCY}
+           for label in servers}
+    for r in range(rounds):
+        for label, server in servers.items():
+            for c in CONCURRENCY:
+                res = run_load(server.url, body, concurrency=c, requests=requests[c], max_seconds=max_seconds,
+                               headers={"Content-Type": "image/jpeg"}, warmup=3)
+                acc = out[label][c]
+                acc["lat"] += res.latencies_s
+                acc["ok"] += res.ok
+                acc["sent"] += res.sent
+                acc["wall_s"] += res.wall_s
+                acc["per_round"].append(round(res.requests_per_s, 2))
+                print(f"# round {r + 1} {label} c={c}: {res.summary()}", flush=True)
+    return out
+
+
+def summarise(raw: dict) -> dict:
+    summary = {}
+    for label, levels in raw.items():
+        for c, acc in levels.items():
+            p50, p99 = _percentiles(acc["lat"]) if acc["lat"] else (float("nan"), float("nan"))
+            summary[(label, c)] = {"p50_ms": p50, "p99_ms": p99, "ok": acc["ok"], "sent": acc["sent"],
+                                   "req_per_s": acc["ok"] / acc["wall_s"] if acc["wall_s"] else 0.0,
+                                   "per_round": acc["per_round"]}
+    return summary
+
+
+def ratios(summary: dict, ours: list[str], theirs: list[str]) -> list[list]:
+    """Each of ours against TorchServe's best setting for each figure (lower p50/p99, higher req/s)."""
     rows = []
-    with LocalEndpoint(model_root=model_dir, multi_model=False, env=env) as ep:
-        for c in concurrency:
-            r = run_load(ep.url + "/invocations", body, concurrency=c, requests=requests[c],
-                         max_seconds=max_seconds, headers={"Content-Type": "image/jpeg"}, warmup=3)
-            s = r.summary()
-            s.update(workers=workers, threads=threads, errors=r.errors[:3])
-            rows.append(s)
-            print(f"# endpoint {workers}x{threads} c={c}: {s}", flush=True)
+    for c in CONCURRENCY:
+        best_p50 = min(summary[(t, c)]["p50_ms"] for t in theirs)
+        best_p99 = min(summary[(t, c)]["p99_ms"] for t in theirs)
+        best_rps = max(summary[(t, c)]["req_per_s"] for t in theirs)
+        for o in ours:
+            s = summary[(o, c)]
+            rows.append([o, c, f"{s['p50_ms'] / best_p50:.2f}x", f"{s['p99_ms'] / best_p99:.2f}x",
+                         f"{s['req_per_s'] / best_rps:.2f}x"])
     return rows
 
 
-def multi_model_memory(model_dir: Path, body: bytes, n_models: int, threads: int) -> dict:
+def multi_model_memory(model_dir: Path, body: bytes, n_models: int, env: dict[str, str]) -> dict:
     from byoc.local.endpoint import LocalEndpoint
 
     out = {"loads": []}
     with tempfile.TemporaryDirectory(prefix="bench-mme-") as root, \
-            LocalEndpoint(model_root=root, multi_model=True, env={"BYOC_TORCH_THREADS": str(threads)}) as ep:
+            LocalEndpoint(model_root=root, multi_model=True, env=env) as ep:
         time.sleep(2)
         out["idle"] = tree_memory(ep._proc.pid)
         for i in range(n_models):
@@ -139,67 +197,81 @@ def multi_model_memory(model_dir: Path, body: bytes, n_models: int, threads: int
             mem = tree_memory(ep._proc.pid)
             out["loads"].append({"model": name, "load_s": t1 - t0, "first_invoke_s": t2 - t1, **mem})
             print(f"# loaded {name}: {out['loads'][-1]}", flush=True)
+    steps = list(zip([out["idle"], *out["loads"][:-1]], out["loads"], strict=True))
+    for key in ("rss", "pss", "uss"):
+        out[f"per_model_{key}_mib"] = statistics.fmean(b[f"{key}_mib"] - a[f"{key}_mib"] for a, b in steps)
+    out["models_per_gib"] = 1024 / out["per_model_pss_mib"] if out["per_model_pss_mib"] > 0 else None
+    out["load_s_mean"] = statistics.fmean(ld["load_s"] for ld in out["loads"])
     return out
+
+
+def run_side_by_side(model_dir: Path, work: Path, body: bytes, ours: list[str], theirs: list[str], rounds: int,
+                     requests: dict[int, int], max_seconds: float) -> dict:
+    """Start every server, run the interleaved rounds, print the table and the ratios."""
+    archive = make_archive(model_dir, work)
+    labels = [f"ours {o}" for o in ours] + [f"TorchServe {t}" for t in theirs]
+    with ExitStack() as stack:
+        servers = {f"ours {o}": stack.enter_context(OurEndpoint(model_dir, parse_env(o))) for o in ours}
+        servers.update({f"TorchServe {t}": stack.enter_context(TorchServe(archive, work, t)) for t in theirs})
+        summary = summarise(side_by_side(servers, body, rounds, requests, max_seconds))
+    print_table(f"Side by side, {rounds} interleaved rounds (p50/p99 over all rounds; req/s = requests / seconds)",
+                ["server", "concurrency", "ok/sent", "p50 ms", "p99 ms", "req/s", "req/s per round"],
+                [[lb, c, f"{summary[(lb, c)]['ok']}/{summary[(lb, c)]['sent']}", summary[(lb, c)]["p50_ms"],
+                  summary[(lb, c)]["p99_ms"], summary[(lb, c)]["req_per_s"],
+                  " ".join(str(x) for x in summary[(lb, c)]["per_round"])] for lb in labels for c in CONCURRENCY])
+    print_table("Ours / TorchServe's best setting for each figure (p50, p99: lower is better; req/s: higher)",
+                ["ours", "concurrency", "p50 ratio", "p99 ratio", "req/s ratio"],
+                ratios(summary, [f"ours {o}" for o in ours], [f"TorchServe {t}" for t in theirs]))
+    return {f"{k[0]} c={k[1]}": v for k, v in summary.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--settings", default="1x2,2x1,1x1",
-                   help="comma-separated WORKERSxTHREADS endpoint settings (2 cores here)")
-    p.add_argument("--concurrency", default="1,4,16")
-    p.add_argument("--requests-per-thread", type=int, default=12, help="requests per concurrent client")
-    p.add_argument("--max-seconds", type=float, default=60, help="time bound per load level")
+    p.add_argument("--ours", default=f"default|{BEFORE_ENV}",
+                   help="'|'-separated endpoint settings, each 'default' or 'VAR=value;VAR=value'")
+    p.add_argument("--torchserve", default="default,2x1,1x2", help="TorchServe settings: default or WxT")
+    p.add_argument("--rounds", type=int, default=3, help="0: floor and multi-model only")
+    p.add_argument("--requests", default="12,24,48", help="requests per round at concurrency 1,4,16")
+    p.add_argument("--max-seconds", type=float, default=90, help="time bound per load level and round")
     p.add_argument("--floor-iterations", type=int, default=20)
     p.add_argument("--models", type=int, default=3, help="ResNet50 models to load on the multi-model endpoint")
-    p.add_argument("--budget-gib", type=float, default=4.0)
-    p.add_argument("--source-size", type=int, default=448)
+    p.add_argument("--mme", default="before,after", help="multi-model runs: before, after (or none)")
+    p.add_argument("--width", type=int, default=500)
+    p.add_argument("--height", type=int, default=375)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     model_dir = make_artifact(work / "model")
-    body = make_jpeg(a.source_size)
-    concurrency = [int(c) for c in a.concurrency.split(",")]
-    requests = {c: max(10, a.requests_per_thread * c) for c in concurrency}
-    settings = [tuple(int(x) for x in s.split("x")) for s in a.settings.split(",")]
-    print(f"# bench_serving: {machine_note()}; ResNet50 (random weights), {len(body)} byte "
-          f"{a.source_size}px JPEG, settings {settings}", flush=True)
+    body = make_jpeg(a.width, a.height)
+    jpeg = work / "request.jpg"
+    jpeg.write_bytes(body)
+    requests = dict(zip(CONCURRENCY, (int(x) for x in a.requests.split(",")), strict=True))
+    ours = [s.strip() for s in a.ours.split("|") if s.strip()]
+    theirs = [s.strip() for s in a.torchserve.split(",") if s.strip()]
+    cores = psutil.cpu_count() or 1
+    print(f"# bench_serving: {machine_note()}; ResNet50 (random weights, seed 0), {len(body)} byte "
+          f"{a.width}x{a.height} JPEG; ours {ours}; TorchServe {theirs}; {a.rounds} rounds", flush=True)
+    results: dict = {"floor": [f for form in ("fp32", "auto") for t in sorted({1, cores})
+                               for f in [floor_latency(model_dir, jpeg, t, a.floor_iterations, form)]]}
+    print_table("In-process floor: decode + forward + softmax, one request", ["form", "threads", "p50 ms", "p99 ms",
+                "decode p50 ms"], [[f["form"], f["threads"], f["p50_ms"], f["p99_ms"], f["decode_p50_ms"]]
+                                   for f in results["floor"]])
 
-    floors = {t: floor_latency(model_dir, body, t, a.floor_iterations) for t in sorted({t for _, t in settings})}
-    for f in floors.values():
-        print(f"# floor threads={f['threads']}: {f}", flush=True)
-    results = {"floor": floors, "endpoint": [], "multi_model": None}
-    for workers, threads in settings:
-        results["endpoint"] += endpoint_latency(model_dir, body, workers, threads, concurrency, requests, a.max_seconds)
-    rows = []
-    for r in results["endpoint"]:
-        f = floors[r["threads"]]
-        rows.append([f"{r['workers']}x{r['threads']}", r["concurrency"], f"{r['ok']}/{r['sent']}", r["p50_ms"],
-                     r["p99_ms"], r["req_per_s"], f"{f['p50_ms']:.1f}", f"{r['p50_ms'] / f['p50_ms']:.2f}x"])
-    print_table("Single-image requests to /invocations vs the in-process floor (decode + forward)",
-                ["workers x threads", "concurrency", "ok/sent", "p50 ms", "p99 ms", "req/s",
-                 "floor p50 ms (same threads)", "p50 / floor"], rows)
+    if a.rounds > 0:
+        results["side_by_side"] = run_side_by_side(model_dir, work, body, ours, theirs, a.rounds, requests,
+                                                   a.max_seconds)
 
-    mm = multi_model_memory(model_dir, body, a.models, threads=max(1, psutil.cpu_count() or 1))
-    results["multi_model"] = mm
-    rows, prev = [], mm["idle"]
-    rows.append(["(no model)", "-", "-", f"{prev['rss_mib']:.0f}", f"{prev['uss_mib']:.0f}", "-", "-", prev["procs"]])
-    for ld in mm["loads"]:
-        rows.append([ld["model"], f"{ld['load_s']:.2f}", f"{ld['first_invoke_s'] * 1e3:.0f}", f"{ld['rss_mib']:.0f}",
-                     f"{ld['uss_mib']:.0f}", f"{ld['rss_mib'] - prev['rss_mib']:+.0f}",
-                     f"{ld['uss_mib'] - prev['uss_mib']:+.0f}", ld["procs"]])
-        prev = ld
-    print_table("Multi-model endpoint: cold load and memory per ResNet50 (random weights)",
-                ["model", "load s (POST /models)", "first invoke ms", "tree RSS MiB", "tree USS MiB",
-                 "RSS +MiB", "USS +MiB", "processes"], rows)
-    per_model = statistics.fmean(
-        [b["uss_mib"] - a_["uss_mib"] for a_, b in zip([mm["idle"], *mm["loads"][:-1]], mm["loads"], strict=True)])
-    budget = a.budget_gib * 1024
-    fit = int((budget - mm["idle"]["uss_mib"]) // per_model) if per_model > 0 else None
-    results["fit"] = {"budget_gib": a.budget_gib, "per_model_uss_mib": per_model, "models": fit}
-    print(f"Per loaded ResNet50: +{per_model:.0f} MiB USS (one Python worker with torch + the weights); "
-          f"idle server {mm['idle']['uss_mib']:.0f} MiB -> {fit} models fit in {a.budget_gib:g} GiB before "
-          f"eviction.\n", flush=True)
+    runs = {"before": BEFORE_ENV, "after": "default"}
+    for run in [r.strip() for r in a.mme.split(",") if r.strip() in runs]:
+        results[f"multi_model_{run}"] = multi_model_memory(model_dir, body, a.models, parse_env(runs[run]))
+    mm_rows = [[run, runs[run], f"{m['load_s_mean']:.2f}", f"{m['per_model_rss_mib']:.0f}",
+                f"{m['per_model_pss_mib']:.0f}", f"{m['per_model_uss_mib']:.0f}", f"{m['models_per_gib']:.2f}"]
+               for run in runs if (m := results.get(f"multi_model_{run}"))]
+    if mm_rows:
+        print_table(f"Multi-model endpoint: {a.models} ResNet50 loaded one by one (POST /models), mean per model",
+                    ["run", "settings", "cold load s", "RSS +MiB", "PSS +MiB", "USS +MiB", "models per GiB (PSS)"],
+                    mm_rows)
     if a.json:
         a.json.write_text(json.dumps(results, indent=1, default=str))
     return results

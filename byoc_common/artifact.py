@@ -10,6 +10,14 @@ Layout of a model directory (and of ``model.tar.gz``, which is that directory ta
 Both images build the network from ``model_config.json`` with
 :func:`byoc_common.architectures.build_classifier` and then load ``model.pth`` into it, so no
 pickled code ever crosses from the training job to the endpoint.
+
+Faster forms of the network are not part of the artifact: the serving image makes them at load time
+from ``model.pth``, as data (tensors), never code (no pickles, no TorchScript), and falls back to these
+plain float32 weights with a log line when the host CPU does not suit the form
+(:mod:`container_serve.model_form`, ``BYOC_MODEL_FORM``): ``bf16`` folds every BatchNorm into the
+convolution before it, in float32, then casts the parameters to bfloat16 (on CPUs with AVX-512 BF16 or
+AMX). ``model.pth`` is read there with ``torch.load(mmap=True, weights_only=True)`` into a network
+built on the ``meta`` device, so the weights are never held twice.
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ OVERLAY_ALPHA = 0.45
 
 
 class GradCam:
-    def __init__(self, model: nn.Module, arch: str):
+    def __init__(self, model: nn.Module, arch: str, layer: nn.Module | None = None):
         self.model = model
-        self.layer = last_conv_layer(model, arch)
+        self.layer = layer if layer is not None else last_conv_layer(model, arch)
 
     def heatmap(self, image: torch.Tensor, class_index: int) -> torch.Tensor:
         """``image``: one normalised CHW input. Returns an HxW map in [0, 1] at input resolution."""
@@ -45,7 +45,8 @@ class GradCam:
                 logits[0, class_index].backward()
         finally:
             handle.remove()
-        activation, gradient = captured["activation"].detach(), captured["gradient"].detach()
+        # float32 whatever the served form computes in (container_serve.model_form)
+        activation, gradient = captured["activation"].detach().float(), captured["gradient"].detach().float()
         weights = gradient.mean(dim=(2, 3), keepdim=True)  # one weight per channel
         cam = F.relu((weights * activation).sum(dim=1, keepdim=True))
         cam = F.interpolate(cam, size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]

@@ -7,8 +7,12 @@ and all good images of the batch go through the network in one forward pass.
 
 Loading: the model directory is checked again (:func:`container_serve.model_layout.check_model_dir`),
 then the memory the weights will need is compared with what the cgroup and the host have free
-(:mod:`container_serve.memory`), and only then are the weights read (``weights_only=True``). A torch
-allocation failure is re-raised as ``MemoryError``, so MMS answers 507 as SageMaker expects.
+(:mod:`container_serve.memory`), and only then are the weights read (``weights_only=True``) and put in
+their served form (:mod:`container_serve.model_form`). A torch allocation failure is re-raised as
+``MemoryError``, so MMS answers 507 as SageMaker expects.
+
+Threads: each forward pass runs with as many torch threads as there are cores no other worker is using
+(:mod:`container_serve.core_slots`).
 
 Grad-CAM costs a backward pass per image, so ``explain=gradcam`` explains the first image of a request
 only (:data:`container_serve.content_types.GRADCAM_IMAGES_PER_REQUEST`).
@@ -23,12 +27,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from byoc_common.artifact import WEIGHTS_FILE, load_model_artifact
+from byoc_common.architectures import last_conv_layer
+from byoc_common.artifact import WEIGHTS_FILE
 from container_serve import content_types as ct
 from container_serve import memory, responses
+from container_serve.core_slots import CoreSlots
 from container_serve.decoding import DecodeLimits, ImageDecoder
 from container_serve.errors import InferenceError, InternalServerError, PayloadTooLargeError
 from container_serve.gradcam import GradCam, heatmap_png_base64, overlay_png_base64
+from container_serve.model_form import load_served_model
 from container_serve.model_layout import check_model_dir
 from container_serve.settings import ServeSettings
 
@@ -82,6 +89,7 @@ class ImageClassifierHandler:
         self.decoder: ImageDecoder | None = None
         self.gradcam: GradCam | None = None
         self.model_name = ""
+        self.cores: CoreSlots | None = None
 
     # -- initialize -----------------------------------------------------------------------------
     def initialize(self, context) -> None:
@@ -89,6 +97,8 @@ class ImageClassifierHandler:
         model_dir = check_model_dir(props["model_dir"], self.settings.model_root)
         self.model_name = getattr(context, "model_name", "") or model_dir.name
         torch.set_num_threads(self.settings.torch_threads)
+        self.cores = CoreSlots(self.settings.core_slots_dir, self.settings.torch_threads,
+                               self.settings.max_torch_threads)
         needed = memory.load_needs((model_dir / WEIGHTS_FILE).stat().st_size)
         memory.check_room(needed, f"model {self.model_name}", self.settings.cgroup_dir)
         try:
@@ -100,24 +110,17 @@ class ImageClassifierHandler:
             raise
 
     def _load(self, model_dir) -> None:
-        # load_model_artifact rebuilds the network from model_config.json and reads model.pth with
-        # torch.load(weights_only=True): no pickled code from the artifact ever runs here.
-        self.model, self.classes, self.config = load_model_artifact(model_dir, device="cpu")
-        self.model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        # load_served_model rebuilds the network from model_config.json, reads model.pth with
+        # torch.load(weights_only=True) (no pickled code from the artifact ever runs here), puts it in
+        # its served form and warms it up.
+        self.model, self.classes, self.config = load_served_model(model_dir, self.settings.model_form)
         self.decoder = ImageDecoder(self.config, DecodeLimits(self.settings.max_image_pixels,
                                                               self.settings.max_images_per_request))
-        self.gradcam = GradCam(self.model, self.config.arch)
-        self._warm_up()
-        logger.info("model %s loaded from %s: %s, %d classes, input %dpx, %d torch threads",
-                    self.model_name, model_dir, self.config.arch, len(self.classes),
-                    self.config.image_size, self.settings.torch_threads)
-
-    def _warm_up(self) -> None:
-        size = self.config.image_size
-        with torch.inference_mode():
-            self.model(torch.zeros(1, 3, size, size))
+        self.gradcam = GradCam(self.model, self.config.arch, last_conv_layer(self.model.net, self.config.arch))
+        logger.info("model %s loaded from %s: %s, %d classes, input %dpx, %s form, %d-%d torch threads%s",
+                    self.model_name, model_dir, self.config.arch, len(self.classes), self.config.image_size,
+                    self.model.form, self.settings.torch_threads, self.settings.max_torch_threads,
+                    " (adaptive)" if self.cores.adaptive else "")
 
     # -- the four steps ---------------------------------------------------------------------------
     def preprocess(self, data: list[dict], context) -> list[ParsedRequest]:
@@ -148,7 +151,7 @@ class ImageClassifierHandler:
 
     def inference(self, images: torch.Tensor) -> torch.Tensor:
         """NCHW batch -> N x num_classes probabilities."""
-        with torch.inference_mode():
+        with self.cores.threads(), torch.inference_mode():
             return torch.softmax(self.model(images), dim=1)
 
     def postprocess(self, parsed: list[ParsedRequest], probabilities: torch.Tensor, context) -> list[bytes]:
@@ -164,7 +167,8 @@ class ImageClassifierHandler:
                 offset += 1
                 if req.options.explain == "gradcam" and n < ct.GRADCAM_IMAGES_PER_REQUEST:
                     pred.gradcam_index = int(pred.probabilities.argmax())
-                    heat = self.gradcam.heatmap(image, pred.gradcam_index)
+                    with self.cores.threads():
+                        heat = self.gradcam.heatmap(image, pred.gradcam_index)
                     pred.gradcam_png_base64 = overlay_png_base64(image, heat, self.config)
                     pred.gradcam_heatmap_base64 = heatmap_png_base64(heat)
                 preds.append(pred)

@@ -31,7 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from container_serve.settings import LOAD_REPORTS_ENV, ServeSettings
+from container_serve.core_slots import make_slot_files
+from container_serve.settings import CORE_SLOTS_ENV, LOAD_REPORTS_ENV, ServeSettings, cpu_count
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ STOP_GRACE_S = 20.0
 INFERENCE_SOCKET = "inference.sock"
 MANAGEMENT_SOCKET = "management.sock"
 LOAD_REPORTS_DIR = "load-reports"
+CORE_SLOTS_DIR = "core-slots"
 
 
 def _toolkit_file(name: str) -> Path:
@@ -90,9 +92,11 @@ def worker_environment(settings: ServeSettings, run_dir: Path, plugins_available
     # Size OpenMP/MKL pools before torch starts them (initialize() also calls torch.set_num_threads).
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "BYOC_TORCH_THREADS"):
         env[name] = str(settings.torch_threads)
+    env["OMP_WAIT_POLICY"] = settings.omp_wait_policy  # read when libgomp loads, so set it here
     env["BYOC_MODEL_ROOT"] = str(settings.model_root)
     env["SAGEMAKER_MULTI_MODEL"] = "true" if settings.multi_model else "false"
     env[LOAD_REPORTS_ENV] = str(run_dir / LOAD_REPORTS_DIR)
+    env[CORE_SLOTS_ENV] = str(run_dir / CORE_SLOTS_DIR)
     if plugins_available:
         env["BYOC_EXECUTION_PARAMETERS"] = json.dumps(settings.execution_parameters())
     return env
@@ -135,6 +139,7 @@ class ModelServerProcess:
 
         plugins_dir = ensure_plugins_dir()
         self.load_reports_dir.mkdir()
+        make_slot_files(self.run_dir / CORE_SLOTS_DIR, cpu_count())
         config_file = self.run_dir / "mms.properties"
         config_file.write_text(mms_properties(self.settings, self.run_dir, plugins_dir))
         cmd = mms_command(self.settings, config_file)

@@ -19,7 +19,15 @@ SAGEMAKER_MODEL_SERVER_WORKERS     python workers per model                     
 SAGEMAKER_MODEL_SERVER_TIMEOUT     seconds a worker may take for one request                  60 (600 batch)
 SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT  response type when the client sends no/any Accept        application/json
 SAGEMAKER_MODEL_SERVER_VMARGS      JVM arguments for the MMS frontend (toolkit default)       -XX:-UseContainerSupport
-BYOC_TORCH_THREADS                 torch intra-op threads per worker                          1
+BYOC_TORCH_THREADS                 torch intra-op threads per worker, at least                1
+BYOC_MAX_TORCH_THREADS             ... and at most: a forward pass takes the cores no other   cores
+                                   worker is computing on (container_serve.core_slots)
+BYOC_OMP_WAIT_POLICY               OpenMP's OMP_WAIT_POLICY in the workers: ``PASSIVE``       PASSIVE
+                                   threads sleep at a barrier instead of spinning (with
+                                   another process on a core, spinning cost 5-15x)
+BYOC_MODEL_FORM                    ``auto``, ``bf16`` or ``fp32``: the form the network is    auto
+                                   served in (container_serve.model_form); ``auto`` = bf16
+                                   where the CPU has native bf16, else fp32
 BYOC_JOB_QUEUE_SIZE                requests queued per model before 503                       100
 BYOC_MAX_IMAGE_PIXELS              largest decoded image (width*height) before 413            40000000
 BYOC_MAX_IMAGES_PER_REQUEST        images in one request body                                 64
@@ -33,6 +41,8 @@ BYOC_MMS_PLUGINS_DIR               folder with the prebuilt /execution-parameter
 XDG_CACHE_HOME                     that cache: ``<it>/byoc/mms-plugins/``                     ~/.cache
 BYOC_LOAD_REPORTS_DIR              internal, set by serve.py for its workers: where a worker  (run dir)
                                    reports how a model load ended (read by the gate)
+BYOC_CORE_SLOTS_DIR                internal, set by serve.py for its workers: the per-core    (run dir)
+                                   lock files of container_serve.core_slots
 BYOC_EXECUTION_PARAMETERS          internal, set by serve.py for the Java plugin              (computed)
 =================================  =========================================================  ===========
 
@@ -40,10 +50,11 @@ The port is served by the request gate (:mod:`container_serve.gate`); multi-mode
 only on Unix sockets in a private folder.
 
 Workers: one per model on a multi-model endpoint (many models share the cores), one per core on a
-single-model endpoint; each runs one torch thread. Concurrency comes from processes, never from intra-op
-threads, so concurrent requests never ask for more threads than there are cores: measured in
-``bench/RESULTS.md`` section 3, 2 workers x 1 thread served 5.5x the requests/s of 1 worker x 2 threads
-on 2 cores.
+single-model endpoint. Concurrency comes from processes; intra-op threads only use cores that no other
+worker is computing on, so concurrent requests never ask for (much) more threads than there are cores,
+and a lone request still gets every core (``bench/RESULTS.md`` section 3: 2.0x the requests/s at
+concurrency 16 and 0.6x the p50 at concurrency 1 of one fixed thread per worker; OpenMP threads must
+then wait passively, ``BYOC_OMP_WAIT_POLICY``, or a busy neighbour makes them 5-15x slower).
 """
 
 from __future__ import annotations
@@ -68,6 +79,12 @@ DEFAULT_JVM_ARGS = "-XX:-UseContainerSupport"  # the sagemaker-inference toolkit
 DEFAULT_MAX_BATCH_DELAY_MS = 100  # MMS's own default for max_batch_delay
 DEFAULT_CGROUP_DIR = "/sys/fs/cgroup"
 LOAD_REPORTS_ENV = "BYOC_LOAD_REPORTS_DIR"
+CORE_SLOTS_ENV = "BYOC_CORE_SLOTS_DIR"
+MODEL_FORM_AUTO, MODEL_FORM_BF16, MODEL_FORM_FP32 = "auto", "bf16", "fp32"  # container_serve.model_form
+MODEL_FORMS = (MODEL_FORM_AUTO, MODEL_FORM_BF16, MODEL_FORM_FP32)
+DEFAULT_MODEL_FORM = MODEL_FORM_AUTO
+OMP_WAIT_POLICIES = ("PASSIVE", "ACTIVE")
+DEFAULT_OMP_WAIT_POLICY = "PASSIVE"
 
 
 class SettingsError(ValueError):
@@ -123,6 +140,10 @@ class ServeSettings:
     max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
     cgroup_dir: Path = Path(DEFAULT_CGROUP_DIR)
     load_reports_dir: Path | None = None
+    max_torch_threads: int = 1
+    model_form: str = DEFAULT_MODEL_FORM
+    core_slots_dir: Path | None = None
+    omp_wait_policy: str = DEFAULT_OMP_WAIT_POLICY
 
     @property
     def max_payload_bytes(self) -> int:
@@ -141,6 +162,13 @@ class ServeSettings:
         if strategy not in BATCH_STRATEGIES:
             raise SettingsError(f"BYOC_BATCH_STRATEGY={strategy!r}: expected one of {BATCH_STRATEGIES}")
         port = _int(env, "SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT)
+        form = (env.get("BYOC_MODEL_FORM") or DEFAULT_MODEL_FORM).strip().lower()
+        if form not in MODEL_FORMS:
+            raise SettingsError(f"BYOC_MODEL_FORM={form!r}: expected one of {MODEL_FORMS}")
+        threads = _int(env, "BYOC_TORCH_THREADS", 1)
+        wait_policy = (env.get("BYOC_OMP_WAIT_POLICY") or DEFAULT_OMP_WAIT_POLICY).strip().upper()
+        if wait_policy not in OMP_WAIT_POLICIES:
+            raise SettingsError(f"BYOC_OMP_WAIT_POLICY={wait_policy!r}: expected one of {OMP_WAIT_POLICIES}")
         if port > MAX_PORT:
             raise SettingsError(f"SAGEMAKER_BIND_TO_PORT={port}: not a TCP port (1-{MAX_PORT})")
         return cls(
@@ -152,7 +180,7 @@ class ServeSettings:
             max_payload_mb=_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_MAX_PAYLOAD_MB),
             batch=batch,
             workers_per_model=workers,
-            torch_threads=_int(env, "BYOC_TORCH_THREADS", 1),
+            torch_threads=threads,
             response_timeout_s=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT",
                                     DEFAULT_BATCH_TIMEOUT_S if batch else DEFAULT_TIMEOUT_S),
             job_queue_size=_int(env, "BYOC_JOB_QUEUE_SIZE", DEFAULT_JOB_QUEUE_SIZE),
@@ -165,6 +193,10 @@ class ServeSettings:
             max_batch_delay_ms=_int(env, "BYOC_MAX_BATCH_DELAY_MS", DEFAULT_MAX_BATCH_DELAY_MS),
             cgroup_dir=Path(env.get("BYOC_CGROUP_DIR") or DEFAULT_CGROUP_DIR),
             load_reports_dir=Path(env[LOAD_REPORTS_ENV]) if env.get(LOAD_REPORTS_ENV) else None,
+            max_torch_threads=max(threads, _int(env, "BYOC_MAX_TORCH_THREADS", cores)),
+            model_form=form,
+            core_slots_dir=Path(env[CORE_SLOTS_ENV]) if env.get(CORE_SLOTS_ENV) else None,
+            omp_wait_policy=wait_policy,
         )
 
     def execution_parameters(self) -> dict:

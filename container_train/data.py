@@ -222,12 +222,14 @@ def collate_skipping(items) -> Batch:
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, plan: LoaderPlan, seed: int,
-                pin_memory: bool = False) -> GuardedLoader:
+                pin_memory: bool = False, sampler=None) -> GuardedLoader:
     """A DataLoader of :class:`Batch` over ``dataset`` (items as :class:`ImageFolderDataset` gives
-    them), run as ``plan`` says, seeded by ``seed``."""
+    them), run as ``plan`` says, seeded by ``seed``; a ``sampler`` (a distributed job's shard,
+    :func:`container_train.distributed.sampler`) replaces ``shuffle``."""
     generator = torch.Generator()
     generator.manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_skipping,
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                        collate_fn=collate_skipping,
                         pin_memory=pin_memory, generator=generator, drop_last=False, **plan.loader_kwargs())
     return GuardedLoader(loader, plan)
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from container_train.data import Batch, SkipCounter
 from container_train.errors import DataError, DivergedError
+from container_train.precision import Precision
 from container_train.profiling import StepTimings
 
 log = logging.getLogger(__name__)
@@ -80,10 +81,10 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def autocast_context(device: torch.device, enabled: bool):
-    """Mixed precision on CUDA (float16 autocast); plain float32 on CPU."""
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
+def autocast_context(device: torch.device, precision: Precision):
+    """The job's autocast (float16 on CUDA, bfloat16 on a CPU that has it), or plain float32."""
+    if precision.autocast_dtype is not None:
+        return torch.autocast(device_type=device.type, dtype=precision.autocast_dtype)
     return nullcontext()
 
 
@@ -93,15 +94,15 @@ def steps_in(loader_len: int, max_steps: int) -> int:
 
 def train_one_epoch(model: nn.Module, batches: Iterable[Batch], *, criterion: nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
-                    device: torch.device, amp: bool, epoch: int, epochs: int, total_steps: int,
+                    device: torch.device, precision: Precision, epoch: int, epochs: int, total_steps: int,
                     set_train_mode, timings: StepTimings | None, skipped: SkipCounter,
                     stop: StopFlag, log_interval_s: float) -> EpochResult:
     """Train for up to ``total_steps`` steps. The scheduler steps per optimizer step."""
     set_train_mode(model)
     progress = Progress("train", epoch, epochs, total_steps, log_interval_s)
     tally, step = _Tally(), 0
-    for images, labels in _device_batches(batches, device, timings, skipped):
-        with autocast_context(device, amp):
+    for images, labels in _device_batches(batches, device, timings, skipped, precision.channels_last):
+        with autocast_context(device, precision):
             logits = model(images)
             loss = criterion(logits, labels)
         if not torch.isfinite(loss):
@@ -128,12 +129,12 @@ def train_one_epoch(model: nn.Module, batches: Iterable[Batch], *, criterion: nn
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[Batch], *, criterion: nn.Module, device: torch.device,
-             amp: bool, epoch: int, total_steps: int, timings: StepTimings | None, skipped: SkipCounter,
+             precision: Precision, epoch: int, total_steps: int, timings: StepTimings | None, skipped: SkipCounter,
              stop: StopFlag, split: str) -> EpochResult:
     model.eval()
     tally, step = _Tally(), 0
-    for images, labels in _device_batches(batches, device, timings, skipped):
-        with autocast_context(device, amp):
+    for images, labels in _device_batches(batches, device, timings, skipped, precision.channels_last):
+        with autocast_context(device, precision):
             logits = model(images)
             loss = criterion(logits, labels)
         step += 1
@@ -150,9 +151,10 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], *, criterion: nn.Module
 
 
 def _device_batches(batches: Iterable[Batch], device: torch.device, timings: StepTimings | None,
-                    skipped: SkipCounter):
+                    skipped: SkipCounter, channels_last: bool = False):
     """(images, labels) on ``device`` for every non-empty batch, counting unreadable images and
     marking when each batch was ready (data wait vs compute in the step timings)."""
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
     if timings:
         timings.start()
     for batch in batches:
@@ -161,7 +163,10 @@ def _device_batches(batches: Iterable[Batch], device: torch.device, timings: Ste
         skipped.add(batch.skipped)
         if len(batch) == 0:
             continue
-        yield batch.images.to(device, non_blocking=True), batch.labels.to(device, non_blocking=True)
+        images = batch.images.to(device, non_blocking=True)
+        if images.dim() == 4:
+            images = images.contiguous(memory_format=memory_format)
+        yield images, batch.labels.to(device, non_blocking=True)
 
 
 class _Tally:

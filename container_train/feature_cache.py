@@ -295,22 +295,36 @@ class FeatureBatches:
     seen. Batches are split like ``DataLoader(drop_last=False)``: ``ceil(N / batch_size)`` steps.
     """
 
-    def __init__(self, fs: FeatureSet, batch_size: int, *, shuffle: bool, seed: int = 0, first_epoch: int = 0):
+    def __init__(self, fs: FeatureSet, batch_size: int, *, shuffle: bool, seed: int = 0, first_epoch: int = 0,
+                 rank: int = 0, world_size: int = 1):
         if len(fs) == 0:
             raise FeatureCacheError("no cached features to iterate")
         self.fs, self.batch_size, self.shuffle, self.seed = fs, batch_size, shuffle, seed
         self.epoch_index = first_epoch
+        self.rank, self.world_size = rank, world_size
+
+    def _order(self, k: int) -> torch.Tensor:
+        """This rank's sample indices in epoch ``k``. A distributed job's ranks take every
+        ``world_size``-th of the epoch's order (as DistributedSampler): training pads it to a
+        multiple of the world size, so every rank takes as many steps; evaluation does not."""
+        n = len(self.fs)
+        order = (torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + k))
+                 if self.shuffle else torch.arange(n))
+        if self.world_size > 1 and self.shuffle:
+            order = torch.cat([order, order[:(-n) % self.world_size]])
+        return order[self.rank::self.world_size]
 
     def __len__(self) -> int:
-        return math.ceil(len(self.fs) / self.batch_size)
+        n, w = len(self.fs), self.world_size
+        per_rank = -(-n // w) if self.shuffle else len(range(self.rank, n, w))
+        return math.ceil(per_rank / self.batch_size)
 
     def __iter__(self):
         k = self.epoch_index
         self.epoch_index += 1
         feats = self.fs.view(k) if self.shuffle else self.fs.view(0)
-        order = (torch.randperm(len(self.fs), generator=torch.Generator().manual_seed(self.seed + k))
-                 if self.shuffle else torch.arange(len(self.fs)))
-        for i in range(0, len(self.fs), self.batch_size):
+        order = self._order(k)
+        for i in range(0, len(order), self.batch_size):
             idx = order[i:i + self.batch_size]
             # Files that could not be decoded when the cache was built ride along with the first
             # batch, so the trainer's SkipCounter reports them as the image loop would.

@@ -109,7 +109,9 @@ _TABLE: tuple[Hyperparameter, ...] = (
                    check=_non_negative, check_text=">= 0"),
     Hyperparameter("label-smoothing", float, 0.0, "cross-entropy label smoothing",
                    check=lambda v: 0 <= v < 1, check_text="in [0, 1)"),
-    Hyperparameter("amp", parse_bool, True, "mixed precision (used only when a GPU is present)"),
+    Hyperparameter("amp", parse_bool, True,
+                   "mixed precision: float16 on a GPU; bfloat16 + channels-last on a CPU with AVX-512 BF16 or AMX "
+                   "(ml.c7i/m7i); float32 elsewhere and for freeze=head (container_train/precision.py)"),
     Hyperparameter("early-stopping-patience", int, 0,
                    "stop after this many epochs without a better validation accuracy (0 = never)",
                    check=_non_negative, check_text=">= 0", resume_must_match=False),

@@ -36,6 +36,20 @@ RESOURCE_CONFIG = "resourceconfig.json"                      # in the config dir
 TRAINING_JOB_NAME_ENV = "TRAINING_JOB_NAME"
 TRAINING_JOB_ARN_ENV = "TRAINING_JOB_ARN"
 
+# --- a distributed job (container_train.launch starts it, container_train.distributed runs it) ----
+# The SageMaker Python SDK's distribution={"torch_distributed": {"enabled": True}} sets this
+# hyperparameter (src/sagemaker/pytorch/estimator.py); the toolkit passes it on as an additional
+# framework parameter, never as a script argument.
+TORCH_DISTRIBUTED_HYPERPARAMETER = "sagemaker_torch_distributed_enabled"
+LAUNCHER_MODULE = "container_train.launch:main"     # SAGEMAKER_TRAINING_MODULE of the training image
+MASTER_ADDR_ENV = "BYOC_MASTER_ADDR"      # local only: the address of the first host (default: its name)
+MASTER_PORT_ENV = "BYOC_MASTER_PORT"      # local only: default the toolkit's torch_distributed.MASTER_PORT
+RENDEZVOUS_TIMEOUT_ENV = "BYOC_RENDEZVOUS_TIMEOUT_S"   # hosts that never join fail the job after this
+COLLECTIVE_TIMEOUT_ENV = "BYOC_COLLECTIVE_TIMEOUT_S"   # a rank that stops answering fails it after this
+DEFAULT_RENDEZVOUS_TIMEOUT_S = 600        # torch's own static rendezvous default
+DEFAULT_COLLECTIVE_TIMEOUT_S = 600
+NUM_GPUS_ENV = "SM_NUM_GPUS"              # the toolkit's count of this host's GPUs (nvidia-smi)
+
 
 def on_sagemaker(environ: Mapping[str, str] | None = None) -> bool:
     """True inside a SageMaker training job (see the module docstring), False in local runs."""

@@ -29,6 +29,16 @@ def setup_logging() -> None:
     root.setLevel(logging.INFO)
 
 
+_METRICS = {"printed_here": True}
+
+
+def print_metrics_here(on: bool) -> None:
+    """Whether this process prints the metric lines: in a distributed job rank 0 alone does (with
+    values reduced over all ranks), so a tuning job reads one objective per epoch."""
+    _METRICS["printed_here"] = on
+
+
 def print_metric(line: str) -> None:
     """Metric lines go to stdout on their own, unprefixed, flushed: tuning jobs regex-match them."""
-    print(line, flush=True)
+    if _METRICS["printed_here"]:
+        print(line, flush=True)

@@ -17,12 +17,16 @@ What one run does, one function per phase (:func:`run` calls them in order):
 4. :func:`train_epochs`: per epoch train, validate, print the metric lines
    (:mod:`container_train.contract`), keep the best-validation-accuracy weights, checkpoint;
 5. :func:`test_and_save`: test the **best-validation** weights and save them as the model
-   artifact (:func:`byoc_common.artifact.save_model_artifact`); :func:`summarize` writes ``metrics.json``.
+   artifact (:func:`byoc_common.artifact.save_model_artifact`); :func:`container_train.summary.summary_of` writes ``metrics.json``.
 
 Failures: an expected problem (bad hyperparameter, missing/empty/inconsistent data, unusable
 pretrained weights, a dead data loader, someone else's checkpoint) writes a one-line reason to
 ``<base>/output/failure`` (SageMaker's ``FailureReason``) and exits 1; an unexpected exception
 writes its message and traceback tail.
+
+Hosts and GPUs: with more than one, :mod:`container_train.launch` runs this script under torchrun
+and :mod:`container_train.distributed` makes it data-parallel (DDP; global batch = batch-size x
+world size); rank 0 alone prints the metric lines and writes the artifact, metrics and checkpoints.
 
 Stopping: on SIGTERM (StopTrainingJob, spot interruption, a Debugger rule's StopTraining action)
 the current step finishes (or the current batch of a feature-cache extraction, whose progress is
@@ -38,7 +42,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import psutil
@@ -48,16 +52,17 @@ from torch import nn
 from byoc_common.architectures import UnknownArchitectureError
 from byoc_common.artifact import ModelConfig, save_model_artifact
 from byoc_common.preprocessing import eval_transform
-from container_train import checkpointing, contract, debugger, engine, feature_cache
-from container_train.atomic import write_json_atomically
+from container_train import checkpointing, contract, debugger, distributed, engine, feature_cache
 from container_train.data import ImageFolderDataset, SkipCounter, load_splits, make_loader, train_transform
 from container_train.errors import TrainingError, describe_unexpected, write_failure_file
 from container_train.hyperparameters import HyperparameterError, parse_hyperparameters, to_dict
 from container_train.job_env import JobPaths, on_sagemaker, resolve_paths, training_job_name
-from container_train.job_log import print_metric, setup_logging
+from container_train.job_log import print_metric, print_metrics_here, setup_logging
 from container_train.loader_limits import LoaderPlan, plan_loading
+from container_train.precision import Precision, choose_precision
 from container_train.pretrained import build_model, set_train_mode
 from container_train.profiling import Phases, StepTimings, SystemSampler
+from container_train.summary import summary_of
 
 log = logging.getLogger("container_train")
 EXPECTED_ERRORS = (TrainingError, HyperparameterError, UnknownArchitectureError)
@@ -86,8 +91,9 @@ class Job:
     paths: JobPaths
     stop: engine.StopFlag
     device: torch.device
-    amp: bool
+    precision: Precision
     phases: Phases
+    ranks: distributed.Ranks = distributed.SINGLE
     started: float = field(default_factory=time.monotonic)
     # load_data
     splits: dict = field(default_factory=dict)
@@ -118,13 +124,18 @@ def run(args, paths: JobPaths, stop: engine.StopFlag) -> dict:
     """The whole job; returns the metrics summary written to metrics.json. Every phase is timed
     (:class:`~container_train.profiling.Phases`), from the process's start to its last write."""
     process_start = psutil.Process().create_time()
+    ranks = distributed.ranks_from_env()
+    if ranks.local_rank:    # a host's other ranks profile beside its first
+        paths = replace(paths, output_data_dir=paths.output_data_dir / f"rank-{ranks.rank}")
     phases = Phases(paths.output_data_dir)
     phases.record("start-up", process_start, time.time() - process_start)   # interpreter, imports, toolkit
     seed_everything(args.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    job = Job(args, paths, stop, device, amp=args.amp and device.type == "cuda", phases=phases)
-    log.info("device: %s%s; hyperparameters: %s", device, " (mixed precision)" if job.amp else "",
-             json.dumps(to_dict(args)))
+    device = distributed.choose_device(ranks)
+    distributed.start(ranks, device)
+    print_metrics_here(ranks.is_main)
+    job = Job(args, paths, distributed.agreed_stop(stop, ranks), device,
+              precision=choose_precision(device, args.amp, args.freeze), phases=phases, ranks=ranks)
+    log.info("device: %s; %s; hyperparameters: %s", device, job.precision.note, json.dumps(to_dict(args)))
     timings = StepTimings(paths.output_data_dir)
     with SystemSampler(paths.output_data_dir):
         with phases.phase("data preparation"):
@@ -148,7 +159,7 @@ def run(args, paths: JobPaths, stop: engine.StopFlag) -> dict:
         if job.hook is not None:
             job.hook.close()
         timings.close()
-        summary = summarize(job, test, chosen)
+        summary = summary_of(job, test, chosen)
     phases.close()
     return summary
 
@@ -175,8 +186,9 @@ def load_data(job: Job) -> None:
     pin = job.device.type == "cuda"
     for name, split in job.splits.items():
         transform = train_transform(job.config) if name == "train" else eval_transform(job.config)
-        job.loaders[name] = make_loader(ImageFolderDataset(split, transform), args.batch_size, name == "train",
-                                        job.plan, args.seed, pin)
+        dataset = ImageFolderDataset(split, transform)
+        job.loaders[name] = make_loader(dataset, args.batch_size, name == "train", job.plan, args.seed, pin,
+                                        distributed.sampler(dataset, job.ranks, train=name == "train", seed=args.seed))
     job.steps = {name: engine.steps_in(len(loader), args.max_steps_per_epoch) for name, loader in job.loaders.items()}
 
 
@@ -185,6 +197,8 @@ def make_model(job: Job) -> None:
     job.model = build_model(args.arch, len(job.class_names), args.pretrained, args.freeze,
                             pretrained_channel=job.paths.channel("pretrained"), weights_path=args.pretrained_weights)
     job.model.to(job.device)
+    if job.precision.channels_last:
+        job.model.to(memory_format=torch.channels_last)
     job.train_module = job.model
     try:
         job.use_cache = feature_cache.enabled(args.freeze, args.feature_cache)
@@ -198,15 +212,18 @@ def cache_features(job: Job, timings: StepTimings) -> None:
     Raises :class:`~container_train.feature_cache.ExtractionStopped` on a stop request."""
     if not job.use_cache:
         return
-    args = job.args
+    args, ranks = job.args, job.ranks
     cache_dir = feature_cache.default_cache_dir(job.paths.checkpoint_dir, args.feature_cache_dir)
-    with job.phases.phase("feature extraction"):
+    with job.phases.phase("feature extraction"):   # each rank its shard, then all of it on every rank
         feats = feature_cache.features_for_splits(
-            cache_dir, job.splits, job.model, args.arch, job.config, views=args.feature_cache_views,
-            batch_size=args.batch_size, plan=job.plan, seed=args.seed, device=job.device, stop=job.stop,
-            timings=timings, log=log.info)
-    job.loaders["train"] = feature_cache.FeatureBatches(feats["train"], args.batch_size, shuffle=True, seed=args.seed)
-    job.loaders["valid"] = feature_cache.FeatureBatches(feats["valid"], args.batch_size, shuffle=False)
+            cache_dir, {n: distributed.shard_split(s, ranks) for n, s in job.splits.items()}, job.model, args.arch,
+            job.config, views=args.feature_cache_views, batch_size=args.batch_size, plan=job.plan, seed=args.seed,
+            device=job.device, stop=distributed.local_stop(job.stop), timings=timings, log=log.info)
+        feats = {name: distributed.gather_features(fs, ranks) for name, fs in feats.items()}
+    shard = dict(rank=ranks.rank, world_size=ranks.world_size)
+    job.loaders["train"] = feature_cache.FeatureBatches(feats["train"], args.batch_size, shuffle=True, seed=args.seed,
+                                                        **shard)
+    job.loaders["valid"] = feature_cache.FeatureBatches(feats["valid"], args.batch_size, shuffle=False, **shard)
     job.steps.update({n: engine.steps_in(len(job.loaders[n]), args.max_steps_per_epoch) for n in ("train", "valid")})
     job.train_module = feature_cache.head_module(job.model, args.arch)
     log.info("feature cache on (%s): training the head on cached backbone features", contract.quote_path(cache_dir))
@@ -219,7 +236,7 @@ def make_optimisation(job: Job) -> None:
                                           args.weight_decay)
     job.scheduler = engine.make_scheduler(job.optimizer, args.lr_scheduler, job.steps["train"], args.epochs,
                                           args.warmup_epochs, args.lr_step_size)
-    job.scaler = torch.amp.GradScaler(job.device.type, enabled=job.amp)
+    job.scaler = torch.amp.GradScaler(job.device.type, enabled=job.precision.grad_scaler)
 
 
 def resume(job: Job) -> None:
@@ -227,7 +244,7 @@ def resume(job: Job) -> None:
     args, where = job.args, job.paths.checkpoint_dir
     if not args.checkpoint:
         return
-    state = checkpointing.load_checkpoint(where)
+    state = distributed.from_rank0(lambda: checkpointing.load_checkpoint(where), job.ranks)  # one for all ranks
     if state is None:
         log.info("no checkpoint in %s: starting from epoch 1", contract.quote_path(where))
         return
@@ -244,7 +261,7 @@ def resume(job: Job) -> None:
 
 
 def attach_hook(job: Job) -> None:
-    if not job.args.debugger:
+    if not job.args.debugger or not job.ranks.is_main:
         return
     # A reused /opt/ml tree (local restarts) still holds the previous run's tensors.
     debugger.rotate_previous_tensors(job.paths.base, job.resumed_from or 0)
@@ -257,7 +274,7 @@ def attach_hook(job: Job) -> None:
 
 
 def save_checkpoint(job: Job, interrupted_in_epoch: int | None = None) -> None:
-    if job.args.checkpoint:
+    if job.args.checkpoint and job.ranks.is_main:
         checkpointing.save_checkpoint(
             job.paths.checkpoint_dir, model=job.model, optimizer=job.optimizer, scheduler=job.scheduler,
             progress=job.progress, hyperparameters=to_dict(job.args), class_names=job.class_names,
@@ -267,15 +284,18 @@ def save_checkpoint(job: Job, interrupted_in_epoch: int | None = None) -> None:
 def train_epochs(job: Job, timings: StepTimings) -> None:
     """Epochs after the resumed one; sets ``job.stopped_reason`` when a stop request ends them."""
     args, stop = job.args, job.stop
-    common = dict(criterion=job.criterion, device=job.device, amp=job.amp, timings=timings, skipped=job.skipped)
-    phase = job.phases.phase
+    common = dict(criterion=job.criterion, device=job.device, precision=job.precision, timings=timings,
+                  skipped=job.skipped)
+    phase, ranks = job.phases.phase, job.ranks
+    module = distributed.wrap(job.train_module, ranks, job.device)    # DDP when there are other ranks
     for epoch in range(job.progress.epoch + 1, args.epochs + 1):
         with phase("training", epoch=epoch):
             debugger.set_mode(job.hook, "TRAIN")
-            train = engine.train_one_epoch(
-                job.train_module, job.loaders["train"], optimizer=job.optimizer, scheduler=job.scheduler,
+            distributed.set_epoch(job.loaders["train"], epoch)
+            train = distributed.reduce_result(engine.train_one_epoch(
+                module, job.loaders["train"], optimizer=job.optimizer, scheduler=job.scheduler,
                 scaler=job.scaler, epoch=epoch, epochs=args.epochs, total_steps=job.steps["train"],
-                set_train_mode=set_train_mode, stop=stop, log_interval_s=args.log_interval_s, **common)
+                set_train_mode=set_train_mode, stop=stop, log_interval_s=args.log_interval_s, **common), ranks)
         if not train.completed:
             job.stopped_reason = stop.reason
             log.warning("received %s during epoch %d: stopping after step %d, saving a checkpoint and "
@@ -288,8 +308,9 @@ def train_epochs(job: Job, timings: StepTimings) -> None:
         with phase("validation", epoch=epoch):
             debugger.record_epoch_loss(job.hook, job.epoch_loss, train.loss)
             debugger.set_mode(job.hook, "EVAL")
-            valid = engine.evaluate(job.train_module, job.loaders["valid"], epoch=epoch,
-                                    total_steps=job.steps["valid"], stop=engine.StopFlag(), split="valid", **common)
+            valid = distributed.reduce_result(engine.evaluate(
+                job.train_module, job.loaders["valid"], epoch=epoch, total_steps=job.steps["valid"],
+                stop=engine.StopFlag(), split="valid", **common), ranks)
             debugger.record_epoch_loss(job.hook, job.epoch_loss, valid.loss)
         print_metric(contract.format_valid_metrics(epoch, valid.loss, valid.accuracy))
         log.info("epoch %d/%d: train loss %.4f acc %.3f (%d img, %.1f img/s) | valid loss %.4f acc %.3f",
@@ -320,55 +341,23 @@ def test_and_save(job: Job, timings: StepTimings) -> tuple[engine.EpochResult | 
     if "test" in job.loaders and job.stopped_reason is None:
         with job.phases.phase("test"):
             debugger.set_mode(job.hook, "EVAL")
-            test = engine.evaluate(job.model, job.loaders["test"], criterion=job.criterion, device=job.device,
-                                   amp=job.amp, epoch=progress.epoch, total_steps=job.steps["test"],
-                                   timings=timings, skipped=job.skipped, stop=engine.StopFlag(), split="test")
+            test = distributed.reduce_result(engine.evaluate(
+                job.model, job.loaders["test"], criterion=job.criterion, device=job.device, precision=job.precision,
+                epoch=progress.epoch, total_steps=job.steps["test"], timings=timings, skipped=job.skipped,
+                stop=engine.StopFlag(), split="test"), job.ranks)
         print_metric(contract.format_test_metrics(test.loss, test.accuracy))
     with job.phases.phase("artifact save"):
-        save_model_artifact(job.paths.model_dir, job.model, job.class_names, job.config)
+        if job.ranks.is_main:
+            save_model_artifact(job.paths.model_dir, job.model, job.class_names, job.config)
     log.info("model artifact saved to %s with %s", contract.quote_path(job.paths.model_dir), chosen)
     return test, chosen
-
-
-def summarize(job: Job, test: engine.EpochResult | None, chosen: str) -> dict:
-    """Write metrics.json, log the outcome, return the summary."""
-    progress, args, reason, skipped = job.progress, job.args, job.stopped_reason, job.skipped
-    summary = {
-        "status": "stopped" if reason else "completed",
-        "stopped_by": reason,
-        "epochs_completed": progress.epoch,
-        "resumed_from_epoch": job.resumed_from,
-        "best_epoch": progress.best_epoch,
-        "best_valid_accuracy": progress.best_accuracy if progress.best_epoch else None,
-        "model_weights": "best_validation" if progress.best_model is not None else "last",
-        "history": progress.history,
-        "test": {"loss": test.loss, "accuracy": test.accuracy, "images": test.images} if test else None,
-        "skipped_images": skipped.count,
-        "skipped_files": sorted(skipped.files)[:100],
-        "num_classes": len(job.class_names),
-        "class_names": job.class_names,
-        "images": {name: len(split.samples) for name, split in job.splits.items()},
-        "hyperparameters": to_dict(args),
-        "model_config": job.config.to_json(),
-        "device": str(job.device),
-        "data_loading": job.plan.describe(),
-        "feature_cache": bool(job.use_cache),
-        "seconds": round(time.monotonic() - job.started, 2),
-    }
-    write_json_atomically(job.paths.output_data_dir / contract.METRICS_FILE, summary)
-    if skipped.count:
-        log.warning("%d unreadable image(s) were skipped (listed in %s)", skipped.count, contract.METRICS_FILE)
-    if reason:
-        log.warning("stopped early (%s) after %d of %d epochs; progress and model saved",
-                    reason, progress.epoch, args.epochs)
-    else:
-        log.info("training finished: %d epochs, %s", progress.epoch, chosen)
-    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the job; returns the process exit code (0 = done or stopped early, 1 = failed)."""
     setup_logging()
+    ranks = distributed.ranks_from_env()
+    distributed.quiet_other_ranks(ranks)
     paths = resolve_paths()
     stop = engine.StopFlag()
     install_stop_handler(stop)
@@ -382,9 +371,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("training failed: %s", message)
         return 1
     except Exception as e:  # noqa: BLE001 - a bug: report it the same way, with its traceback
-        write_failure_file(paths.failure_file, describe_unexpected(e))
+        write_failure_file(paths.failure_file, distributed.explain(e, ranks) or describe_unexpected(e))
         log.exception("training failed with an unexpected error")
         return 1
+    finally:
+        distributed.stop()
 
 
 if __name__ == "__main__":

@@ -69,9 +69,12 @@ RUN set -eux; \
 # The code. The toolkit runs /opt/ml/code/$SAGEMAKER_PROGRAM (SageMaker mounts input/, model/,
 # output/ and checkpoints/ under /opt/ml, not code/). The packages are importable from anywhere
 # through PYTHONPATH. BYOC_TRAIN_SCRIPT is the entry point's spare copy of train.py for runs that
-# mount a whole /opt/ml tree over the image's (see train_entrypoint.py).
+# mount a whole /opt/ml tree over the image's (see train_entrypoint.py). SAGEMAKER_TRAINING_MODULE is
+# the toolkit's launcher hook: container_train/launch.py runs train.py under the toolkit's torchrun
+# runner when the job has more than one host or GPU, and as the toolkit alone would otherwise.
 ENV PYTHONPATH=/opt/byoc \
     SAGEMAKER_PROGRAM=train.py \
+    SAGEMAKER_TRAINING_MODULE=container_train.launch:main \
     SAGEMAKER_SUBMIT_DIRECTORY=/opt/ml/code \
     BYOC_TRAIN_SCRIPT=/opt/byoc/container_train/train.py
 # Under tini: runs the toolkit and passes SageMaker's SIGTERM on to train.py (see the file).

@@ -170,10 +170,10 @@ def test_autoscaling_flags_are_checked_before_anything_is_sent(tmp_path, monkeyp
 
 def test_what_one_backend_cannot_honour_is_refused(tmp_path):
     local = LocalBackend(load_settings(overrides={"run_dir": str(tmp_path)}, environ={}))
-    with pytest.raises(BackendError, match="not available yet"):
-        local.train(str(tmp_path), {}, instance_count=2)
-    with pytest.raises(BackendError, match="--distribution does not apply to the local backend: not yet"):
-        local.train(str(tmp_path), {}, distribution="torch_distributed")
+    with pytest.raises(BackendError, match="a job needs at least one host"):
+        local.train(str(tmp_path), {}, instance_count=0)
+    with pytest.raises(BackendError, match="a local job offers torch_distributed only"):
+        local.train(str(tmp_path), {}, distribution="smdistributed")
     with pytest.raises(BackendError, match="--max-instances does not apply to the local backend"):
         local.deploy(str(tmp_path / "m.tar.gz"), "m", scaling=autoscaling.EndpointScaling(1, 2, 10))
     sagemaker = SageMakerBackend(load_settings(overrides={"run_dir": str(tmp_path), "region": REGION},

@@ -20,6 +20,7 @@ from byoc.local.endpoint import LocalEndpoint
 from byoc_common.artifact import load_model_artifact
 from byoc_common.preprocessing import eval_transform
 from container_serve import content_types as ct
+from container_serve import model_form
 from container_serve.model_archive import deploy_model
 from container_train.data import ImageFolderDataset, scan_split
 
@@ -302,7 +303,10 @@ def test_known_image_matches_the_trainers_evaluation(loaded_endpoint, trained_mo
         doc = _json(body)
         assert doc["classes"] == classes
         got = torch.tensor(doc["predictions"][0]["probabilities"])
-        assert torch.allclose(got, expected, atol=1e-4), (got, expected)
+        # The served form is bf16 on a CPU with native bf16 (container_serve/model_form.py, with its
+        # stated tolerance); float32 elsewhere, where the answer is the trainer's to 1e-4.
+        tolerance = model_form.BF16_MAX_PROBABILITY_DIFF if model_form.cpu_has_bf16() else 1e-4
+        assert torch.allclose(got, expected, atol=tolerance), (got, expected)
         assert doc["predictions"][0]["index"] == int(expected.argmax())
 
 

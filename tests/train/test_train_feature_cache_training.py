@@ -18,8 +18,11 @@ from container_train.feature_cache import (
     features_for_splits,
     head_module,
 )
+from container_train.precision import choose_precision
 from container_train.pretrained import set_train_mode
 from tests.train.train_helpers import train_head_like_the_trainer
+
+FLOAT32 = choose_precision(torch.device("cpu"), amp=False, freeze="none")
 
 ARCH, EPOCHS, BATCH, SEED = "resnet18", 4, 8, 7
 
@@ -38,7 +41,7 @@ def _image_loop_head_only(model, splits, config):
                        collate_fn=collate_skipping)
     steps = -(-len(train) // BATCH)
     opt, sched, crit = _optim(model.fc, steps)
-    common = dict(criterion=crit, device=torch.device("cpu"), amp=False, timings=None, skipped=SkipCounter(),
+    common = dict(criterion=crit, device=torch.device("cpu"), precision=FLOAT32, timings=None, skipped=SkipCounter(),
                   stop=engine.StopFlag())
     accs = []
     for epoch in range(1, EPOCHS + 1):

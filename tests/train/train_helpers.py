@@ -12,7 +12,10 @@ from byoc_common.architectures import build_classifier
 from container_train import engine
 from container_train.data import SkipCounter
 from container_train.feature_cache import FeatureBatches, FeatureSet
+from container_train.precision import choose_precision
 from container_train.pretrained import apply_freeze_policy
+
+FLOAT32 = choose_precision(torch.device("cpu"), amp=False, freeze="none")
 
 # Small and fast: resnet18 at 32 px, a couple of epochs, no DataLoader workers unless a test needs them.
 FAST_HP = {
@@ -77,7 +80,7 @@ def train_head_like_the_trainer(head: nn.Module, train: FeatureSet, valid: Featu
     and engine.evaluate) over :class:`FeatureBatches`. Returns the validation accuracy per epoch."""
     train_batches = FeatureBatches(train, batch_size, shuffle=True, seed=seed)
     valid_batches = FeatureBatches(valid, batch_size, shuffle=False)
-    common = dict(criterion=criterion, device=torch.device("cpu"), amp=False, timings=None, skipped=SkipCounter(),
+    common = dict(criterion=criterion, device=torch.device("cpu"), precision=FLOAT32, timings=None, skipped=SkipCounter(),
                   stop=engine.StopFlag())
     accuracies = []
     for epoch in range(1, epochs + 1):

@@ -18,12 +18,14 @@ from byoc.console import console, progress_bar
 from byoc.datasets import prepare as datasets
 from byoc.local.client import EndpointClient
 from byoc.local.endpoint import LocalEndpoint
-from byoc.local.training_job import TrainingJob, TrainingJobResult
+from byoc.local.multi_host import local_training_job
+from byoc.local.training_job import FEATURE_CACHE_DIR, TrainingJob, TrainingJobResult
 from container_serve import content_types as ct
 from container_train.contract import completed_epochs
 from container_train.hyperparameters import HYPERPARAMETERS, to_sagemaker_strings
 
 ENDPOINT_FILE = "endpoint.json"
+NO_LOCAL_LAUNCHER = "not yet: a local job runs the trainer itself, not through SageMaker's launchers"
 PROGRESS_POLL_S = 0.5       # how often the epoch bar re-reads the job log
 
 
@@ -43,6 +45,13 @@ class LocalBackend(Backend):
     @property
     def run_dir(self) -> Path:
         return Path(self.settings.run_dir)
+
+    @property
+    def feature_cache_dir(self) -> Path:
+        """The frozen-backbone feature cache of this run dir, shared by its tuning trials and its
+        training jobs: a job on the same data, model and input size reads the features instead of
+        running the backbone again (``container_train.feature_cache`` keys them)."""
+        return self.run_dir / FEATURE_CACHE_DIR
 
     def _train_image(self) -> str | None:
         return self.settings.train_image_local if self.settings.containers else None
@@ -67,15 +76,22 @@ class LocalBackend(Backend):
         return str(Path(root))
 
     # ---- tuning and training -------------------------------------------------------------------
-    def tune(self, data, spec, max_jobs=None, max_parallel_jobs=None, static=None, out_dir=None):
-        """Optuna on this machine (:mod:`byoc.tuning.local_tuner`); resumable."""
+    def tune(self, data, spec, max_jobs=None, max_parallel_jobs=None, static=None, out_dir=None,
+             instance_count=None, distribution=None, storage=None, study_name=None):
+        """Optuna on this machine (:mod:`byoc.tuning.local_tuner`); resumable; with ``storage``,
+        one of several tuners sharing a study."""
         from byoc.tuning.local_tuner import channels_from_data_dir, run_local_tuning
+        from byoc.tuning.search import DEFAULT_STUDY_NAME
         from byoc.tuning.spec import load_spec
 
-        loaded = load_spec(spec).with_overrides(static=static or None)
+        loaded = load_spec(spec).with_overrides(static=static or None, instance_count=instance_count,
+                                                distribution=distribution)
+        self.refuse("--distribution", loaded.distribution, NO_LOCAL_LAUNCHER)
         out = Path(out_dir) if out_dir else self.run_dir / "tune"
         result = run_local_tuning(loaded, channels_from_data_dir(data), out, max_jobs=max_jobs,
-                                  max_parallel=max_parallel_jobs, image=self._train_image())
+                                  max_parallel=max_parallel_jobs, image=self._train_image(), storage=storage,
+                                  study_name=study_name or DEFAULT_STUDY_NAME,
+                                  feature_cache_dir=self.feature_cache_dir)
         if not result.best_hyperparameters:
             raise BackendError(f"no tuning trial finished with a {loaded.objective.metric} value; see the "
                                f"trial logs under {out / 'trials'} and {result.leaderboard_csv}")
@@ -83,7 +99,8 @@ class LocalBackend(Backend):
                 "best_hyperparameters": result.best_hyperparameters, "leaderboard": str(result.leaderboard_csv),
                 "report": str(result.report), "plots": {k: str(v) for k, v in result.plots.items()}}
 
-    def train(self, data, hyperparameters, job_dir=None, description="training", stop_on=None, debugger=True):
+    def train(self, data, hyperparameters, job_dir=None, description="training", stop_on=None, debugger=True,
+              instance_count=1, distribution=None):
         """One job in a SageMaker-shaped ``/opt/ml`` tree; an epoch bar; the log path on failure."""
         self.refuse("--no-debugger with --stop-on", bool(stop_on) and not debugger,
                     "the rules read the tensors the Debugger hook saves")
@@ -93,8 +110,12 @@ class LocalBackend(Backend):
             raise FileNotFoundError(f"dataset {data} does not exist (prepare one with `byoc data`)")
         log_file = job_dir_path / "training.log"
         log_file.unlink(missing_ok=True)
-        job = TrainingJob(job_dir_path, hyperparameters, {"training": Path(data)}, image=self._train_image(),
-                          log_file=log_file)
+        try:   # more than one host: algo-1, algo-2, ... on 127.0.0.1 (byoc.local.multi_host)
+            job = local_training_job(job_dir_path, hyperparameters, {"training": Path(data)}, instance_count,
+                                     distribution, image=self._train_image(), log_file=log_file,
+                                     feature_cache_dir=self.feature_cache_dir)
+        except ValueError as e:
+            raise BackendError(str(e)) from None
         epochs = int(hyperparameters.get("epochs", 5))
         with progress_bar(description, total=epochs) as update:
             job.start()
@@ -174,10 +195,12 @@ class LocalBackend(Backend):
     def _client(self, url: str | None) -> EndpointClient:
         return EndpointClient(self.endpoint_info(url)["url"])
 
-    def deploy(self, artifact, name, url=None):
+    def deploy(self, artifact, name, url=None, scaling=None):
         """Unpack ``artifact`` under the endpoint's model root (as SageMaker does) and load it; a
         model already loaded under ``name`` is replaced."""
         from container_serve.model_archive import deploy_model
+
+        self.refuse("--max-instances", scaling, "the local endpoint is one server on this machine")
 
         info = self.endpoint_info(url)
         if "model_root" not in info:

@@ -39,6 +39,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from byoc.local.training_job import FEATURE_CACHE_DIR
 from byoc.tuning import budget, leaderboard, report, search
 from byoc.tuning.display import LiveDisplay, PlainDisplay
 from byoc.tuning.errors import TuningError
@@ -48,7 +49,6 @@ from container_train.contract import CHANNEL_SPLITS
 from container_train.hyperparameters import DEFAULTS
 
 TRIALS_DIR = "trials"
-FEATURE_CACHE_DIR = "feature-cache"
 LOCK_FILE = ".tuner.lock"
 COUNTS_REFRESH_S = 1.0       # how often the progress counts are redrawn while trials run
 
@@ -173,7 +173,8 @@ def run_local_tuning(spec: TuningSpec | str | Path, channels: dict[str, str], ou
                      progress: bool = True, trial_timeout_s: float | None = None,
                      enqueue: list[dict[str, Any]] | None = None,
                      env: dict[str, str] | None = None, storage: str | None = None,
-                     study_name: str = search.DEFAULT_STUDY_NAME) -> TuningResult:
+                     study_name: str = search.DEFAULT_STUDY_NAME,
+                     feature_cache_dir: str | Path | None = None) -> TuningResult:
     """Run (or continue) a tuning study; see the module docstring.
 
     ``spec``: a :class:`TuningSpec`, a spec file or a built-in spec's name (:func:`load_spec`).
@@ -181,7 +182,9 @@ def run_local_tuning(spec: TuningSpec | str | Path, channels: dict[str, str], ou
     known-good settings; they are queued only when the study is new. Not with Grid, which runs
     every combination anyway. ``env``: extra environment of every trial's job. ``storage``: a
     database URL holding the study (shared with other tuners), instead of ``<out_dir>/study.db``;
-    ``study_name`` names the study in it.
+    ``study_name`` names the study in it. ``feature_cache_dir``: the frozen-backbone feature cache
+    every trial shares (default ``<out_dir>/feature-cache``); a later training job given the same
+    folder reads the features instead of computing them again.
     """
     if not isinstance(spec, TuningSpec):
         spec = load_spec(spec)
@@ -215,7 +218,8 @@ def run_local_tuning(spec: TuningSpec | str | Path, channels: dict[str, str], ou
         done = budget.used(study)
         show = LiveDisplay(spec.max_jobs, spec.objective.metric, done) if progress else \
             PlainDisplay(spec.max_jobs, spec.objective.metric)
-        run = _Run(study, spec, channels, out_dir, show, image, trial_timeout_s, env or {}, tuner)
+        cache = Path(feature_cache_dir).resolve() if feature_cache_dir else out_dir / FEATURE_CACHE_DIR
+        run = _Run(study, spec, channels, out_dir, show, image, trial_timeout_s, env or {}, tuner, cache)
         with show:
             if not new_study:
                 show.message(f"continuing the study in {where}: {done} of {spec.max_jobs} trials "
@@ -239,6 +243,7 @@ class _Run:
     timeout_s: float | None
     env: dict[str, str]
     tuner: budget.Tuner                                    # this process: the owner of its trials
+    feature_cache_dir: Path                                # shared by every trial
     jobs: dict[int, Any] = field(default_factory=dict)     # trial number -> running TrainingJob
     jobs_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -311,7 +316,7 @@ def _trial_worker(run: _Run, trial: optuna.Trial) -> TrialOutcome:
     try:
         return run_trial(trial, hyperparameters, run.channels, job_dir, run.spec.objective.metric,
                          image=run.image, checkpoint_dir=checkpoint_dir, timeout_s=run.timeout_s, env=run.env,
-                         feature_cache_dir=run.out_dir / FEATURE_CACHE_DIR,
+                         feature_cache_dir=run.feature_cache_dir,
                          last_step=epochs, previous_log=previous_log, on_start=on_start,
                          on_progress=lambda step, value: run.show.trial_epoch(trial.number, step, value))
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from container_train import contract
+from container_train.job_env import TORCH_DISTRIBUTED_HYPERPARAMETER
 
 STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")
 # The static hyperparameters SageMaker infers Hyperband's MaxResource from, and its limit.
@@ -30,7 +31,7 @@ MAX_CATEGORICAL_VALUES = 30          # SageMaker's limit per categorical range
 # parameter and answers with its torchrun-based TorchDistributedRunner. No distribution: the image
 # decides how to use the hosts it is given.
 DEFAULT_INSTANCE_COUNT = 1
-DISTRIBUTIONS = {"torch_distributed": "sagemaker_torch_distributed_enabled"}
+DISTRIBUTIONS = {"torch_distributed": TORCH_DISTRIBUTED_HYPERPARAMETER}
 
 TOP_KEYS = ("objective", "strategy", "max_jobs", "max_parallel_jobs", "early_stopping", "random_seed",
             "hyperband", "parameters", "static", "instance_count", "distribution")

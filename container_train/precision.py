@@ -1,0 +1,57 @@
+"""Mixed precision, chosen per job from the ``amp`` hyperparameter and what the device can do.
+
+* GPU: float16 autocast with a gradient scaler (the usual CUDA recipe).
+* CPU with bfloat16 arithmetic (AVX-512 BF16 or AMX: SageMaker's ml.c7i / ml.m7i, Sapphire Rapids
+  and later): bfloat16 autocast and channels-last memory, which oneDNN's bf16 convolutions want.
+  bfloat16 keeps float32's exponent range, so no gradient scaler is needed.
+* CPU without them: float32, with a log line saying why (bf16 would be emulated, slower than fp32).
+* ``freeze=head``: float32. Only the new head trains, on cached backbone features; there is
+  nothing to speed up and the cache's features stay float32.
+
+PyTorch's CPU autocast: https://pytorch.org/docs/stable/amp.html#cpu-op-specific-behavior
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")     # /proc/cpuinfo flags of CPUs with bf16 arithmetic
+
+
+@dataclass(frozen=True)
+class Precision:
+    autocast_dtype: torch.dtype | None       # None: float32
+    channels_last: bool
+    grad_scaler: bool                        # float16 needs one, bfloat16 does not
+    note: str                                # the log line that says what was chosen and why
+
+    @property
+    def mixed(self) -> bool:
+        return self.autocast_dtype is not None
+
+
+def cpu_bf16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """The bf16 flags this CPU reports (empty off Linux or on older CPUs)."""
+    try:
+        words = set(cpuinfo.read_text().split())
+    except OSError:
+        return []
+    return [flag for flag in CPU_BF16_FLAGS if flag in words]
+
+
+def choose_precision(device: torch.device, amp: bool, freeze: str, cpu_flags: list[str] | None = None) -> Precision:
+    if not amp:
+        return Precision(None, False, False, "mixed precision off (amp=false): float32")
+    if device.type == "cuda":
+        return Precision(torch.float16, False, True, "mixed precision: float16 autocast with a gradient scaler")
+    if freeze == "head":
+        return Precision(None, False, False, "float32: only the head trains (freeze=head), on cached features")
+    flags = cpu_bf16_flags() if cpu_flags is None else cpu_flags
+    if not flags:
+        return Precision(None, False, False, "float32: this CPU has no bfloat16 arithmetic (no AVX-512 BF16 or "
+                                             "AMX), where bf16 would be slower than float32")
+    return Precision(torch.bfloat16, True, False,
+                     f"mixed precision: bfloat16 autocast and channels-last memory (CPU has {', '.join(flags)})")

@@ -1,0 +1,54 @@
+"""The job's outcome: ``metrics.json`` (:data:`~container_train.contract.METRICS_FILE`) and its log lines.
+
+Split out of :mod:`container_train.train`; ``job`` is its ``Job``. In a distributed job every rank
+builds the summary (the figures are already reduced over ranks) and rank 0 alone writes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from container_train import contract
+from container_train.atomic import write_json_atomically
+from container_train.hyperparameters import to_dict
+
+log = logging.getLogger("container_train")
+
+
+def summary_of(job, test, chosen: str) -> dict:
+    """Write metrics.json, log the outcome, return the summary."""
+    progress, args, reason, skipped = job.progress, job.args, job.stopped_reason, job.skipped
+    summary = {
+        "status": "stopped" if reason else "completed",
+        "stopped_by": reason,
+        "epochs_completed": progress.epoch,
+        "resumed_from_epoch": job.resumed_from,
+        "best_epoch": progress.best_epoch,
+        "best_valid_accuracy": progress.best_accuracy if progress.best_epoch else None,
+        "model_weights": "best_validation" if progress.best_model is not None else "last",
+        "history": progress.history,
+        "test": {"loss": test.loss, "accuracy": test.accuracy, "images": test.images} if test else None,
+        "skipped_images": skipped.count,
+        "skipped_files": sorted(skipped.files)[:100],
+        "num_classes": len(job.class_names),
+        "class_names": job.class_names,
+        "images": {name: len(split.samples) for name, split in job.splits.items()},
+        "hyperparameters": to_dict(args),
+        "model_config": job.config.to_json(),
+        "device": str(job.device),
+        "data_loading": job.plan.describe(),
+        "feature_cache": bool(job.use_cache),
+        "world_size": job.ranks.world_size,
+        "seconds": round(time.monotonic() - job.started, 2),
+    }
+    if job.ranks.is_main:
+        write_json_atomically(job.paths.output_data_dir / contract.METRICS_FILE, summary)
+    if skipped.count:
+        log.warning("%d unreadable image(s) were skipped (listed in %s)", skipped.count, contract.METRICS_FILE)
+    if reason:
+        log.warning("stopped early (%s) after %d of %d epochs; progress and model saved",
+                    reason, progress.epoch, args.epochs)
+    else:
+        log.info("training finished: %d epochs, %s", progress.epoch, chosen)
+    return summary
