@@ -9,8 +9,8 @@ Both are JSON lines under ``SM_OUTPUT_DATA_DIR`` (file names and record fields a
 * :class:`SystemSampler` -> ``profiler/system_metrics.jsonl``: a background thread sampling CPU
   (total and per core), memory, this job's resident memory (trainer + DataLoader workers) and,
   when present, each GPU's utilisation and memory via ``nvidia-smi``. The interval adapts to the
-  job's length (:func:`sample_interval`): every 0.5 s at first, so a 30-second job has a real
-  utilisation curve, growing to every 10 s for long jobs, which keeps the file small.
+  job's length (:func:`sample_interval`): every 0.25 s at first, so even a 10-second job has a
+  real utilisation curve, growing to every 10 s for long jobs, which keeps the file small.
 * :class:`Phases` -> ``profiler/phases.jsonl``: wall time by phase of the job (``contract.PHASES``:
   start-up, data preparation, model setup, feature extraction, training, validation, checkpoint,
   test, artifact save), one record per timed interval.
@@ -32,9 +32,9 @@ import torch
 
 from container_train.contract import PHASES, PHASES_FILE, STEP_TIMINGS_FILE, SYSTEM_METRICS_FILE
 
-MIN_SAMPLE_INTERVAL_S = 0.5
+MIN_SAMPLE_INTERVAL_S = 0.25
 MAX_SAMPLE_INTERVAL_S = 10.0
-SAMPLES_PER_MINUTE_AT_LEAST = 6     # the interval grows as elapsed/60 s, from 0.5 s up to 10 s
+INTERVAL_GROWTH = 1 / 120          # the interval is elapsed/120 s between those bounds
 
 
 class _JsonLines:
@@ -129,9 +129,9 @@ def sample_system(process: psutil.Process) -> dict:
 
 
 def sample_interval(elapsed_s: float) -> float:
-    """Seconds to the next system sample after ``elapsed_s`` seconds of sampling: 0.5 s for the
-    first 30 s, then elapsed/60 (about 60 samples in any job up to 10 minutes), at most 10 s."""
-    return min(MAX_SAMPLE_INTERVAL_S, max(MIN_SAMPLE_INTERVAL_S, elapsed_s / 60))
+    """Seconds to the next system sample after ``elapsed_s`` seconds of sampling: 0.25 s for the
+    first 30 s, then elapsed/120 (so any job up to 20 minutes has at least ~120 samples), at most 10 s."""
+    return min(MAX_SAMPLE_INTERVAL_S, max(MIN_SAMPLE_INTERVAL_S, elapsed_s * INTERVAL_GROWTH))
 
 
 class SystemSampler:
