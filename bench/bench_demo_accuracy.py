@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
             root = export_imagefolder(Path(tmp) / f"s{size}", per_class={
                 "train": max(args.per_class), "valid": args.eval_per_class, "test": args.eval_per_class}, size=size)
             for crop in args.crops:
-                resize = ModelConfig.default_resize(size) if crop == 224 / 256 else round(size / crop)
+                resize = round(size / crop)       # 224/256 -> ModelConfig.default_resize(size)
                 feats, rate = features_of(root, size, resize)
                 classes = int(feats["train"][1].max()) + 1
                 for per_class in args.per_class:

@@ -128,6 +128,8 @@ PHASES = ("start-up", "data preparation", "model setup", "feature extraction", "
 # A folder several jobs on one machine share (the local tuner's trials): set by the operator side,
 # read by container_train.feature_cache.
 FEATURE_CACHE_DIR_ENV = "BYOC_FEATURE_CACHE_DIR"
+# The cache's folder name: under a job's checkpoint dir (the default), and in a local run or tuning dir.
+FEATURE_CACHE_DIR = "feature-cache"
 
 # ---- checkpoints (/opt/ml/checkpoints, SageMaker syncs it to S3 for spot training) ------------
 CHECKPOINT_FILE = "checkpoint.pth"

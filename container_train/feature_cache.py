@@ -53,7 +53,7 @@ from torch.utils.data import Dataset
 from byoc_common.architectures import head_name, split_backbone_head
 from byoc_common.preprocessing import eval_transform
 from container_train.atomic import write_atomically
-from container_train.contract import FEATURE_CACHE_DIR_ENV, quote_path
+from container_train.contract import FEATURE_CACHE_DIR, FEATURE_CACHE_DIR_ENV, quote_path
 from container_train.data import Batch, ImageFolderDataset, train_transform
 from container_train.feature_extraction import (
     Extraction,
@@ -64,7 +64,6 @@ from container_train.feature_extraction import (
 )
 
 CACHE_FORMAT_VERSION = 1
-CACHE_SUBDIR = "feature-cache"
 
 
 # ---- fingerprints -----------------------------------------------------------------------------
@@ -216,7 +215,7 @@ def default_cache_dir(checkpoint_dir: str | os.PathLike | None, hp_value: str = 
         return Path(os.environ[FEATURE_CACHE_DIR_ENV])
     if checkpoint_dir is None:
         raise FeatureCacheError(f"no feature cache directory: set feature-cache-dir or ${FEATURE_CACHE_DIR_ENV}")
-    return Path(checkpoint_dir) / CACHE_SUBDIR
+    return Path(checkpoint_dir) / FEATURE_CACHE_DIR
 
 
 def cached_split_features(cache: FeatureCache, split: str, *, extractor: nn.Module, dataset: Dataset,

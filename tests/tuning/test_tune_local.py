@@ -18,12 +18,11 @@ from optuna.trial import TrialState
 
 from byoc.datasets.synthetic import make_dataset
 from byoc.errors import ByocError
-from byoc.local.training_job import FEATURE_CACHE_DIR
 from byoc.tuning import search
 from byoc.tuning.best import read_best_hyperparameters
 from byoc.tuning.local_tuner import TuningError, channels_from_data_dir, run_local_tuning
 from byoc.tuning.spec import parse_spec
-from container_train.contract import quote_path
+from container_train.contract import FEATURE_CACHE_DIR, quote_path
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"arch": "resnet18", "pretrained": False, "freeze": "none", "image-size": 32, "workers": 0,

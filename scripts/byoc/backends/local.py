@@ -19,9 +19,9 @@ from byoc.datasets import prepare as datasets
 from byoc.local.client import EndpointClient
 from byoc.local.endpoint import LocalEndpoint
 from byoc.local.multi_host import local_training_job
-from byoc.local.training_job import FEATURE_CACHE_DIR, TrainingJob, TrainingJobResult
+from byoc.local.training_job import TrainingJob, TrainingJobResult
 from container_serve import content_types as ct
-from container_train.contract import completed_epochs
+from container_train.contract import FEATURE_CACHE_DIR, completed_epochs
 from container_train.hyperparameters import HYPERPARAMETERS, to_sagemaker_strings
 
 ENDPOINT_FILE = "endpoint.json"

@@ -62,7 +62,6 @@ LOCAL_JOB_ENV = {"SM_STUDIO_LOCAL_MODE": "true"}
 TIMEOUT_RETURNCODE = 124
 # Where a container sees the feature cache it shares with other jobs (outside /opt/ml: not the job's).
 CONTAINER_FEATURE_CACHE_DIR = "/opt/feature-cache"
-FEATURE_CACHE_DIR = "feature-cache"        # the shared cache's folder name in a run or tuning dir
 
 
 @dataclass

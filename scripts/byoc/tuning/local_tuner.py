@@ -39,13 +39,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from byoc.local.training_job import FEATURE_CACHE_DIR
 from byoc.tuning import budget, leaderboard, report, search
 from byoc.tuning.display import LiveDisplay, PlainDisplay
 from byoc.tuning.errors import TuningError
 from byoc.tuning.spec import TuningSpec, load_spec, to_dict, trial_hyperparameters
 from byoc.tuning.trial_runner import TrialOutcome, run_trial
-from container_train.contract import CHANNEL_SPLITS
+from container_train.contract import CHANNEL_SPLITS, FEATURE_CACHE_DIR
 from container_train.hyperparameters import DEFAULTS
 
 TRIALS_DIR = "trials"
