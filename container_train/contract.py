@@ -131,6 +131,19 @@ FEATURE_CACHE_DIR_ENV = "BYOC_FEATURE_CACHE_DIR"
 # The cache's folder name: under a job's checkpoint dir (the default), and in a local run or tuning dir.
 FEATURE_CACHE_DIR = "feature-cache"
 
+# ---- features as a dataset (container_train.features_dataset) -----------------------------------
+# A task=extract-features job writes the backbone's features of every split as its model artifact;
+# a later job given that artifact as its FEATURES_CHANNEL trains the head on them without the images.
+TASK_TRAIN, TASK_EXTRACT_FEATURES = "train", "extract-features"
+TASKS = (TASK_TRAIN, TASK_EXTRACT_FEATURES)
+FEATURES_CHANNEL = "features"
+FEATURES_MANIFEST = "features.json"
+# Hyperparameters that decide the features (the fingerprint's inputs): a features-channel job must
+# use the extraction job's values (the trainer checks the fingerprint itself; the operator side
+# passes these through unchanged and never tunes them on a features channel).
+FEATURE_HYPERPARAMETERS = ("arch", "pretrained", "pretrained-weights", "image-size", "resize-size",
+                           "feature-cache-views", "seed")
+
 # ---- checkpoints (/opt/ml/checkpoints, SageMaker syncs it to S3 for spot training) ------------
 CHECKPOINT_FILE = "checkpoint.pth"
 PREVIOUS_CHECKPOINT_FILE = "checkpoint.previous.pth"   # the one before, kept for a corrupt latest

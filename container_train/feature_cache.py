@@ -253,28 +253,38 @@ def head_module(model: nn.Module, arch: str) -> nn.Module:
     return getattr(model, head_name(arch))
 
 
-def features_for_splits(cache_dir: str | os.PathLike, splits: dict, model: nn.Module, arch: str,
-                        config, *, views: int = 0, log: Callable[[str], None] | None = print, **extraction
-                        ) -> dict[str, FeatureSet]:
-    """Cached features of the ``train`` and ``valid`` splits (``container_train.data.Split``) for
-    ``model``'s backbone: the trainer's one call.
-
-    ``train`` uses one evaluation view (``views=0``) or ``views`` passes of the training transform;
-    ``valid`` always one evaluation view. ``config`` is the run's ``ModelConfig`` (image size,
-    resize size, normalisation). Unreadable images are skipped as in the image loop.
-    ``extraction``: :func:`compute_features`' batch_size, plan, seed, device, stop and timings.
-    """
-    extractor, _ = split_backbone_head(model, arch)
+def split_specs(model: nn.Module, arch: str, config, names: Sequence[str], *, views: int = 0
+                ) -> dict[str, tuple[FeatureSpec, Callable]]:
+    """Split name -> (its :class:`FeatureSpec`, the transform it applies) for ``model``'s backbone:
+    ``train`` one evaluation view (``views=0``) or ``views`` passes of the training transform, every
+    other split one evaluation view. The one place that decides what a split's features are, for
+    the cache and for a features channel (:mod:`container_train.features_dataset`)."""
     weights = weights_fingerprint(model, exclude_prefix=head_name(arch))
-    cache = FeatureCache(cache_dir)
     out = {}
-    for name in ("train", "valid"):
+    for name in names:
         if name == "train" and views > 0:
             transform, n = train_transform(config), views
         else:
             transform, n = eval_transform(config), 0
-        spec = FeatureSpec(arch=arch, weights_sha256=weights, image_size=config.image_size,
-                           resize_size=config.resize_size, transform=repr(transform), views=n)
+        out[name] = (FeatureSpec(arch=arch, weights_sha256=weights, image_size=config.image_size,
+                                 resize_size=config.resize_size, transform=repr(transform), views=n), transform)
+    return out
+
+
+def features_for_splits(cache_dir: str | os.PathLike, splits: dict, model: nn.Module, arch: str,
+                        config, *, views: int = 0, names: Sequence[str] = ("train", "valid"),
+                        log: Callable[[str], None] | None = print, **extraction) -> dict[str, FeatureSet]:
+    """Cached features of the splits ``names`` (``container_train.data.Split``; default ``train`` and
+    ``valid``) for ``model``'s backbone: the trainer's one call. Views as :func:`split_specs` says.
+
+    ``config`` is the run's ``ModelConfig`` (image size, resize size, normalisation). Unreadable
+    images are skipped as in the image loop.
+    ``extraction``: :func:`compute_features`' batch_size, plan, seed, device, stop and timings.
+    """
+    extractor, _ = split_backbone_head(model, arch)
+    cache = FeatureCache(cache_dir)
+    out = {}
+    for name, (spec, transform) in split_specs(model, arch, config, names, views=views).items():
         split = splits[name]
         out[name] = cached_split_features(
             cache, name, extractor=extractor, dataset=ImageFolderDataset(split, transform),

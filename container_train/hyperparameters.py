@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from byoc_common.architectures import DEFAULT_ARCH, SUPPORTED_ARCHS
+from container_train.contract import FEATURES_CHANNEL, TASK_EXTRACT_FEATURES, TASK_TRAIN, TASKS
 
 
 class HyperparameterError(ValueError):
@@ -141,6 +142,10 @@ _TABLE: tuple[Hyperparameter, ...] = (
     Hyperparameter("feature-cache-views", int, 0,
                    "0 = one eval-transform view per image (no augmentation); n = n augmented views "
                    "cycled over epochs", check=_non_negative, check_text=">= 0"),
+    Hyperparameter("task", _lower, TASK_TRAIN,
+                   f"{TASK_TRAIN} = fine-tune; {TASK_EXTRACT_FEATURES} = write the frozen backbone's features of "
+                   f"every split as the model artifact, for later head-only jobs' '{FEATURES_CHANNEL}' channel "
+                   "(container_train.features_dataset)", choices=TASKS),
     # --- job plumbing --------------------------------------------------------------------------
     Hyperparameter("checkpoint", parse_bool, True,
                    "write a checkpoint every epoch and resume from this job's checkpoint in the checkpoint dir",

@@ -8,7 +8,7 @@ without the toolkit (``python -m container_train.train``)::
 
     <base>/input/config/hyperparameters.json   (read by the toolkit, passed to us as CLI args)
     <base>/input/config/debughookconfig.json   (written by SageMaker when Debugger is configured)
-    <base>/input/data/<channel>/               training, validation, test, pretrained
+    <base>/input/data/<channel>/               training, validation, test, pretrained, features
     <base>/model/                              SM_MODEL_DIR: the model artifact (uploaded as model.tar.gz)
     <base>/output/data/                        SM_OUTPUT_DATA_DIR: metrics, profiler, tensors (output.tar.gz)
     <base>/output/failure                      FailureReason shown by DescribeTrainingJob
@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from byoc_common.sagemaker_paths import base_dir
+from container_train.contract import FEATURES_CHANNEL
 
-CHANNELS = ("training", "validation", "test", "pretrained")
+CHANNELS = ("training", "validation", "test", "pretrained", FEATURES_CHANNEL)
 DEBUG_HOOK_CONFIG = "input/config/debughookconfig.json"     # under the base dir
 RESOURCE_CONFIG = "resourceconfig.json"                      # in the config dir: hosts of the job
 TRAINING_JOB_NAME_ENV = "TRAINING_JOB_NAME"

@@ -33,7 +33,9 @@ def summary_of(job, test, chosen: str) -> dict:
         "skipped_files": sorted(skipped.files)[:100],
         "num_classes": len(job.class_names),
         "class_names": job.class_names,
-        "images": {name: len(split.samples) for name, split in job.splits.items()},
+        "images": ({name: entry["images"] for name, entry in job.features_manifest["splits"].items()}
+                   if job.features_manifest else {name: len(split.samples) for name, split in job.splits.items()}),
+        "features_channel": job.features_manifest is not None,
         "hyperparameters": to_dict(args),
         "model_config": job.config.to_json(),
         "device": str(job.device),

@@ -10,8 +10,9 @@ What one run does, one function per phase (:func:`run` calls them in order):
 1. :func:`load_data`: find and check the splits (:mod:`container_train.data`) and make their
    loaders, as many workers as ``/dev/shm`` allows (:mod:`container_train.loader_limits`);
 2. :func:`make_model`: the network with its pretrained weights and freeze policy
-   (:mod:`container_train.pretrained`); with ``freeze=head`` :func:`cache_features` swaps the
-   image loaders for cached backbone features (:mod:`container_train.feature_cache`);
+   (:mod:`container_train.pretrained`); with ``freeze=head``
+   :func:`container_train.head_features.prepare` swaps the image loaders for backbone features (the
+   cache, or a ``features`` channel); ``task=extract-features`` writes them as the artifact instead;
 3. :func:`make_optimisation` and :func:`resume`: loss, optimizer, LR schedule, and this job's
    checkpoint when there is one (:mod:`container_train.checkpointing`);
 4. :func:`train_epochs`: per epoch train, validate, print the metric lines
@@ -52,7 +53,15 @@ from torch import nn
 from byoc_common.architectures import UnknownArchitectureError
 from byoc_common.artifact import ModelConfig, save_model_artifact
 from byoc_common.preprocessing import eval_transform
-from container_train import checkpointing, contract, debugger, distributed, engine, feature_cache
+from container_train import (
+    checkpointing,
+    contract,
+    debugger,
+    distributed,
+    engine,
+    feature_cache,
+    head_features,
+)
 from container_train.data import ImageFolderDataset, SkipCounter, load_splits, make_loader, train_transform
 from container_train.errors import TrainingError, describe_unexpected, write_failure_file
 from container_train.hyperparameters import HyperparameterError, parse_hyperparameters, to_dict
@@ -102,10 +111,16 @@ class Job:
     plan: LoaderPlan | None = None
     loaders: dict = field(default_factory=dict)
     steps: dict = field(default_factory=dict)
-    # make_model / cache_features
+    # make_model / head_features.prepare
     model: nn.Module | None = None
     train_module: nn.Module | None = None
+    test_module: nn.Module | None = None      # the model, or its head when the test split is features
     use_cache: bool = False
+    # a features channel (container_train.head_features)
+    features_manifest: dict | None = None
+    features_folder: object = None
+    features_scratch: object = None
+    feature_counts: dict = field(default_factory=dict)   # task=extract-features: what was written
     # make_optimisation
     criterion: nn.Module | None = None
     optimizer: torch.optim.Optimizer | None = None
@@ -142,38 +157,52 @@ def run(args, paths: JobPaths, stop: engine.StopFlag) -> dict:
             load_data(job)
         with phases.phase("model setup"):
             make_model(job)
+        extracting = args.task == contract.TASK_EXTRACT_FEATURES
         try:
-            cache_features(job, timings)
+            if extracting:
+                head_features.extract_dataset(job, timings)
+            else:
+                head_features.prepare(job, timings)
         except feature_cache.ExtractionStopped as e:
             job.stopped_reason = stop.reason
             log.warning("received %s while computing the feature cache: %s, kept in %s; a restarted job "
                         "carries on from there", stop.reason, e, contract.quote_path(e.kept_in))
-        if job.stopped_reason is None:
-            with phases.phase("model setup"):
-                make_optimisation(job)
-                resume(job)
-                attach_hook(job)
-            train_epochs(job, timings)
-        test, chosen = test_and_save(job, timings)
+        test, chosen = (None, "") if extracting else fit_and_test(job, timings)
     with phases.phase("artifact save"):
         if job.hook is not None:
             job.hook.close()
         timings.close()
-        summary = summary_of(job, test, chosen)
+        summary = head_features.extraction_summary(job) if extracting else summary_of(job, test, chosen)
     phases.close()
     return summary
+
+
+def fit_and_test(job: Job, timings: StepTimings) -> tuple[engine.EpochResult | None, str]:
+    """The train task after its inputs are ready: epochs (unless stopped already), test, artifact."""
+    if job.stopped_reason is None:
+        with job.phases.phase("model setup"):
+            make_optimisation(job)
+            resume(job)
+            attach_hook(job)
+        train_epochs(job, timings)
+    return test_and_save(job, timings)
 
 
 def load_data(job: Job) -> None:
     """Splits, the model config they imply, and one loader per split."""
     args = job.args
-    job.splits = load_splits(job.paths.channels)
-    job.class_names = job.splits["train"].class_names
     if 0 < args.resize_size < args.image_size:
         raise HyperparameterError(f"resize-size {args.resize_size} is smaller than image-size {args.image_size}: "
                                   "the centre crop would not fit (0 = the default, image-size = no crop)")
-    job.config = ModelConfig(arch=args.arch, num_classes=len(job.class_names), image_size=args.image_size,
-                             resize_size=args.resize_size or ModelConfig.default_resize(args.image_size))
+    job.features_manifest = head_features.channel_manifest(job)
+    if job.features_manifest is not None:     # no images: the head trains on the channel's features
+        job.class_names = list(job.features_manifest["class_names"])
+        job.config = _model_config(args, len(job.class_names))
+        job.plan = plan_loading(0, args.batch_size, args.image_size, timeout_s=args.loader_timeout_s, loaders=1)
+        return
+    job.splits = load_splits(job.paths.channels)
+    job.class_names = job.splits["train"].class_names
+    job.config = _model_config(args, len(job.class_names))
     for split in job.splits.values():
         log.info("%s split: %d images in %d classes from %s", split.name, len(split.samples),
                  len(split.class_folders), contract.quote_path(split.root))
@@ -192,6 +221,11 @@ def load_data(job: Job) -> None:
     job.steps = {name: engine.steps_in(len(loader), args.max_steps_per_epoch) for name, loader in job.loaders.items()}
 
 
+def _model_config(args, num_classes: int) -> ModelConfig:
+    return ModelConfig(arch=args.arch, num_classes=num_classes, image_size=args.image_size,
+                       resize_size=args.resize_size or ModelConfig.default_resize(args.image_size))
+
+
 def make_model(job: Job) -> None:
     args = job.args
     job.model = build_model(args.arch, len(job.class_names), args.pretrained, args.freeze,
@@ -204,29 +238,6 @@ def make_model(job: Job) -> None:
         job.use_cache = feature_cache.enabled(args.freeze, args.feature_cache)
     except ValueError as e:
         raise HyperparameterError(str(e)) from None
-
-
-def cache_features(job: Job, timings: StepTimings) -> None:
-    """freeze=head: the backbone never changes, so its features are computed once (and cached for
-    other runs on the same data); the loops then train the head module alone on those tensors.
-    Raises :class:`~container_train.feature_cache.ExtractionStopped` on a stop request."""
-    if not job.use_cache:
-        return
-    args, ranks = job.args, job.ranks
-    cache_dir = feature_cache.default_cache_dir(job.paths.checkpoint_dir, args.feature_cache_dir)
-    with job.phases.phase("feature extraction"):   # each rank its shard, then all of it on every rank
-        feats = feature_cache.features_for_splits(
-            cache_dir, {n: distributed.shard_split(s, ranks) for n, s in job.splits.items()}, job.model, args.arch,
-            job.config, views=args.feature_cache_views, batch_size=args.batch_size, plan=job.plan, seed=args.seed,
-            device=job.device, stop=distributed.local_stop(job.stop), timings=timings, log=log.info)
-        feats = {name: distributed.gather_features(fs, ranks) for name, fs in feats.items()}
-    shard = dict(rank=ranks.rank, world_size=ranks.world_size)
-    job.loaders["train"] = feature_cache.FeatureBatches(feats["train"], args.batch_size, shuffle=True, seed=args.seed,
-                                                        **shard)
-    job.loaders["valid"] = feature_cache.FeatureBatches(feats["valid"], args.batch_size, shuffle=False, **shard)
-    job.steps.update({n: engine.steps_in(len(job.loaders[n]), args.max_steps_per_epoch) for n in ("train", "valid")})
-    job.train_module = feature_cache.head_module(job.model, args.arch)
-    log.info("feature cache on (%s): training the head on cached backbone features", contract.quote_path(cache_dir))
 
 
 def make_optimisation(job: Job) -> None:
@@ -342,7 +353,7 @@ def test_and_save(job: Job, timings: StepTimings) -> tuple[engine.EpochResult | 
         with job.phases.phase("test"):
             debugger.set_mode(job.hook, "EVAL")
             test = distributed.reduce_result(engine.evaluate(
-                job.model, job.loaders["test"], criterion=job.criterion, device=job.device, precision=job.precision,
+                job.test_module or job.model, job.loaders["test"], criterion=job.criterion, device=job.device, precision=job.precision,
                 epoch=progress.epoch, total_steps=job.steps["test"], timings=timings, skipped=job.skipped,
                 stop=engine.StopFlag(), split="test"), job.ranks)
         print_metric(contract.format_test_metrics(test.loss, test.accuracy))
