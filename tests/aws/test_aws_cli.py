@@ -52,9 +52,15 @@ def test_pipeline_dry_run_prints_every_request_and_sends_none(tmp_path, monkeypa
                "sagemaker.CreateModel", "sagemaker.CreateEndpointConfig", "sagemaker.CreateEndpoint",
                "sagemaker-runtime.InvokeEndpoint", "sagemaker.CreateTransformJob"):
         assert op in ops, (op, sorted(set(ops)))
-    assert ops.count("sagemaker.CreateTrainingJob") == 2
-    train = next(json.loads(line.split(" ", 2)[2]) for line in out.splitlines()
-                 if line.startswith("DRY-RUN sagemaker.CreateTrainingJob "))
+    jobs = [json.loads(line.split(" ", 2)[2]) for line in out.splitlines()
+            if line.startswith("DRY-RUN sagemaker.CreateTrainingJob ")]
+    # The demo's head-only search tunes on a features channel: the extraction job comes first, then
+    # the two models' training jobs (the pipeline's own train steps, on the images).
+    assert [j["HyperParameters"].get("task", "train") for j in jobs] == ["extract-features", "train", "train"]
+    tuning = next(json.loads(line.split(" ", 2)[2]) for line in out.splitlines()
+                  if line.startswith("DRY-RUN sagemaker.CreateHyperParameterTuningJob "))
+    assert [c["ChannelName"] for c in tuning["TrainingJobDefinition"]["InputDataConfig"]] == ["features"]
+    train = jobs[1]
     assert {r["RuleConfigurationName"] for r in train["DebugRuleConfigurations"]} >= {"VanishingGradient", "Overfit"}
     assert train["ProfilerRuleConfigurations"][0]["RuleConfigurationName"] == "ProfilerReport"
     # Nothing was created, so nothing is recorded for clean-up.

@@ -28,12 +28,12 @@ def test_tune_then_train_then_report(ctx, settings_for, tmp_path):
     data = f"s3://{BUCKET}/byoc/demo/data/"
     _upload_splits(ctx, data)
     tuned = backend.tune(data, str(DEMO_SPEC), max_jobs=4, max_parallel_jobs=2,
-                                   static={"arch": "efficientnet_lite0"})
+                         static={"arch": "efficientnet_lite0", "freeze": "layer4"})   # not head-only: images
     desc = ctx.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuned["tuning_job"])
     definition = desc["TrainingJobDefinition"]
     assert definition["StaticHyperParameters"]["arch"] == "efficientnet_lite0"
-    assert {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in definition["InputDataConfig"]} == {
-        "training": data + "train/", "validation": data + "valid/", "test": data + "test/"}
+    assert _channels(definition) == {"training": data + "train/", "validation": data + "valid/",
+                                     "test": data + "test/"}
     # moto reports a canned best job; its tuned values land on top of the static ones.
     best = read_best_hyperparameters(Path(settings.run_dir) / "tune")   # what `train --from-tuning` reads
     assert best["arch"] == "efficientnet_lite0" and tuned["best_hyperparameters"] == best
@@ -60,7 +60,7 @@ def test_empty_test_split_is_not_sent_and_missing_validation_stops_the_launch(ct
     backend = SageMakerBackend(settings_for())
     data = f"s3://{BUCKET}/byoc/demo/data/"
     _upload_splits(ctx, data, ("train", "valid"))
-    tuned = backend.tune(data, str(DEMO_SPEC), max_jobs=2, max_parallel_jobs=1)
+    tuned = backend.tune(data, str(DEMO_SPEC), max_jobs=2, max_parallel_jobs=1, static={"freeze": "layer4"})
     desc = ctx.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuned["tuning_job"])
     assert _channels(desc["TrainingJobDefinition"]) == {"training": data + "train/", "validation": data + "valid/"}
     trained = backend.train(data, {"epochs": "1"})

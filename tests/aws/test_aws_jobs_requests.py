@@ -272,9 +272,9 @@ def test_unknown_region_and_bad_settings_are_clear_errors():
 
 
 def test_unique_job_names_fit_sagemaker_limits():
-    now = dt.datetime(2026, 11, 25, 22, 1, 2, tzinfo=dt.UTC)
+    now = dt.datetime(2026, 11, 25, 22, 1, 2, 345678, tzinfo=dt.UTC)
     name = tj.unique_job_name("my_very_long_project_name_for_tuning", 32, now)
-    assert name == "my-very-long-proje-261125-220102"
+    assert name == "my-very-long-p-261125-220102-345"
     hpo.check_tuning_job_name(name)
 
 

@@ -205,8 +205,11 @@ def check_training_job_name(name: str) -> None:
 
 
 def unique_job_name(base: str, max_len: int, now: datetime | None = None) -> str:
-    """``base-YYMMDD-HHMMSS`` cut to ``max_len`` (32 for tuning jobs, 63 for training jobs)."""
-    stamp = (now or datetime.now(UTC)).strftime("%y%m%d-%H%M%S")
+    """``base-YYMMDD-HHMMSS-mmm`` cut to ``max_len`` (32 for tuning jobs, 63 for training jobs). The
+    milliseconds keep two jobs started in one second apart, as the SageMaker Python SDK's
+    ``sagemaker_timestamp`` does (src/sagemaker/utils.py: name_from_base)."""
+    moment = now or datetime.now(UTC)
+    stamp = f"{moment:%y%m%d-%H%M%S}-{moment.microsecond // 1000:03d}"
     base = re.sub(r"[^a-zA-Z0-9-]+", "-", base).strip("-") or "byoc"
     return f"{base[: max_len - len(stamp) - 1].rstrip('-')}-{stamp}"
 

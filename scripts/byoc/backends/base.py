@@ -56,11 +56,14 @@ class Backend(ABC):
     def tune(self, data: str, spec: str, max_jobs: int | None = None, max_parallel_jobs: int | None = None,
              static: dict[str, str] | None = None, out_dir: str | None = None,
              instance_count: int | None = None, distribution: str | None = None,
-             storage: str | None = None, study_name: str | None = None) -> dict:
+             storage: str | None = None, study_name: str | None = None, final: bool = True) -> dict:
         """Search hyperparameters; the answer has ``best_hyperparameters`` once the search ended.
         ``instance_count``/``distribution``: every trial's hosts and launcher (None: the spec's).
         ``storage``/``study_name``: a database URL and study that tuners on several machines share
-        (local Optuna only; None: ``<out_dir>/study.db``)."""
+        (local Optuna only; None: ``<out_dir>/study.db``). A head-only spec on SageMaker (and locally
+        with the containers) tunes on a features channel (:mod:`byoc.tuning.features_flow`): the
+        answer then names the extraction job and the ``features`` archive, and with ``final`` the
+        final training job on it (``final``: its ``model_data``)."""
 
     @abstractmethod
     def train(self, data: str, hyperparameters: dict[str, str], job_dir: str | None = None,

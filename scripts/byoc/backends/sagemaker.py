@@ -14,7 +14,7 @@ import json
 from functools import cached_property
 from pathlib import Path
 
-from byoc.aws import autoscaling, batch_transform, endpoints, s3_data
+from byoc.aws import autoscaling, batch_transform, endpoints, feature_jobs, s3_data
 from byoc.aws import training_jobs as tj
 from byoc.aws import tuning_jobs as hpo
 from byoc.aws.debugger import HOOK_HYPERPARAMETER, DebuggerSettings, settings_for_region, with_hook
@@ -74,8 +74,14 @@ class SageMakerBackend(Backend):
 
     # ---- tuning and training -------------------------------------------------------------------
     def tune(self, data, spec, max_jobs=None, max_parallel_jobs=None, static=None, out_dir=None,
-             instance_count=None, distribution=None, storage=None, study_name=None):
-        """CreateHyperParameterTuningJob; every trial on the spec's (or the given) instance count."""
+             instance_count=None, distribution=None, storage=None, study_name=None, final=True):
+        """CreateHyperParameterTuningJob; every trial on the spec's (or the given) instance count.
+
+        A head-only spec tunes on a features channel (:mod:`byoc.tuning.features_flow`): an extraction
+        job first (or the run's earlier one with the same key), every trial on its output, then (with
+        ``final``) the final training job on it with the best hyperparameters."""
+        from byoc.tuning.best import placeholder_best
+        from byoc.tuning.features_flow import blocker
         from byoc.tuning.spec import load_spec
 
         why = "a SageMaker tuning job keeps its own trials"
@@ -84,11 +90,23 @@ class SageMakerBackend(Backend):
         loaded = load_spec(spec).with_overrides(max_jobs=max_jobs, max_parallel_jobs=max_parallel_jobs,
                                                 static=static or None, instance_count=instance_count,
                                                 distribution=distribution)
+        resources, result = self._resources(data), {}
+        not_head_only = blocker(loaded)
+        if not_head_only:
+            console.print(f"tuning on the images: {not_head_only}")
+        else:
+            result = self._extraction(loaded, resources)
+            resources = feature_jobs.on_features(resources, result["features"])
         name = tj.unique_job_name(f"byoc-{self.settings.run_name}", 32)
-        hpo.send_tuning_job(self.ctx.sagemaker, hpo.build_tuning_job_request(loaded, name, self._resources(data)))
+        hpo.send_tuning_job(self.ctx.sagemaker, hpo.build_tuning_job_request(loaded, name, resources))
         self.ctx.record("tuning_job", name)
         self._record_run_prefix()
-        result: dict = {"tuning_job": name}
+        result["tuning_job"] = name
+        on_features = not not_head_only and final
+        if self.ctx.is_dry_run and on_features:    # the third request, with what the tuning job will choose
+            placeholders = placeholder_best(loaded.parameter_names, name)
+            result["final"] = self._launch_training({**loaded.static_strings(), **placeholders}, resources,
+                                                    "final", debugger=True)
         if self.ctx.is_dry_run or not self.settings.wait:
             return result
         answer = hpo.wait_for_tuning_job(self.ctx.sagemaker, name, poll_s=POLL_S, on_status=lambda a: console.print(
@@ -103,8 +121,30 @@ class SageMakerBackend(Backend):
                                    tuned=best.tuned_hyperparameters, training_job=best.training_job_name)
         result.update(best_training_job=best.training_job_name, best_value=best.objective_value,
                       best_hyperparameters=hps, out_dir=str(out))
+        if on_features:
+            result["final"] = self._launch_training(hps, resources, "final", debugger=True)
         return result
 
+    def _extraction(self, spec, resources: tj.TrainingResources) -> dict:
+        """The features of the run's dataset: a completed extraction recorded under the same key, or a
+        new extraction job, waited for (the trials need its output). Returns features + job names."""
+        from byoc.tuning.features_flow import extraction_hyperparameters, features_key
+
+        hps = extraction_hyperparameters(spec)
+        key = features_key(resources.image_uri, feature_jobs.data_version(self.ctx, resources.channels), hps)
+        found = feature_jobs.recorded_extraction(self.ctx, key)
+        if found:
+            console.print(f"features: reusing extraction job {found[0]} ({found[1]})")
+            return {"extraction_job": found[0], "features": found[1], "features_reused": True}
+        name = tj.unique_job_name(f"byoc-{self.settings.run_name}-features", 63)
+        request = tj.build_training_job_request(name, hps, resources, None)
+        tj.send_training_job(self.ctx.sagemaker, request)
+        self.ctx.record("training_job", name, role=feature_jobs.ROLE, features_key=key)
+        model_data = feature_jobs.model_data_uri(resources.output_s3_uri, name)
+        if not self.ctx.is_dry_run:
+            final = self._wait_for_training(name)
+            model_data = final.get("ModelArtifacts", {}).get("S3ModelArtifacts", model_data)
+        return {"extraction_job": name, "features": model_data, "features_reused": False}
     def train(self, data, hyperparameters, job_dir=None, description="training", stop_on=None, debugger=True,
               instance_count=1, distribution=None):
         """CreateTrainingJob with the Debugger hook, built-in rules and the profiler report (none of
@@ -112,26 +152,35 @@ class SageMakerBackend(Backend):
         self.refuse("--job-dir", job_dir, "a SageMaker job's files live under the run's S3 prefix")
         self.refuse("--stop-on", stop_on, "the local rule watcher stops local jobs; on SageMaker a rule's "
                     "StopTraining action is configured on the rule itself")
-        name = tj.unique_job_name(f"byoc-{self.settings.run_name}-train", 63)
+        return self._launch_training(hyperparameters, self._resources(data, instance_count, distribution), "train",
+                                     debugger)
+
+    def _launch_training(self, hyperparameters, resources: tj.TrainingResources, suffix: str, debugger: bool
+                         ) -> dict:
+        name = tj.unique_job_name(f"byoc-{self.settings.run_name}-{suffix}", 63)
         settings = self._debugger_settings(hyperparameters, debugger)
-        request = tj.build_training_job_request(name, hyperparameters,
-                                                self._resources(data, instance_count, distribution), settings)
+        request = tj.build_training_job_request(name, hyperparameters, resources, settings)
         tj.send_training_job(self.ctx.sagemaker, request)
         self.ctx.record("training_job", name)
         self._record_run_prefix()
         result = {"job": name, "training_job": name,
-                  "model_data": f"{request['OutputDataConfig']['S3OutputPath']}/{name}/output/model.tar.gz"}
+                  "model_data": feature_jobs.model_data_uri(request["OutputDataConfig"]["S3OutputPath"], name)}
         if self.ctx.is_dry_run or not self.settings.wait:
             return result
-        final = tj.wait_for_training_job(self.ctx.sagemaker, name, poll_s=POLL_S, on_status=lambda a: console.print(
-            f"{name}: {a['TrainingJobStatus']}"))
+        final = self._wait_for_training(name)
         result.update(status=final["TrainingJobStatus"],
                       model_data=final.get("ModelArtifacts", {}).get("S3ModelArtifacts", result["model_data"]),
                       failure_reason=final.get("FailureReason"))
+        return result
+
+    def _wait_for_training(self, name: str) -> dict:
+        """DescribeTrainingJob until the job ends; raises unless it completed."""
+        final = tj.wait_for_training_job(self.ctx.sagemaker, name, poll_s=POLL_S, on_status=lambda a: console.print(
+            f"{name}: {a['TrainingJobStatus']}"))
         if final["TrainingJobStatus"] != "Completed":
             raise BackendError(f"training job {name} ended {final['TrainingJobStatus']}: "
                                f"{final.get('FailureReason', 'no reason given')}")
-        return result
+        return final
 
     def _debugger_settings(self, hyperparameters: dict, enabled: bool) -> DebuggerSettings | None:
         """Debugger for the job about to start, saying why when it goes without, or when the hook

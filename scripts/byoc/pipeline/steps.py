@@ -57,7 +57,8 @@ def step_tune(ctx: Context) -> dict:
     p = ctx.profile
     static = p.hyperparameters(epochs=p.tune_epochs, debugger="false")
     result = ctx.backend.tune(ctx.outputs("data")["location"], str(DEMO_SPEC), max_jobs=p.tune_jobs,
-                              max_parallel_jobs=p.tune_parallel, static=static, out_dir=str(ctx.run_dir / "tune"))
+                              max_parallel_jobs=p.tune_parallel, static=static, out_dir=str(ctx.run_dir / "tune"),
+                              final=False)     # the train step is the final job, with the profile's epochs
     best = result.get("best_hyperparameters")
     if not best:
         best = _placeholder_best(static, result)
@@ -66,10 +67,11 @@ def step_tune(ctx: Context) -> dict:
 
 def _placeholder_best(static: dict[str, str], result: dict) -> dict[str, str]:
     """A dry run has no best trial: the later requests show where its values would go."""
+    from byoc.tuning.best import placeholder_best
     from byoc.tuning.spec import load_spec
 
-    job = result.get("tuning_job", "the tuning job")
-    return {**static, **{name: f"<best of {job}>" for name in load_spec(DEMO_SPEC).parameter_names}}
+    return {**static, **placeholder_best(load_spec(DEMO_SPEC).parameter_names,
+                                         result.get("tuning_job", "the tuning job"))}
 
 
 def _best_hps(ctx: Context) -> dict[str, str]:

@@ -74,3 +74,8 @@ def read_best_hyperparameters(tune_dir: str | Path) -> dict[str, str]:
     if not isinstance(hyperparameters, dict):
         raise TuningError(f"{path} has no 'hyperparameters' mapping: it was not written by `byoc tune`")
     return to_sagemaker_strings(hyperparameters)
+
+
+def placeholder_best(parameter_names, tuning_job: str) -> dict[str, str]:
+    """What a dry run shows for the tuned values of a final job: they exist once the tuning job ended."""
+    return {name: f"<best of {tuning_job}>" for name in parameter_names}
