@@ -142,7 +142,7 @@ FEATURES_MANIFEST = "features.json"
 # use the extraction job's values (the trainer checks the fingerprint itself; the operator side
 # passes these through unchanged and never tunes them on a features channel).
 FEATURE_HYPERPARAMETERS = ("arch", "pretrained", "pretrained-weights", "image-size", "resize-size",
-                           "feature-cache-views", "seed")
+                           "feature-cache-views")
 
 # ---- checkpoints (/opt/ml/checkpoints, SageMaker syncs it to S3 for spot training) ------------
 CHECKPOINT_FILE = "checkpoint.pth"

@@ -15,6 +15,7 @@ Layout (the folder, or the same files inside a ``.tar.gz`` in the channel)::
                      "splits": {"train": {"file": "train.pt", "images": N, "views": V, "dim": D,
                                           "skipped": k, "files_sha256": ..., "fingerprint": {...}}, ...}}
     train.pt valid.pt test.pt   {"features": float32 [V, N, D], "labels": int64 [N],
+                                 "files": [N paths relative to the split's folder: row i's image],
                                  "skipped_files": [[path, reason], ...]}  (torch.save of plain tensors
                                  and lists; read with torch.load(weights_only=True))
 
@@ -51,14 +52,18 @@ class FeaturesChannelError(TrainingError):
 
 
 def write_features_dataset(out_dir: str | os.PathLike, feats: dict[str, FeatureSet], specs: dict[str, FeatureSpec],
-                           class_names: list[str], files_sha256: dict[str, str] | None = None) -> Path:
-    """Write ``feats`` (split name -> features) with their fingerprints ``specs``; returns the manifest path."""
+                           class_names: list[str], files: dict[str, list[str]],
+                           files_sha256: dict[str, str] | None = None) -> Path:
+    """Write ``feats`` (split name -> features) with their fingerprints ``specs`` and the image each
+    row came from (``files``); returns the manifest path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     splits = {}
     for name, fs in feats.items():
         file = f"{name}.pt"
-        record = {"features": fs.features.contiguous(), "labels": fs.labels,
+        if len(files[name]) != len(fs):
+            raise ValueError(f"{len(files[name])} file names for {len(fs)} {name} feature rows")
+        record = {"features": fs.features.contiguous(), "labels": fs.labels, "files": list(files[name]),
                   "skipped_files": [list(x) for x in fs.skipped_files]}
         write_atomically(out / file, lambda f, r=record: torch.save(r, f))
         splits[name] = {"file": file, "images": len(fs), "views": fs.num_views, "dim": int(fs.features.shape[-1]),

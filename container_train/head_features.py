@@ -119,12 +119,24 @@ def extract_dataset(job, timings) -> None:
         if job.ranks.is_main:
             specs = {name: spec for name, (spec, _) in feature_cache.split_specs(
                 job.model, job.args.arch, job.config, names, views=job.args.feature_cache_views).items()}
-            files = {name: files_fingerprint(job.splits[name].samples, job.splits[name].root) for name in names}
-            features_dataset.write_features_dataset(job.paths.model_dir, feats, specs, job.class_names, files)
+            hashes = {name: files_fingerprint(job.splits[name].samples, job.splits[name].root) for name in names}
+            features_dataset.write_features_dataset(job.paths.model_dir, feats, specs, job.class_names,
+                                                    {n: _row_files(job.splits[n], feats[n], job.ranks) for n in names}, hashes)
     job.feature_counts = {n: {"images": len(fs), "views": fs.num_views, "skipped": fs.skipped} for n, fs in feats.items()}
     log.info("features of %s written to %s (%s): give it to head-only jobs as their '%s' channel",
              ", ".join(f"{n} {len(fs)} x {fs.num_views} view(s)" for n, fs in feats.items()),
              contract.quote_path(job.paths.model_dir), contract.FEATURES_MANIFEST, contract.FEATURES_CHANNEL)
+
+
+def _row_files(split, fs, ranks) -> list[str]:
+    """The image of each feature row: the split's samples less the ones that could not be read, in the
+    order :func:`container_train.distributed.gather_features` leaves them (the split's, or shard after
+    shard when a distributed extraction skipped some)."""
+    skipped = {path for path, _ in fs.skipped_files}
+    samples = split.samples
+    if ranks.enabled and skipped:
+        samples = [s for r in range(ranks.world_size) for s in split.samples[r::ranks.world_size]]
+    return [Path(p).relative_to(split.root).as_posix() for p, _ in samples if str(p) not in skipped]
 
 
 def extraction_summary(job) -> dict:

@@ -28,6 +28,19 @@ def package_model(model_dir: str | os.PathLike, output: str | os.PathLike | None
     return out
 
 
+def package_job_output(model_dir: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """What SageMaker does with a training job's ``/opt/ml/model`` when the job ends: every file in it,
+    flat, in ``model.tar.gz`` (whatever the job wrote; :func:`package_model` is for model artifacts)."""
+    model_dir, out = Path(model_dir), Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for path in sorted(model_dir.iterdir()):
+            tar.add(path, arcname=path.name)
+    os.replace(tmp, out)
+    return out
+
+
 def archive_members(path: str | os.PathLike) -> list[str]:
     with tarfile.open(path, "r:gz") as tar:
         return sorted(tar.getnames())

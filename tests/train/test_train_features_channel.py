@@ -7,12 +7,12 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from pathlib import Path
 
 import pytest
 import torch
 
 from byoc.local.training_job import run_training_job
+from byoc.packaging import package_job_output
 from byoc_common.artifact import load_model_artifact
 from container_train import contract
 from container_train.features_dataset import FeaturesChannelError, locate
@@ -20,15 +20,6 @@ from tests.helpers.training_jobs import channels
 
 HEAD_ONLY = {"arch": "resnet18", "pretrained": "false", "freeze": "head", "image-size": "32", "batch-size": "8",
              "epochs": "2", "workers": "0", "lr": "0.05", "seed": "7", "log-interval-s": "5", "debugger": "false"}
-
-
-def flat_tar(folder: Path, out: Path) -> Path:
-    """What SageMaker does with /opt/ml/model at the end of a job: every file, flat, in model.tar.gz."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(out, "w:gz") as tar:
-        for p in sorted(folder.iterdir()):
-            tar.add(p, arcname=p.name)
-    return out
 
 
 def _ok(result):
@@ -53,11 +44,14 @@ def test_extraction_writes_every_split_with_its_fingerprint(extraction):
     assert fingerprint["arch"] == "resnet18" and fingerprint["image_size"] == 32 and fingerprint["views"] == 0
     assert fingerprint["torch_version"] == torch.__version__
     assert extraction.metrics["task"] == "extract-features" and extraction.metrics["status"] == "completed"
+    test = torch.load(extraction.model_dir / "test.pt", weights_only=True)
+    assert test["files"][:2] == ["001.Class_a/0000.jpg", "001.Class_a/0001.jpg"]      # row i is that image
+    assert len(test["files"]) == len(test["labels"]) == 16
     assert not contract.parse_metric("validation:accuracy", extraction.log_text)   # no training happened
 
 
 def test_a_features_channel_trains_the_head_like_the_images_do(extraction, tiny_dataset, tmp_path):
-    channel = flat_tar(extraction.model_dir, tmp_path / "channel" / "model.tar.gz").parent
+    channel = package_job_output(extraction.model_dir, tmp_path / "channel" / "model.tar.gz").parent
     from_features = _ok(run_training_job(tmp_path / "features-job", HEAD_ONLY, {"features": channel}, timeout=600))
     data = {**channels(tiny_dataset), "test": tiny_dataset / "test"}
     from_images = _ok(run_training_job(tmp_path / "images-job", HEAD_ONLY, data, timeout=600))

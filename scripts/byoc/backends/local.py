@@ -21,7 +21,12 @@ from byoc.local.endpoint import LocalEndpoint
 from byoc.local.multi_host import local_training_job
 from byoc.local.training_job import TrainingJob, TrainingJobResult
 from container_serve import content_types as ct
-from container_train.contract import FEATURE_CACHE_DIR, completed_epochs
+from container_train.contract import (
+    FEATURE_CACHE_DIR,
+    FEATURES_CHANNEL,
+    TASK_EXTRACT_FEATURES,
+    completed_epochs,
+)
 from container_train.hyperparameters import HYPERPARAMETERS, to_sagemaker_strings
 
 ENDPOINT_FILE = "endpoint.json"
@@ -77,9 +82,11 @@ class LocalBackend(Backend):
 
     # ---- tuning and training -------------------------------------------------------------------
     def tune(self, data, spec, max_jobs=None, max_parallel_jobs=None, static=None, out_dir=None,
-             instance_count=None, distribution=None, storage=None, study_name=None):
+             instance_count=None, distribution=None, storage=None, study_name=None, final=True):
         """Optuna on this machine (:mod:`byoc.tuning.local_tuner`); resumable; with ``storage``,
-        one of several tuners sharing a study."""
+        one of several tuners sharing a study. With the containers and a head-only spec, the trials
+        read a features channel as on SageMaker (:mod:`byoc.tuning.features_flow`)."""
+        from byoc.tuning.features_flow import blocker
         from byoc.tuning.local_tuner import channels_from_data_dir, run_local_tuning
         from byoc.tuning.search import DEFAULT_STUDY_NAME
         from byoc.tuning.spec import load_spec
@@ -88,36 +95,71 @@ class LocalBackend(Backend):
                                                 distribution=distribution)
         self.refuse("--distribution", loaded.distribution, NO_LOCAL_LAUNCHER)
         out = Path(out_dir) if out_dir else self.run_dir / "tune"
-        result = run_local_tuning(loaded, channels_from_data_dir(data), out, max_jobs=max_jobs,
+        channels, answer = channels_from_data_dir(data), {}
+        not_head_only = blocker(loaded) if self.settings.containers else "features channels are for containers"
+        if not not_head_only:
+            answer = self._extraction(data, loaded)
+            channels = {FEATURES_CHANNEL: answer["features"]}
+        result = run_local_tuning(loaded, channels, out, max_jobs=max_jobs,
                                   max_parallel=max_parallel_jobs, image=self._train_image(), storage=storage,
                                   study_name=study_name or DEFAULT_STUDY_NAME,
                                   feature_cache_dir=self.feature_cache_dir)
         if not result.best_hyperparameters:
             raise BackendError(f"no tuning trial finished with a {loaded.objective.metric} value; see the "
                                f"trial logs under {out / 'trials'} and {result.leaderboard_csv}")
-        return {"out_dir": str(out), "best_trial": result.best_trial, "best_value": result.best_value,
-                "best_hyperparameters": result.best_hyperparameters, "leaderboard": str(result.leaderboard_csv),
-                "report": str(result.report), "plots": {k: str(v) for k, v in result.plots.items()}}
+        answer.update(out_dir=str(out), best_trial=result.best_trial, best_value=result.best_value,
+                      best_hyperparameters=result.best_hyperparameters, leaderboard=str(result.leaderboard_csv),
+                      report=str(result.report), plots={k: str(v) for k, v in result.plots.items()})
+        if not not_head_only and final:
+            answer["final"] = self._run_job(channels, to_sagemaker_strings(result.best_hyperparameters),
+                                            out / "final", "final job", None, True, 1, None)
+        return answer
+
+    def _extraction(self, data, spec) -> dict:
+        """The dataset's features as a ``features`` channel folder holding the extraction job's
+        ``model.tar.gz`` (what an S3Prefix channel on a SageMaker job's artifact delivers): computed
+        by a task=extract-features job in the training image, or reused from this run dir when the
+        image, the data and the hyperparameters are the same (the folder is named by that key)."""
+        from byoc.packaging import package_job_output
+        from byoc.tuning.features_flow import extraction_hyperparameters, features_key, folder_version
+        from byoc.tuning.local_tuner import channels_from_data_dir
+
+        hps = extraction_hyperparameters(spec)
+        key = features_key(self.settings.train_image_local, folder_version(data), hps)
+        job_dir = self.run_dir / "features" / key[:16]
+        archive = job_dir / "channel" / "model.tar.gz"
+        if archive.is_file():
+            console.print(f"features: reusing {archive}")
+            return {"extraction_job": str(job_dir / "job"), "features": str(archive.parent), "features_reused": True}
+        summary = self._run_job(channels_from_data_dir(data), hps, job_dir / "job", "feature extraction", None,
+                                False, 1, None)
+        package_job_output(summary["model_dir"], archive)
+        return {"extraction_job": str(job_dir / "job"), "features": str(archive.parent), "features_reused": False}
 
     def train(self, data, hyperparameters, job_dir=None, description="training", stop_on=None, debugger=True,
               instance_count=1, distribution=None):
         """One job in a SageMaker-shaped ``/opt/ml`` tree; an epoch bar; the log path on failure."""
+        if not Path(data).is_dir():
+            raise FileNotFoundError(f"dataset {data} does not exist (prepare one with `byoc data`)")
+        return self._run_job({"training": Path(data)}, hyperparameters, Path(job_dir) if job_dir else None,
+                             description, stop_on, debugger, instance_count, distribution)
+
+    def _run_job(self, channels, hyperparameters, job_dir, description, stop_on, debugger, instance_count,
+                 distribution) -> dict:
         self.refuse("--no-debugger with --stop-on", bool(stop_on) and not debugger,
                     "the rules read the tensors the Debugger hook saves")
         hyperparameters = {**hyperparameters, **to_sagemaker_strings({HYPERPARAMETERS["debugger"].name: debugger})}
         job_dir_path = Path(job_dir) if job_dir else self.run_dir / "train"
-        if not Path(data).is_dir():
-            raise FileNotFoundError(f"dataset {data} does not exist (prepare one with `byoc data`)")
         log_file = job_dir_path / "training.log"
         log_file.unlink(missing_ok=True)
         try:   # more than one host: algo-1, algo-2, ... on 127.0.0.1 (byoc.local.multi_host)
-            job = local_training_job(job_dir_path, hyperparameters, {"training": Path(data)}, instance_count,
+            job = local_training_job(job_dir_path, hyperparameters, channels, instance_count,
                                      distribution, image=self._train_image(), log_file=log_file,
                                      feature_cache_dir=self.feature_cache_dir)
         except ValueError as e:
             raise BackendError(str(e)) from None
-        epochs = int(hyperparameters.get("epochs", 5))
-        with progress_bar(description, total=epochs) as update:
+        extracting = hyperparameters.get("task") == TASK_EXTRACT_FEATURES      # no epochs to count
+        with progress_bar(description, total=None if extracting else int(hyperparameters.get("epochs", 5))) as update:
             job.start()
             with _rule_watcher(job, stop_on) as watcher:
                 while job.running():

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 from byoc.tuning.spec import TuningSpec
@@ -64,3 +66,13 @@ def features_key(image: str, data_version: str, hyperparameters: dict[str, str])
     version of its contents: object ETags, or file sizes and times) and the extraction's hyperparameters."""
     payload = json.dumps({"image": image, "data": data_version, "hyperparameters": hyperparameters}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def folder_version(root: str | os.PathLike) -> str:
+    """A local dataset's version: its absolute path and every file's relative path, size and mtime."""
+    root = Path(root).resolve()
+    h = hashlib.sha256(str(root).encode())
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        st = path.stat()
+        h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
