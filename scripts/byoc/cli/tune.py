@@ -18,6 +18,13 @@ def register(sub, common) -> None:
                     SageMaker uses; a killed run resumes. On SageMaker this creates a hyperparameter tuning
                     job on the training image.
 
+                    A head-only spec (static freeze: head, nothing tuned that decides the
+                    features) tunes on a features channel on SageMaker and locally with
+                    --containers: one extraction job computes the backbone's features of the data
+                    (or the run's earlier one with the same image, data and settings is reused),
+                    every trial reads only its output, then the final training job runs on it
+                    with the best hyperparameters and Debugger (--dry-run shows all three).
+
                     Several machines can work on one local study: give each `byoc tune` the same
                     --storage (a database every machine reaches, e.g. PostgreSQL) and --study-name, and
                     its own --out. Together they run the spec's max_jobs trials once, no trial twice;
