@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# bench_bf16_training: {machine_note()}; CPU bf16 flags: {', '.join(flags) or 'none'}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data, source = prepare_demo_data(work / "data", {"train": args.per_class, "valid": 10, "test": 0},
+        data, source = prepare_demo_data(work / "data", {"train": args.per_class, "valid": 10, "test": 2},
                                          size=args.image_size, num_classes=10)
         results: dict[tuple[str, bool], list[dict]] = {}
         for round_no in range(args.rounds):

@@ -44,8 +44,8 @@ from pathlib import Path
 import psutil
 
 from byoc_common.sagemaker_paths import base_dir
+from container_train.toolkit_processes import user_script_processes
 
-SHELLS = {"sh", "dash", "bash"}
 HOSTS_FILE = Path("/etc/hosts")
 HOST_TIMEOUT_ENV = "BYOC_HOST_RESOLUTION_TIMEOUT_S"
 DEFAULT_HOST_TIMEOUT_S = 300.0
@@ -53,22 +53,6 @@ DEFAULT_HOST_TIMEOUT_S = 300.0
 
 def _say(message: str) -> None:
     print(f"[entrypoint] {message}", file=sys.stderr, flush=True)
-
-
-def trainer_processes(toolkit_pid: int) -> list[psutil.Process]:
-    """The toolkit's user-script processes (looking through a ``/bin/sh -c`` wrapper if present)."""
-    try:
-        children = psutil.Process(toolkit_pid).children()
-    except psutil.Error:
-        return []
-    targets = []
-    for child in children:
-        try:
-            is_shell = child.name() in SHELLS
-            targets.extend(child.children() if is_shell else [child])
-        except psutil.Error:
-            continue
-    return targets
 
 
 def stage_user_script(environ=os.environ) -> Path | None:
@@ -181,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     toolkit = subprocess.Popen(command)
 
     def forward(signum, _frame):
-        targets = trainer_processes(toolkit.pid)
+        targets = user_script_processes(toolkit.pid)
         name = signal.Signals(signum).name
         if targets:
             _say(f"{name}: asking the trainer (pid {', '.join(str(p.pid) for p in targets)}) to checkpoint and stop")

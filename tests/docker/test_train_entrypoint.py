@@ -46,11 +46,30 @@ def test_trainer_processes_looks_through_a_shell_wrapper():
         deadline = time.monotonic() + 20
         targets = []
         while time.monotonic() < deadline and not targets:
-            targets = entry.trainer_processes(toolkit.pid)
+            targets = entry.user_script_processes(toolkit.pid)
             time.sleep(0.1)
         assert [p.name() for p in targets] == ["sleep"]
     finally:
         os.killpg(toolkit.pid, signal.SIGKILL)      # the whole little tree: python, sh, sleep
+        toolkit.wait()
+
+
+def test_a_distributed_job_is_stopped_through_its_ranks_not_torchrun(tmp_path):
+    """Signalled, torchrun stops its ranks and exits failed; the ranks themselves stop cleanly."""
+    entry = load_entrypoint()
+    torchrun = tmp_path / "torchrun"
+    torchrun.write_text("import subprocess, sys\nsubprocess.run(['sleep', '30'])\n")
+    toolkit = subprocess.Popen([sys.executable, "-c", f"import subprocess; subprocess.run(['sh', '-c', "
+                                f"'{sys.executable} {torchrun}; true'])"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        names: list[str] = []
+        while time.monotonic() < deadline and names != ["sleep"]:   # torchrun itself until its rank starts
+            names = [p.name() for p in entry.user_script_processes(toolkit.pid)]
+            time.sleep(0.1)
+        assert names == ["sleep"]
+    finally:
+        os.killpg(toolkit.pid, signal.SIGKILL)
         toolkit.wait()
 
 

@@ -1,12 +1,15 @@
 """Data-parallel jobs on 127.0.0.1: two hosts (two toolkit + torchrun processes, Gloo) play algo-1 and algo-2.
 
 What must hold: one artifact and one set of metric lines (algo-1's), the same result as one host
-with the same global batch, a dead rank or a host that never joins failing the job with a reason
-instead of hanging it, and a host with GPUs but no usable CUDA refusing to train on CPU.
+with the same global batch, a stopped job restarting every rank from the same checkpoint, a dead rank
+or a host that never joins failing the job with a reason instead of hanging it, and a host with GPUs
+but no usable CUDA refusing to train on CPU. (The same job as two containers:
+tests/containers/test_containers_distributed.py; the checks both share: tests/helpers/distributed_jobs.py.)
 """
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 from pathlib import Path
@@ -17,29 +20,28 @@ import torch
 
 from byoc.local.multi_host import MultiHostJob, local_training_job
 from byoc.local.training_job import run_training_job
-from container_train import distributed, launch
-from container_train.contract import METRICS_FILE
+from container_train import checkpointing, distributed, launch
+from container_train.contract import EPOCH_REGEX, PHASES_FILE, STEP_TIMINGS_FILE, parse_metric
 from container_train.errors import TrainingError
 from container_train.feature_cache import FeatureBatches
 from container_train.feature_extraction import FeatureSet
 from container_train.job_env import LAUNCHER_MODULE
+from tests.helpers.distributed_jobs import (
+    FAST_FAULTS,
+    HEAD_JOB,
+    METRIC_LINE,
+    check_one_artifact_and_one_set_of_metric_lines,
+    check_trains_like_one_host,
+)
 from tests.train.train_helpers import FAST_HP
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 REPO = Path(__file__).resolve().parents[2]
-# Short bounds, so a broken fault path fails the test instead of hanging it; healthy runs never wait on them.
-FAST_FAULTS = {"BYOC_COLLECTIVE_TIMEOUT_S": "60", "BYOC_RENDEZVOUS_TIMEOUT_S": "30"}
-HEAD = {**FAST_HP, "freeze": "head", "epochs": 3, "debugger": False, "seed": 3}
-METRIC_LINE = re.compile(r"^#metric ", re.M)
 
 
 def _channels(data: Path) -> dict:
     return {"training": data}
-
-
-def _history(result) -> list[dict]:
-    return result.metrics["history"]
 
 
 # ---- pieces --------------------------------------------------------------------------------------
@@ -82,27 +84,16 @@ def test_gpu_host_without_usable_cuda_fails_with_the_reason(monkeypatch):
 def test_two_hosts_train_like_one_host_with_the_same_global_batch(cache_data, tmp_path):
     """freeze=head: each rank extracts half the features and trains on half of every global batch;
     DDP's averaged gradients then equal one host's on the whole batch, so the figures match."""
-    two = MultiHostJob(tmp_path / "two", {**HEAD, "batch-size": 5}, _channels(cache_data), 2, env=FAST_FAULTS)
+    two = MultiHostJob(tmp_path / "two", {**HEAD_JOB, "batch-size": 5}, _channels(cache_data), 2, env=FAST_FAULTS)
     result = two.start().wait(timeout=600)
     assert result.ok, f"{result.failure_reason}\n{result.log_text[-4000:]}"
-    one = run_training_job(tmp_path / "one", {**HEAD, "batch-size": 10}, _channels(cache_data), timeout=600)
+    one = run_training_job(tmp_path / "one", {**HEAD_JOB, "batch-size": 10}, _channels(cache_data), timeout=600)
     assert one.ok, one.failure_reason
 
-    host1, host2 = (tmp_path / "two" / h for h in ("algo-1", "algo-2"))
-    assert (host1 / "model" / "model.pth").is_file() and not any((host2 / "model").iterdir())
-    assert (host1 / "output" / "data" / METRICS_FILE).is_file()
-    assert not (host2 / "output" / "data" / METRICS_FILE).exists()
-    assert not (host2 / "checkpoints" / "checkpoint.pth").exists()
-    assert result.metrics["world_size"] == 2 and one.metrics["world_size"] == 1
-    # One set of metric lines: algo-1's, one per epoch; algo-2 prints none.
-    assert len(METRIC_LINE.findall(result.log_text)) == len(METRIC_LINE.findall(one.log_text)) == 2 * 3 + 1
-    assert not METRIC_LINE.search(two.jobs[1].log_text())
+    check_one_artifact_and_one_set_of_metric_lines(two, result, one)
     # The features were computed once, half on each rank (30 training images, 18 validation).
     assert "view 1/1: 15 images" in result.log_text and "view 1/1: 30 images" not in result.log_text
-    for a, b in zip(_history(result), _history(one), strict=True):
-        assert a["valid_acc"] == pytest.approx(b["valid_acc"], abs=1e-6)
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
-    assert result.metrics["test"]["images"] == one.metrics["test"]["images"]
+    check_trains_like_one_host(result, one)
 
 
 def test_two_hosts_fine_tune_the_whole_network(tiny_dataset, tmp_path):
@@ -146,6 +137,85 @@ def test_a_dead_rank_fails_every_host_with_a_reason(cache_data, tmp_path):
     assert "another rank of this distributed job failed" in survivor.failure_reason, survivor.failure_reason
     assert killed.failure_reason, "the killed host's toolkit reports its rank's exit"
     assert not METRIC_LINE.search(killed.log_text)
+
+
+def _records(host_dir: Path, name: str) -> list[dict]:
+    return [json.loads(line) for line in (host_dir / "output" / "data" / name).read_text().splitlines()]
+
+
+def _training_epochs_per_run(host_dir: Path) -> list[list[int]]:
+    """The epochs each run of this host trained, from its phases (the file grows across restarts;
+    every run of the trainer begins with a "start-up" record)."""
+    runs: list[list[int]] = []
+    for record in _records(host_dir, PHASES_FILE):
+        if record["phase"] == "start-up":
+            runs.append([])
+        elif record["phase"] == "training":
+            runs[-1].append(record["epoch"])
+    return runs
+
+
+def _metric_epochs(log_text: str) -> list[int]:
+    return [int(e) for e in re.findall(EPOCH_REGEX, log_text, re.M)]
+
+
+def test_a_stopped_two_host_job_resumes_every_rank_from_the_same_checkpoint(tiny_dataset, tmp_path):
+    """SIGTERM reaches algo-2's rank alone (a spot interruption of one host) once epoch 1 is done: the
+    ranks agree to stop at the same step, rank 0 checkpoints, both exit 0. The same job restarted on the
+    same trees resumes both ranks after the checkpoint's epoch and ends with one artifact."""
+    epochs = 3
+    hp = {**FAST_HP, "epochs": epochs, "batch-size": 8, "debugger": False, "seed": 5}
+    env = {**FAST_FAULTS, "TRAINING_JOB_NAME": "resume-two-hosts"}   # a restart keeps the job's name
+
+    def start():
+        return MultiHostJob(tmp_path / "job", hp, _channels(tiny_dataset), 2, env=env).start()
+
+    job = start()
+    try:
+        epoch_1_done = job.main.wait_for(lambda: parse_metric("validation:accuracy", job.main.log_text()),
+                                         timeout=300)
+        assert epoch_1_done, job.main.log_text()[-3000:]
+        # algo-2's stop, as SageMaker stops one host: the signal goes through the toolkit's
+        # `/bin/sh -c torchrun ...` to the rank (container_train.toolkit_processes), and torchrun,
+        # which was not signalled itself, exits 0 once its rank has stopped cleanly.
+        assert _trainer_of(job.jobs[1]) is not None
+        job.jobs[1].stop()
+        stopped = job.wait_all(timeout=300)
+    finally:
+        job.kill()
+    assert all(r.ok for r in stopped), [f"{r}\n{r.log_text[-3000:]}" for r in stopped]
+    host1, host2 = (j.job_dir for j in job.jobs)
+    first = stopped[0].metrics
+    assert first["status"] == "stopped" and "another host" in first["stopped_by"], first
+    done = first["epochs_completed"]
+    assert 1 <= done < epochs
+    assert checkpointing.load_checkpoint(host1 / "checkpoints")["epoch"] == done
+    assert _metric_epochs(stopped[0].log_text) == [e for e in range(1, done + 1) for _ in ("train", "valid")]
+    assert not stopped[0].metric("test:accuracy")
+
+    restarted = start()
+    try:
+        resumed = restarted.wait(timeout=600)
+    finally:
+        restarted.kill()
+    assert resumed.ok, f"{resumed.failure_reason}\n{resumed.log_text[-4000:]}"
+    assert re.search(rf"resumed from checkpoint \S+: {done} of {epochs} epochs done", resumed.log_text)
+    # Both ranks trained the same epochs in each run, the second run from the one after the checkpoint's.
+    runs = _training_epochs_per_run(host1)
+    assert len(runs) == 2 and runs == _training_epochs_per_run(host2), (runs, _training_epochs_per_run(host2))
+    assert runs[1] == list(range(done + 1, epochs + 1))
+    steps = [[(r["epoch"], r["step"]) for r in _records(h, STEP_TIMINGS_FILE) if r["mode"] == "TRAIN"]
+             for h in (host1, host2)]
+    assert steps[0] == steps[1]                 # ... and stopped at the same step
+    # The metric lines carry on where the stopped run's ended: every epoch once over the two runs.
+    assert _metric_epochs(resumed.log_text) == [e for e in range(done + 1, epochs + 1) for _ in ("train", "valid")]
+    assert len(resumed.metric("test:accuracy")) == 1 and not METRIC_LINE.search(restarted.jobs[1].log_text())
+    final = resumed.metrics
+    assert final["status"] == "completed" and final["resumed_from_epoch"] == done
+    assert [h["epoch"] for h in final["history"]] == list(range(1, epochs + 1))
+    assert final["world_size"] == 2 and final["test"]["images"] == 16
+    assert (host1 / "model" / "model.pth").is_file() and not any((host2 / "model").iterdir())
+    assert not (host2 / "checkpoints" / "checkpoint.pth").exists()
 
 
 def test_a_host_that_never_joins_fails_the_job_after_the_rendezvous_timeout(tiny_dataset, tmp_path):

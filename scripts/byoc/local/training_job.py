@@ -52,6 +52,7 @@ from byoc_common.sagemaker_paths import BASE_DIR, CHECKPOINT_DIR
 from container_train.contract import FEATURE_CACHE_DIR_ENV
 from container_train.hyperparameters import to_sagemaker_strings
 from container_train.job_env import file_mode_input_data_config, single_host_resource_config
+from container_train.toolkit_processes import user_script_processes
 
 TRAIN_SCRIPT = Path(container_train.__file__).parent / "train.py"
 # The folder holding the images' packages, for the trainer process's PYTHONPATH.
@@ -251,13 +252,9 @@ class TrainingJob:
         return "".join(self._lines)
 
     def trainer_pids(self) -> list[int]:
-        """The user script's process(es): the toolkit's direct children (process mode)."""
-        import psutil
-
-        try:
-            return [c.pid for c in psutil.Process(self._proc.pid).children(recursive=False)]
-        except psutil.Error:
-            return []
+        """The user script's process(es) in process mode: the ranks of a distributed job, else the
+        script (:func:`container_train.toolkit_processes.user_script_processes`)."""
+        return [p.pid for p in user_script_processes(self._proc.pid)]
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Ask the trainer to stop (checkpoint + save best model, exit 0).
