@@ -13,6 +13,7 @@ import pytest
 from byoc.datasets.synthetic import make_dataset
 from byoc.local.multi_host import MultiHostJob
 from byoc.local.training_job import TrainingJob
+from container_train.contract import parse_metric
 from tests.helpers.distributed_jobs import (
     FAST_FAULTS,
     HEAD_JOB,
@@ -57,3 +58,25 @@ def test_two_training_containers_train_like_one_with_the_same_global_batch(train
     # Half of the 24 training images' features on each rank: extracted once over the job, not twice.
     assert "view 1/1: 12 images" in result.log_text and "view 1/1: 24 images" in single.log_text
     check_trains_like_one_host(result, single)
+
+
+def test_stopping_one_training_container_stops_both_cleanly(train_image, data, tmp_path, give_back_to_user):
+    """SageMaker's stop (SIGTERM to a container's PID 1) on algo-2: the image's entry point signals the rank
+    under torchrun, the ranks agree to stop, rank 0 checkpoints and saves the model, and both containers
+    exit 0 -- not torchrun's failed exit after being signalled itself."""
+    give_back_to_user(train_image, tmp_path / "two")
+    hp = {**JOB, "freeze": "none", "epochs": 50, "batch-size": 4, "checkpoint": True}
+    two = MultiHostJob(tmp_path / "two", hp, {"training": data}, 2, image=train_image, env=FAST_FAULTS)
+    try:
+        two.start()
+        assert two.main.wait_for(lambda: parse_metric("validation:accuracy", two.main.log_text()), timeout=300), \
+            two.main.log_text()[-3000:]
+        two.jobs[1].stop()
+        results = two.wait_all(timeout=300)
+    finally:
+        two.kill()
+    assert all(r.ok for r in results), [f"{r}\n{r.log_text[-3000:]}" for r in results]
+    metrics = results[0].metrics
+    assert metrics["status"] == "stopped" and metrics["epochs_completed"] < hp["epochs"], metrics
+    assert (two.jobs[0].job_dir / "model" / "model.pth").is_file()
+    assert "asking the trainer" in two.jobs[1].log_text()
