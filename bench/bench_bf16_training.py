@@ -8,10 +8,12 @@ images, seed and epochs. Variants run one after the other in this process, in ro
 (fp32, bf16, fp32, bf16, ...) so a change in machine load hits both. Reported per variant: the
 median steady training images/s over the rounds (from ``metrics.json``: the trainer's own timing of
 each epoch, the first epoch excluded when there are more than one), and validation accuracy after
-the last epoch. No ImageNet ResNet50 weights are reachable offline, so the networks start from
-random weights: accuracy compares the two precisions, it is not what a pretrained fine-tune reaches.
+the last epoch. No ImageNet ResNet50 weights are reachable offline, so ResNet50 starts from random
+weights (its accuracy says little); ``--arch efficientnet_lite0 --pretrained true`` fine-tunes real
+ImageNet weights, whose accuracy after the same epochs is the one to compare.
 
     .venv/bin/python -m bench.bench_bf16_training                  # the figures in RESULTS.md
+    .venv/bin/python -m bench.bench_bf16_training --arch efficientnet_lite0 --pretrained true --lr 0.005
     .venv/bin/python -m bench.bench_bf16_training --rounds 1 --per-class 20 --epochs 1   # quick look
 """
 
@@ -29,9 +31,9 @@ from container_train.precision import cpu_bf16_flags
 def run_variant(work: Path, data: Path, freeze: str, amp: bool, args, round_no: int) -> dict:
     from byoc.local.training_job import run_training_job
 
-    hps = {"arch": args.arch, "pretrained": "false", "freeze": freeze, "amp": str(amp).lower(),
+    hps = {"arch": args.arch, "pretrained": args.pretrained, "freeze": freeze, "amp": str(amp).lower(),
            "epochs": str(args.epochs), "batch-size": str(args.batch_size), "image-size": str(args.image_size),
-           "lr": "0.01", "lr-scheduler": "none", "debugger": "false", "checkpoint": "false", "seed": "0"}
+           "lr": str(args.lr), "lr-scheduler": "none", "debugger": "false", "checkpoint": "false", "seed": "0"}
     job = run_training_job(work / f"{freeze}-{'bf16' if amp else 'fp32'}-{round_no}", hps, {"training": data},
                            timeout=3600)
     if job.returncode != 0:
@@ -50,6 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--per-class", type=int, default=30, help="training images per class (10 classes)")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--pretrained", default="false",
+                    help="true: ImageNet weights (offline only efficientnet_lite0 has them), for an accuracy that "
+                         "means something")
+    ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--freeze", nargs="+", default=["none", "layer4"])
     args = ap.parse_args(argv)
     flags = cpu_bf16_flags()
@@ -71,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         speed = [statistics.median(r["img_per_s"] for r in rs) for rs in (fp32, bf16)]
         rows.append([freeze, f"{speed[0]:.2f}", f"{speed[1]:.2f}", f"{speed[1] / speed[0]:.2f}x",
                      f"{fp32[-1]['valid_acc']:.3f}", f"{bf16[-1]['valid_acc']:.3f}"])
-    print_table(f"{args.arch} from random weights, {source} {args.per_class}/class at {args.image_size} px, "
+    start = "ImageNet weights" if args.pretrained == "true" else "random weights"
+    print_table(f"{args.arch} from {start}, lr {args.lr}, {source} {args.per_class}/class at {args.image_size} px, "
                 f"batch {args.batch_size}, {args.epochs} epochs, median of {args.rounds} rounds",
                 ["freeze", "fp32 img/s", "bf16 img/s", "bf16 / fp32", "fp32 valid acc", "bf16 valid acc"], rows)
 
