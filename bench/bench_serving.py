@@ -15,11 +15,12 @@ dogImages-sized photo), POST ``image/jpeg`` to 127.0.0.1 only (:mod:`bench.loadg
    turn ``--requests`` requests at concurrency 1, 4 and 16 (after 3 warm-up requests), so a change in
    the machine's load hits every server alike. p50/p99 over all rounds' latencies, req/s = requests /
    seconds summed over rounds; ratios against TorchServe's best setting for each figure.
-3. **Multi-model**: a multi-model endpoint per ``--mme`` entry (``before`` = the float32 form with one
-   fixed thread, as served until issue 15; ``after`` = defaults); ``--models`` copies of the artifact
-   loaded one by one with ``POST /models``: cold load time (the POST returns after the worker loaded
-   and warmed the model) plus the first invoke, and the memory summed over the server's process tree
-   after each load (psutil RSS, PSS, USS). Models per GiB = 1024 / the mean PSS increment per model.
+3. **Multi-model** (:mod:`bench.bench_serve_multi_model`): a multi-model endpoint per ``--mme`` entry
+   (``before`` = defaults with the fork server off, ``BYOC_FORK_SERVER=false``; ``after`` = defaults),
+   ``--mme-rounds`` interleaved pairs; ``--models`` copies of the artifact loaded one by one with
+   ``POST /models``: cold load time (the POST returns after the worker loaded and warmed the model) plus
+   the first invoke, and the memory summed over the server's process tree idle and after each load
+   (psutil RSS, PSS, USS). Models per GiB = 1024 / the mean PSS increment per model.
 
     .venv/bin/python -m bench.bench_serving
 """
@@ -30,17 +31,16 @@ import argparse
 import io
 import json
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import psutil
 import torch
 
+from bench.bench_serve_multi_model import MME_RUNS, run_multi_model
 from bench.bench_serve_torchserve import TorchServe, make_archive
 from bench.common import machine_note, print_table
 from bench.loadgen import run_load
@@ -89,24 +89,6 @@ def floor_latency(model_dir: Path, jpeg: Path, threads: int, n: int, form: str) 
     out = subprocess.run([sys.executable, "-m", "bench.bench_serve_floor", str(model_dir), str(jpeg), str(threads),
                           str(n), form], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def tree_memory(pid: int) -> dict:
-    """RSS, PSS and USS (MiB) summed over a process and its descendants."""
-    total = {"rss": 0, "pss": 0, "uss": 0}
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return {"rss_mib": 0.0, "pss_mib": 0.0, "uss_mib": 0.0, "procs": 0}
-    for p in procs:
-        try:
-            info = p.memory_full_info()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        for k in total:
-            total[k] += getattr(info, k)
-    return {**{f"{k}_mib": v / 2**20 for k, v in total.items()}, "procs": len(procs)}
 
 
 class OurEndpoint:
@@ -174,37 +156,6 @@ def ratios(summary: dict, ours: list[str], theirs: list[str]) -> list[list]:
     return rows
 
 
-def multi_model_memory(model_dir: Path, body: bytes, n_models: int, env: dict[str, str]) -> dict:
-    from byoc.local.endpoint import LocalEndpoint
-
-    out = {"loads": []}
-    with tempfile.TemporaryDirectory(prefix="bench-mme-") as root, \
-            LocalEndpoint(model_root=root, multi_model=True, env=env) as ep:
-        time.sleep(2)
-        out["idle"] = tree_memory(ep._proc.pid)
-        for i in range(n_models):
-            name = f"resnet50-{i}"
-            ep.deploy(name, model_dir)
-            t0 = time.perf_counter()
-            reply = ep.client.load_model(name, ep.model_url(name))
-            status, body_json = reply.status, reply.json()
-            t1 = time.perf_counter()
-            inv_status, _, _ = ep.client.invoke(body, "image/jpeg", target_model=name)
-            t2 = time.perf_counter()
-            if status != 200 or inv_status != 200:
-                raise RuntimeError(f"loading {name}: {status} {body_json}; invoke {inv_status}")
-            time.sleep(1)
-            mem = tree_memory(ep._proc.pid)
-            out["loads"].append({"model": name, "load_s": t1 - t0, "first_invoke_s": t2 - t1, **mem})
-            print(f"# loaded {name}: {out['loads'][-1]}", flush=True)
-    steps = list(zip([out["idle"], *out["loads"][:-1]], out["loads"], strict=True))
-    for key in ("rss", "pss", "uss"):
-        out[f"per_model_{key}_mib"] = statistics.fmean(b[f"{key}_mib"] - a[f"{key}_mib"] for a, b in steps)
-    out["models_per_gib"] = 1024 / out["per_model_pss_mib"] if out["per_model_pss_mib"] > 0 else None
-    out["load_s_mean"] = statistics.fmean(ld["load_s"] for ld in out["loads"])
-    return out
-
-
 def run_side_by_side(model_dir: Path, work: Path, body: bytes, ours: list[str], theirs: list[str], rounds: int,
                      requests: dict[int, int], max_seconds: float) -> dict:
     """Start every server, run the interleaved rounds, print the table and the ratios."""
@@ -236,6 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--floor-iterations", type=int, default=20)
     p.add_argument("--models", type=int, default=3, help="ResNet50 models to load on the multi-model endpoint")
     p.add_argument("--mme", default="before,after", help="multi-model runs: before, after (or none)")
+    p.add_argument("--mme-rounds", type=int, default=1, help="interleaved rounds of the multi-model runs")
     p.add_argument("--width", type=int, default=500)
     p.add_argument("--height", type=int, default=375)
     p.add_argument("--json", type=Path, default=None)
@@ -262,16 +214,9 @@ def main(argv: list[str] | None = None) -> dict:
         results["side_by_side"] = run_side_by_side(model_dir, work, body, ours, theirs, a.rounds, requests,
                                                    a.max_seconds)
 
-    runs = {"before": BEFORE_ENV, "after": "default"}
-    for run in [r.strip() for r in a.mme.split(",") if r.strip() in runs]:
-        results[f"multi_model_{run}"] = multi_model_memory(model_dir, body, a.models, parse_env(runs[run]))
-    mm_rows = [[run, runs[run], f"{m['load_s_mean']:.2f}", f"{m['per_model_rss_mib']:.0f}",
-                f"{m['per_model_pss_mib']:.0f}", f"{m['per_model_uss_mib']:.0f}", f"{m['models_per_gib']:.2f}"]
-               for run in runs if (m := results.get(f"multi_model_{run}"))]
-    if mm_rows:
-        print_table(f"Multi-model endpoint: {a.models} ResNet50 loaded one by one (POST /models), mean per model",
-                    ["run", "settings", "cold load s", "RSS +MiB", "PSS +MiB", "USS +MiB", "models per GiB (PSS)"],
-                    mm_rows)
+    mme = [r.strip() for r in a.mme.split(",") if r.strip() in MME_RUNS]
+    if mme:
+        results["multi_model"] = run_multi_model(model_dir, body, a.models, mme, a.mme_rounds)
     if a.json:
         a.json.write_text(json.dumps(results, indent=1, default=str))
     return results

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from container_serve.core_slots import make_slot_files
+from container_serve.fork_launch import ForkServerProcess
 from container_serve.settings import CORE_SLOTS_ENV, LOAD_REPORTS_ENV, ServeSettings, cpu_count
 
 logger = logging.getLogger(__name__)
@@ -110,9 +111,13 @@ def _mms_executable() -> str:
     return found
 
 
-def mms_command(settings: ServeSettings, config_file: Path) -> list[str]:
+def mms_command(settings: ServeSettings, config_file: Path, python: Path | None = None) -> list[str]:
+    """``multi-model-server --start --foreground ...``; with ``python``, MMS's launcher run by
+    :mod:`container_serve.mms_launcher` so that the frontend runs ``python`` for its workers."""
+    launcher = ([_mms_executable()] if python is None
+                else [sys.executable, "-m", "container_serve.mms_launcher", str(python)])
     cmd = [
-        _mms_executable(),
+        *launcher,
         "--start", "--foreground",
         "--model-store", "/",
         "--mms-config", str(config_file),
@@ -124,7 +129,9 @@ def mms_command(settings: ServeSettings, config_file: Path) -> list[str]:
 
 
 class ModelServerProcess:
-    """multi-model-server running in its own process group, stoppable as a whole."""
+    """multi-model-server running in its own process group, stoppable as a whole; with
+    ``BYOC_FORK_SERVER``, the fork server its workers are forked from in a second one
+    (:mod:`container_serve.fork_launch`)."""
 
     def __init__(self, settings: ServeSettings):
         self.settings = settings
@@ -133,6 +140,7 @@ class ModelServerProcess:
         self.management_socket = self.run_dir / MANAGEMENT_SOCKET
         self.load_reports_dir = self.run_dir / LOAD_REPORTS_DIR
         self.proc: subprocess.Popen | None = None
+        self.fork_server = ForkServerProcess(self.run_dir)
 
     def start(self) -> None:
         from container_serve.mms_plugin import ensure_plugins_dir
@@ -142,27 +150,29 @@ class ModelServerProcess:
         make_slot_files(self.run_dir / CORE_SLOTS_DIR, cpu_count())
         config_file = self.run_dir / "mms.properties"
         config_file.write_text(mms_properties(self.settings, self.run_dir, plugins_dir))
-        cmd = mms_command(self.settings, config_file)
+        env = worker_environment(self.settings, self.run_dir, plugins_dir is not None)
+        python = self.fork_server.start(env) if self.settings.fork_server else None
+        cmd = mms_command(self.settings, config_file, python)
         logger.info("starting: %s", " ".join(cmd))
-        self.proc = subprocess.Popen(
-            cmd, env=worker_environment(self.settings, self.run_dir, plugins_dir is not None),
-            cwd=self.run_dir, process_group=0,
-        )
+        self.proc = subprocess.Popen(cmd, env=env, cwd=self.run_dir, process_group=0)
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """SIGTERM the whole group (frontend and workers), SIGKILL what is left after ``grace_s``."""
-        if self.proc is None:
-            return
-        pgid = self.proc.pid
-        _signal_group(pgid, signal.SIGTERM)
+        """SIGTERM the whole group (frontend and workers) and the fork server's (it and the workers
+        forked from it), SIGKILL what is left after ``grace_s``."""
+        self.fork_server.stopping = True
+        procs = [p for p in (self.proc, self.fork_server.proc) if p is not None]
+        for proc in procs:
+            _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and _group_alive(pgid):
-            self.proc.poll()
+        while time.monotonic() < deadline and any(_group_alive(p.pid) for p in procs):
+            for proc in procs:
+                proc.poll()
             time.sleep(0.2)
-        if _group_alive(pgid):
-            logger.warning("model server did not stop within %.0fs; killing it", grace_s)
-            _signal_group(pgid, signal.SIGKILL)
-        self.proc.wait()
+        for proc in procs:
+            if _group_alive(proc.pid):
+                logger.warning("process group %d did not stop within %.0fs; killing it", proc.pid, grace_s)
+                _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
 
     def cleanup(self) -> None:
         shutil.rmtree(self.run_dir, ignore_errors=True)

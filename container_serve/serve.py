@@ -5,14 +5,17 @@ SageMaker starts the serving image as ``docker run IMAGE serve``. This process
 1. reads the environment (:class:`container_serve.settings.ServeSettings`) and checks the model root
    (single-model: the directory layout of :mod:`container_serve.model_layout`, before any Java starts),
 2. starts multi-model-server (:mod:`container_serve.mms_process`) on two Unix sockets in a private folder,
+   after the fork server its python workers are forked from (:mod:`container_serve.fork_server`,
+   ``BYOC_FORK_SERVER``),
 3. waits until MMS answers (single-model: until a worker loaded the model; when the worker cannot, it
    exits 2 with the worker's reason),
 4. opens ``SAGEMAKER_BIND_TO_PORT``: the gate (:mod:`container_serve.gate`), the only way in, and
 5. on SIGTERM/SIGINT closes the port, stops the whole MMS process group (the Java frontend *and* its
-   python workers, which the frontend leaves running when it is killed alone) and exits 0; when MMS exits
-   by itself, exits with its code.
+   python workers, which the frontend leaves running when it is killed alone) and the fork server's,
+   and exits 0; when MMS exits by itself, exits with its code.
 
-The gate runs in this process (asyncio) and imports no torch, so the entry point stays a few tens of MB.
+The gate runs in this process (asyncio) and imports no torch, so the entry point stays a few tens of MB;
+``server.start()`` runs in this (main) thread, which the fork server's parent-death signal watches.
 """
 
 from __future__ import annotations

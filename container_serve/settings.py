@@ -28,6 +28,12 @@ BYOC_OMP_WAIT_POLICY               OpenMP's OMP_WAIT_POLICY in the workers: ``PA
 BYOC_MODEL_FORM                    ``auto``, ``bf16`` or ``fp32``: the form the network is    auto
                                    served in (container_serve.model_form); ``auto`` = bf16
                                    where the CPU has native bf16, else fp32
+BYOC_FORK_SERVER                   ``true``: every MMS worker is forked from one process that  true
+                                   imported torch, torchvision and the handler once
+                                   (container_serve.fork_server), so those pages are shared
+                                   between models instead of paid per model; ``false`` (or a
+                                   fork server that cannot start, logged): each worker a
+                                   fresh python, as MMS starts them
 BYOC_JOB_QUEUE_SIZE                requests queued per model before 503                       100
 BYOC_MAX_IMAGE_PIXELS              largest decoded image (width*height) before 413            40000000
 BYOC_MAX_IMAGES_PER_REQUEST        images in one request body                                 64
@@ -54,7 +60,9 @@ single-model endpoint. Concurrency comes from processes; intra-op threads only u
 worker is computing on, so concurrent requests never ask for (much) more threads than there are cores,
 and a lone request still gets every core (``bench/RESULTS.md`` section 3: 2.0x the requests/s at
 concurrency 16 and 0.6x the p50 at concurrency 1 of one fixed thread per worker; OpenMP threads must
-then wait passively, ``BYOC_OMP_WAIT_POLICY``, or a busy neighbour makes them 5-15x slower).
+then wait passively, ``BYOC_OMP_WAIT_POLICY``, or a busy neighbour makes them 5-15x slower). Workers
+are forked from the fork server by default (``BYOC_FORK_SERVER``): section 3b, a multi-model endpoint
+held 3.96x the ResNet50s per GiB (PSS) and loaded each in 0.14x the time of a fresh python per worker.
 """
 
 from __future__ import annotations
@@ -85,15 +93,18 @@ MODEL_FORMS = (MODEL_FORM_AUTO, MODEL_FORM_BF16, MODEL_FORM_FP32)
 DEFAULT_MODEL_FORM = MODEL_FORM_AUTO
 OMP_WAIT_POLICIES = ("PASSIVE", "ACTIVE")
 DEFAULT_OMP_WAIT_POLICY = "PASSIVE"
+DEFAULT_FORK_SERVER = True
 
 
 class SettingsError(ValueError):
     """An environment variable holds a value the server cannot use."""
 
 
-def _bool(env: Mapping[str, str], name: str) -> bool:
-    value = env.get(name, "false").strip().lower()
-    if value not in ("true", "false", "1", "0", "yes", "no", ""):
+def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value == "":
+        return default
+    if value not in ("true", "false", "1", "0", "yes", "no"):
         raise SettingsError(f"{name}={value!r}: expected true or false")
     return value in ("true", "1", "yes")
 
@@ -144,6 +155,7 @@ class ServeSettings:
     model_form: str = DEFAULT_MODEL_FORM
     core_slots_dir: Path | None = None
     omp_wait_policy: str = DEFAULT_OMP_WAIT_POLICY
+    fork_server: bool = DEFAULT_FORK_SERVER
 
     @property
     def max_payload_bytes(self) -> int:
@@ -197,6 +209,7 @@ class ServeSettings:
             model_form=form,
             core_slots_dir=Path(env[CORE_SLOTS_ENV]) if env.get(CORE_SLOTS_ENV) else None,
             omp_wait_policy=wait_policy,
+            fork_server=_bool(env, "BYOC_FORK_SERVER", DEFAULT_FORK_SERVER),
         )
 
     def execution_parameters(self) -> dict:

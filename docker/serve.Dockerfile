@@ -11,7 +11,8 @@
 # at, so it is for SageMaker's host agent, not for the machine's network.
 #
 # Inside, `serve` runs the request gate on the port and multi-model-server on Unix sockets behind it
-# (container_serve/README.md).
+# (container_serve/README.md); MMS's python workers are forked from one fork server that imported torch
+# once (BYOC_FORK_SERVER, container_serve/fork_server.py).
 #
 # Build arguments: BASE_IMAGE and TORCH_INDEX_URL as in train.Dockerfile. A CPU-only torch
 # (TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu) makes this image several GB smaller.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 
 import pytest
@@ -58,6 +59,9 @@ def test_serve_image_multi_model_endpoint(serve_image, tmp_path, give_back_to_us
         assert status == 200, raw[:500]
         prediction = json.loads(raw)["predictions"][0]
         assert prediction["label"] in CLASSES and 0.0 <= prediction["probability"] <= 1.0
+        # the model's worker was forked from the fork server, which imported torch once
+        assert re.search(r"fork server pid \d+ ready", endpoint.log_text())
+        assert re.search(r"forked worker pid \d+ for model pets", endpoint.log_text())
 
         status, _, raw = endpoint.client.invoke(b"this is not an image", "image/jpeg", target_model="pets")
         assert status == 400, raw[:500]
@@ -104,3 +108,25 @@ def test_serve_image_single_model_endpoint(serve_image, tmp_path, give_back_to_u
         status, _, raw = endpoint.client.invoke(jpeg((20, 200, 20)), "image/jpeg", accept="application/json")
         assert status == 200, f"{raw[:500]}\n{endpoint.log_text()[-4000:]}"
         assert json.loads(raw)["predictions"][0]["label"] in CLASSES
+
+
+def test_serve_image_keeps_serving_when_its_fork_server_is_gone(serve_image, tmp_path, give_back_to_user, docker):
+    """The fork server SIGKILLed inside the container: the model loaded before keeps answering, and the
+    next load runs its worker as a plain python, saying so in the log."""
+    models = tmp_path / "models"
+    for name in ("pets", "pets-2"):
+        write_model(models / name)
+    give_back_to_user(serve_image, tmp_path)
+    with LocalEndpoint(model_root=models, multi_model=True, image=serve_image,
+                       log_file=tmp_path / "endpoint.log") as endpoint:
+        reply = endpoint.client.load_model("pets", endpoint.model_url("pets"))
+        assert reply.status == 200, reply.json()
+        pid = re.search(r"fork server pid (\d+) ready", endpoint.log_text()).group(1)
+        docker("exec", endpoint._container_name, "sh", "-c", f"kill -9 {pid}")   # kill: a shell builtin here
+        reply = endpoint.client.load_model("pets-2", endpoint.model_url("pets-2"))
+        assert reply.status == 200, f"{reply.json()}\n{endpoint.log_text()[-4000:]}"
+        for name in ("pets", "pets-2"):
+            status, _, raw = endpoint.client.invoke(jpeg(), "image/jpeg", target_model=name)
+            assert status == 200, raw[:500]
+            assert json.loads(raw)["predictions"][0]["label"] in CLASSES
+        assert "starting this worker as a plain python process" in endpoint.log_text()
