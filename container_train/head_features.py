@@ -94,11 +94,16 @@ def extract(job, timings, cache_dir: Path, names) -> dict:
         return {name: distributed.gather_features(fs, ranks) for name, fs in feats.items()}
 
 
+def _specs(job, names) -> dict:
+    """Split name -> the fingerprint this job's backbone and settings give its features."""
+    return {name: spec for name, (spec, _) in feature_cache.split_specs(
+        job.model, job.args.arch, job.config, names, views=job.args.feature_cache_views).items()}
+
+
 def _read_channel(job) -> dict:
     """The channel's splits, checked against the fingerprints this job's backbone gives."""
     names = [n for n in contract.SPLITS if n in job.features_manifest["splits"]]
-    specs = {name: spec for name, (spec, _) in feature_cache.split_specs(
-        job.model, job.args.arch, job.config, names, views=job.args.feature_cache_views).items()}
+    specs = _specs(job, names)
     head = feature_cache.head_module(job.model, job.args.arch)
     try:
         return features_dataset.read_features_dataset(job.features_folder, job.features_manifest, specs,
@@ -117,8 +122,7 @@ def extract_dataset(job, timings) -> None:
     feats = extract(job, timings, cache_dir, names)
     with job.phases.phase("artifact save"):
         if job.ranks.is_main:
-            specs = {name: spec for name, (spec, _) in feature_cache.split_specs(
-                job.model, job.args.arch, job.config, names, views=job.args.feature_cache_views).items()}
+            specs = _specs(job, names)
             hashes = {name: files_fingerprint(job.splits[name].samples, job.splits[name].root) for name in names}
             features_dataset.write_features_dataset(job.paths.model_dir, feats, specs, job.class_names,
                                                     {n: _row_files(job.splits[n], feats[n], job.ranks) for n in names}, hashes)
