@@ -12,6 +12,7 @@ import torch
 from byoc.local.training_job import TrainingJob, run_training_job
 from byoc_common.artifact import load_model_artifact
 from container_train import contract
+from container_train.precision import cpu_bf16_flags
 from tests.train.train_helpers import FAST_HP, add_odd_images
 
 pytestmark = [pytest.mark.slow,
@@ -44,6 +45,18 @@ def test_job_succeeds_and_writes_the_model_artifact(finished_job):
     state = torch.load(r.model_dir / "model.pth", weights_only=True)
     assert state["fc.weight"].shape == (4, 512)
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 4)
+
+
+def test_amp_default_trains_in_bf16_where_the_cpu_has_it_and_says_so(finished_job):
+    """FAST_HP leaves ``amp`` at its default (true): on a CPU with AVX-512 BF16 or AMX the job's log
+    names bfloat16 autocast; elsewhere it says why it stayed float32. The artifact is float32 either way."""
+    r = finished_job
+    if cpu_bf16_flags():
+        assert "mixed precision: bfloat16 autocast and channels-last memory" in r.log_text
+    else:
+        assert "float32: this CPU has no bfloat16 arithmetic" in r.log_text
+    state = torch.load(r.model_dir / "model.pth", weights_only=True)
+    assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float32}
 
 
 def test_metric_lines_match_the_metric_definitions(finished_job):
