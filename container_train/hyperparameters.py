@@ -6,18 +6,22 @@ as a string; the ``sagemaker-training`` toolkit turns them into command-line arg
 converts and validates them, and rejects names it does not know, so a typo in a tuning job or
 estimator fails the job at once with a clear message instead of being silently ignored.
 
-Other code (the tuner, the CLI) imports :data:`HYPERPARAMETERS` from here.
+The operator side (CLI flags, tuning specs, the pipeline) validates what it is given once, at its
+edge, with :meth:`Hyperparameters.parse` against the same table: the result is a typed, read-only
+mapping that travels to the backend as it is, and becomes SageMaker's strings
+(:func:`to_sagemaker_strings`) only where a request or ``hyperparameters.json`` is written. A typo
+therefore fails before any job is created, not inside a billed one.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from byoc_common.architectures import DEFAULT_ARCH, SUPPORTED_ARCHS
+from byoc_common.arch_names import DEFAULT_ARCH, SUPPORTED_ARCHS
 from container_train.contract import FEATURES_CHANNEL, TASK_EXTRACT_FEATURES, TASK_TRAIN, TASKS
 
 
@@ -211,10 +215,7 @@ def parse_hyperparameters(argv: Sequence[str] | None) -> argparse.Namespace:
     known, unknown = parser.parse_known_args(_drop_reserved(list(argv or [])))
     if unknown:
         names = sorted({u.lstrip("-").split("=", 1)[0] for u in unknown if u.startswith("-")}) or unknown
-        raise HyperparameterError(
-            f"unknown hyperparameter(s): {', '.join(names)}; "
-            f"known: {', '.join(sorted(HYPERPARAMETERS))}"
-        )
+        raise HyperparameterError(_unknown(names))
     values = {}
     for h in _TABLE:
         raw = getattr(known, h.dest)
@@ -233,6 +234,97 @@ def resume_relevant(values: dict[str, Any]) -> dict[str, Any]:
     return {h.name: values.get(h.name, h.default) for h in _TABLE if h.resume_must_match}
 
 
-def to_sagemaker_strings(values: dict[str, Any]) -> dict[str, str]:
-    """A hyperparameter dict as SageMaker stores it: every value a string, booleans lower-case."""
-    return {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in values.items()}
+def _unknown(names) -> str:
+    return f"unknown hyperparameter(s): {', '.join(names)}; known: {', '.join(sorted(HYPERPARAMETERS))}"
+
+
+def sagemaker_string(value: Any) -> str:
+    """One value as SageMaker hands it to a job: a string, booleans lower-case."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def to_sagemaker_strings(values: Mapping[str, Any]) -> dict[str, str]:
+    """A hyperparameter mapping as SageMaker stores it (``HyperParameters`` of a request,
+    ``hyperparameters.json``): every value a string, booleans lower-case."""
+    return {str(k): sagemaker_string(v) for k, v in values.items()}
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A value that exists only once an earlier job has ended (the best of a tuning job): what a dry
+    run shows in the place the value will take. Never validated; never sent."""
+
+    source: str
+
+    def __str__(self) -> str:
+        return f"<best of {self.source}>"
+
+
+def convert_value(name: str, value: Any) -> Any:
+    """``value`` (a string as SageMaker passes it, or a YAML/Python scalar) as the trainer will read it:
+    turned into the string the job receives, then through the trainer's own converter and checks."""
+    return HYPERPARAMETERS[name].convert(sagemaker_string(value))
+
+
+class Hyperparameters(Mapping[str, Any]):
+    """Hyperparameters of one job, validated against the table: name -> typed value (``lr`` -> 0.01,
+    ``pretrained`` -> True). Only the names given; the trainer applies the defaults of the rest.
+
+    Build it with :meth:`parse` at the edge (a flag, a spec, a file); :meth:`of` passes one through
+    untouched, so the layers below never validate twice. ``|`` merges (the right side wins)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any] | None = None, *, _checked: bool = False):
+        if not _checked:
+            raise TypeError("use Hyperparameters.parse() or Hyperparameters.of()")
+        self._values: dict[str, Any] = dict(values or {})
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any] | None) -> Hyperparameters:
+        """Validate every name and value of ``raw``; all problems in one :class:`HyperparameterError`."""
+        problems, unknown, values = [], [], {}
+        for name, value in (raw or {}).items():
+            name = str(name)
+            if name not in HYPERPARAMETERS:
+                unknown.append(name)
+            elif isinstance(value, Pending):
+                values[name] = value
+            else:
+                try:
+                    values[name] = convert_value(name, value)
+                except HyperparameterError as e:
+                    problems.append(str(e))
+        if unknown:
+            problems.insert(0, _unknown(sorted(unknown)))
+        if problems:
+            raise HyperparameterError("; ".join(problems))
+        return cls(values, _checked=True)
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any] | None) -> Hyperparameters:
+        """``values`` when already validated, else :meth:`parse` of it."""
+        return values if isinstance(values, cls) else cls.parse(values)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __or__(self, other: Mapping[str, Any]) -> Hyperparameters:
+        return Hyperparameters({**self._values, **Hyperparameters.of(other)._values}, _checked=True)
+
+    def without(self, *names: str) -> Hyperparameters:
+        return Hyperparameters({k: v for k, v in self._values.items() if k not in names}, _checked=True)
+
+    @property
+    def pending(self) -> bool:
+        """Whether a value still waits for an earlier job (a dry run's placeholder)."""
+        return any(isinstance(v, Pending) for v in self._values.values())
+
+    def __repr__(self) -> str:
+        return f"Hyperparameters({self._values!r})"

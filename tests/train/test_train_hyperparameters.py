@@ -3,8 +3,11 @@ import pytest
 from container_train.hyperparameters import (
     DEFAULTS,
     HyperparameterError,
+    Hyperparameters,
+    Pending,
     parse_hyperparameters,
     to_dict,
+    to_sagemaker_strings,
 )
 
 
@@ -53,3 +56,33 @@ def test_sagemaker_tuning_hyperparameters_are_dropped_not_rejected():
 @pytest.mark.parametrize("raw, expected", [("True", "true"), ("FALSE", "false"), (" auto ", "auto")])
 def test_feature_cache_accepts_json_booleans_as_the_toolkit_renders_them(raw, expected):
     assert parse_hyperparameters(["--feature-cache", raw]).feature_cache == expected
+
+
+def test_operator_side_values_are_validated_once_and_typed():
+    # What a flag, a spec or a file gives (strings or YAML scalars) becomes the trainer's typed values.
+    hps = Hyperparameters.parse({"lr": "0.01", "pretrained": "False", "epochs": 3, "feature-cache": "True"})
+    assert dict(hps) == {"lr": 0.01, "pretrained": False, "epochs": 3, "feature-cache": "true"}
+    assert Hyperparameters.of(hps) is hps                       # passed through, never parsed again
+    assert to_sagemaker_strings(hps) == {"lr": "0.01", "pretrained": "false", "epochs": "3", "feature-cache": "true"}
+    # The strings a job receives parse back to the same values in the trainer.
+    args = parse_hyperparameters([f"--{k}={v}" for k, v in to_sagemaker_strings(hps).items()])
+    assert (args.lr, args.pretrained, args.epochs) == (0.01, False, 3)
+    merged = hps | {"lr": "0.1"}
+    assert merged["lr"] == 0.1 and hps["lr"] == 0.01 and merged.without("lr").keys() == {"pretrained", "epochs",
+                                                                                         "feature-cache"}
+    with pytest.raises(TypeError):
+        Hyperparameters({"lr": "nonsense"})                     # only parse() makes one
+
+
+def test_every_problem_of_a_set_is_named_at_once():
+    with pytest.raises(HyperparameterError) as e:
+        Hyperparameters.parse({"learning-rate": "0.1", "epochs": "two", "lr": "-1"})
+    message = str(e.value)
+    assert message.startswith("unknown hyperparameter(s): learning-rate; known: ")
+    assert "epochs='two' is not an integer" in message and "lr='-1' must be > 0" in message
+
+
+def test_a_pending_value_shows_where_a_tuned_value_will_go():
+    hps = Hyperparameters.parse({"lr": Pending("hpo-1"), "epochs": "2"})
+    assert hps.pending and not Hyperparameters.parse({"epochs": "2"}).pending
+    assert to_sagemaker_strings(hps) == {"lr": "<best of hpo-1>", "epochs": "2"}
