@@ -61,6 +61,14 @@ class Settings:
     endpoint_instance_type: str = "ml.m5.large"
     transform_instance_type: str = "ml.m5.large"
     endpoint_name: str | None = None   # default: byoc-<run name>
+    # MaxRuntimeInSeconds per job kind. 24 h is the SageMaker Python SDK's default (EstimatorBase
+    # max_run=24 * 60 * 60, src/sagemaker/estimator.py); AWS allows up to 28 days (StoppingCondition).
+    max_runtime_extraction_s: int = 24 * 60 * 60   # the features job of a head-only tuning run
+    max_runtime_trial_s: int = 24 * 60 * 60        # every tuning trial
+    max_runtime_final_s: int = 24 * 60 * 60        # byoc train, and the final job after tuning
+    spot: bool = False                 # EnableManagedSpotTraining on every training job and trial
+    max_wait_s: int | None = None      # spot: MaxWaitTimeInSeconds (>= the runtime; default 2x the runtime)
+    checkpoint_s3_uri: str | None = None   # default with spot: <run prefix>/jobs/checkpoints/
     endpoint_url: str | None = None    # for moto / LocalStack; never set for real AWS
     dry_run: bool = False
     wait: bool = True
@@ -90,8 +98,8 @@ class Settings:
 
 
 _FIELD_NAMES = {f.name for f in fields(Settings)} - {"extra"}
-_BOOL_FIELDS = {"containers", "dry_run", "wait"}
-_INT_FIELDS = {"port"}
+_BOOL_FIELDS = {"containers", "dry_run", "wait", "spot"}
+_INT_FIELDS = {"port", "max_runtime_extraction_s", "max_runtime_trial_s", "max_runtime_final_s", "max_wait_s"}
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -30,7 +30,7 @@ RESOURCES = tj.TrainingResources(
     image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-train:latest",
     role_arn="arn:aws:iam::123456789012:role/SageMakerExecutionRole",
     channels={"training": "s3://bkt/data/train/", "validation": "s3://bkt/data/valid/"},
-    output_s3_uri="s3://bkt/out", spot=True, checkpoint_s3_uri="s3://bkt/out/checkpoints")
+    output_s3_uri="s3://bkt/out", spot=True, checkpoint_s3_uri="s3://bkt/out/checkpoints", max_runtime_s=2400)
 
 
 def test_tuning_job_round_trip(sagemaker_client):

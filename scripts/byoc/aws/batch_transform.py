@@ -19,6 +19,7 @@ from pathlib import Path
 from byoc.aws import s3_data
 from byoc.aws.endpoints import check_name
 from byoc.aws.errors import LaunchError
+from byoc.aws.instance_types import check_amd64_instance_type
 from byoc.aws.session import AwsContext
 
 BATCH_STRATEGIES = ("SingleRecord", "MultiRecord")
@@ -75,6 +76,7 @@ def run_transform_job(ctx: AwsContext, name: str, model_data: str, input_folder:
                       wait: bool | None = None) -> dict:
     """Upload ``input_folder``, create the model and the transform job, wait, download the ``.out``s."""
     s = ctx.settings
+    check_amd64_instance_type(s.transform_instance_type, "transform_instance_type")   # before any request
     stamp = time.strftime("%Y%m%d-%H%M%S")
     input_uri = s3_data.join_s3(s.s3_run_prefix, "batch", name, "input") + "/"
     output_uri = s3_data.join_s3(s.s3_run_prefix, "batch", name, f"output-{stamp}") + "/"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from byoc.aws import s3_data
 from byoc.aws.errors import LaunchError
+from byoc.aws.instance_types import check_amd64_instance_type
 from byoc.aws.session import AwsContext
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -48,6 +49,7 @@ GPU_INSTANCE_FAMILIES = ("ml.p", "ml.g", "ml.inf", "ml.trn")
 
 
 def check_multi_model_instance_type(instance_type: str) -> str:
+    check_amd64_instance_type(instance_type, "endpoint_instance_type")
     if instance_type.startswith(GPU_INSTANCE_FAMILIES):
         raise LaunchError(f"{instance_type} cannot host this multi-model endpoint: SageMaker runs GPU and "
                           "accelerator multi-model endpoints only with the Triton Inference Server container; "

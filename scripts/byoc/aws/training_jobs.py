@@ -24,6 +24,8 @@ from byoc.aws.debugger import (
     with_hook,
 )
 from byoc.aws.errors import LaunchError
+from byoc.aws.instance_types import is_graviton
+from byoc.settings import Settings
 from byoc.tuning.schema import DISTRIBUTIONS
 from byoc_common.sagemaker_paths import CHECKPOINT_DIR
 from container_train import contract
@@ -35,6 +37,10 @@ OPTIONAL_CHANNELS = frozenset(c for c, split in contract.CHANNEL_SPLITS.items() 
 # Set next to a distribution's hyperparameter, as the SageMaker Python SDK's PyTorch estimator does
 # (INSTANCE_TYPE_ENV_NAME in src/sagemaker/pytorch/estimator.py).
 INSTANCE_TYPE_HYPERPARAMETER = "sagemaker_instance_type"
+# StoppingCondition.MaxRuntimeInSeconds: the SageMaker Python SDK's default (EstimatorBase
+# max_run=24 * 60 * 60, src/sagemaker/estimator.py) and AWS's upper bound (28 days, "StoppingCondition").
+DEFAULT_MAX_RUNTIME_S = 24 * 60 * 60
+MAX_RUNTIME_LIMIT_S = 28 * 24 * 60 * 60
 
 # ---- settings shared by every training job ------------------------------------------------------
 
@@ -50,7 +56,7 @@ class TrainingResources:
     instance_count: int = 1                 # hosts (ResourceConfig.InstanceCount)
     distribution: str | None = None         # a key of byoc.tuning.schema.DISTRIBUTIONS: how they are launched
     volume_size_gb: int = 30
-    max_runtime_s: int = 40 * 60            # per job: a frozen-ResNet50 trial on dogImages takes about 40 min
+    max_runtime_s: int = DEFAULT_MAX_RUNTIME_S   # per job (Settings.max_runtime_<kind>_s)
     spot: bool = False                      # EnableManagedSpotTraining
     max_wait_s: int | None = None           # spot only: runtime + waiting for capacity
     # Base prefix of /opt/ml/checkpoints (needed for spot resume): a training job syncs its own
@@ -70,6 +76,12 @@ class TrainingResources:
         if isinstance(self.instance_count, bool) or not isinstance(self.instance_count, int) \
                 or self.instance_count < 1:
             problems.append(f"instance_count must be a whole number >= 1, got {self.instance_count!r}")
+        if is_graviton(self.instance_type):
+            problems.append(f"instance type {self.instance_type} is Graviton (arm64); the training image is "
+                            "linux/amd64 only (byoc.aws.instance_types)")
+        if not 0 < self.max_runtime_s <= MAX_RUNTIME_LIMIT_S:
+            problems.append(f"max_runtime_s must be 1..{MAX_RUNTIME_LIMIT_S} (28 days, SageMaker's limit), "
+                            f"got {self.max_runtime_s}")
         if self.distribution is not None and self.distribution not in DISTRIBUTIONS:
             problems.append(f"distribution {self.distribution!r} is not one of {', '.join(DISTRIBUTIONS)}")
         if self.checkpoint_s3_uri and not self.checkpoint_s3_uri.startswith("s3://"):
@@ -78,6 +90,25 @@ class TrainingResources:
             problems.append(f"max_wait_s ({self.max_wait_s}) must be >= max_runtime_s ({self.max_runtime_s})")
         if problems:
             raise LaunchError("invalid training settings: " + "; ".join(problems))
+
+
+# The kinds of training job a run starts, each with its own MaxRuntimeInSeconds setting
+# (Settings.max_runtime_<kind>_s): a features extraction, a tuning trial, a final (or single) job.
+JOB_KINDS = ("extraction", "trial", "final")
+CHECKPOINTS_FOLDER = "jobs/checkpoints"     # under the run prefix: spot jobs' default checkpoint base
+
+
+def limits_from_settings(settings: Settings, kind: str) -> dict[str, Any]:
+    """The :class:`TrainingResources` fields the settings decide for a job of ``kind``: its time limit,
+    managed spot, the spot wait and the checkpoint base (with spot and no ``checkpoint_s3_uri``:
+    ``<run prefix>/jobs/checkpoints/``, so an interrupted spot job resumes from its last epoch)."""
+    if kind not in JOB_KINDS:
+        raise ValueError(f"job kind {kind!r} is not one of {JOB_KINDS}")
+    checkpoints = settings.checkpoint_s3_uri
+    if settings.spot and not checkpoints:
+        checkpoints = settings.s3_run_prefix + CHECKPOINTS_FOLDER + "/"
+    return {"max_runtime_s": getattr(settings, f"max_runtime_{kind}_s"), "spot": settings.spot,
+            "max_wait_s": settings.max_wait_s, "checkpoint_s3_uri": checkpoints}
 
 
 def _channels(resources: TrainingResources) -> list[dict[str, Any]]:
@@ -247,3 +278,46 @@ def wait_for_training_job(client, name: str, poll_s: float = 60, timeout_s: floa
                  poll_s, timeout_s, on_status, sleep)
 
 
+# DescribeTrainingJob's SecondaryStatus of a job SageMaker stopped at StoppingCondition.MaxRuntimeInSeconds
+# (API reference, DescribeTrainingJob: SecondaryStatus "Stopped - MaxRuntimeExceeded").
+MAX_RUNTIME_EXCEEDED = "MaxRuntimeExceeded"
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """A training job that ended with a usable model artifact."""
+
+    name: str
+    status: str                  # Completed, or Stopped at its time limit
+    model_data: str              # ModelArtifacts.S3ModelArtifacts
+    note: str | None = None      # one line to show when the artifact comes from a job that did not complete
+
+
+def finished_job(answer: Mapping[str, Any], time_limit_usable: bool = True) -> FinishedJob:
+    """The usable outcome of a final ``DescribeTrainingJob`` answer, or :class:`LaunchError` with the reason.
+
+    A job that reached ``MaxRuntimeInSeconds`` ends ``Stopped`` with ``SecondaryStatus`` ``MaxRuntimeExceeded``.
+    SageMaker stops it as it stops any job: SIGTERM, 120 s to save, then it uploads ``/opt/ml/model``
+    ("StoppingCondition": "Algorithms can use this 120-second window to save the model artifacts ...
+    this intermediate data is a valid model artifact. You can use it to create a model"). Our trainer
+    saves its best model on SIGTERM (container_train), so that artifact is used, with a note saying so.
+    A job stopped for any other reason (StopTrainingJob, MaxWaitTimeExceeded) or failed is not, nor one
+    whose output is only whole when it completes (``time_limit_usable=False``: a feature extraction)."""
+    name = answer.get("TrainingJobName", "?")
+    status = answer.get("TrainingJobStatus")
+    secondary = answer.get("SecondaryStatus")
+    artifacts = answer.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+    if status == "Completed" and artifacts:
+        return FinishedJob(name, status, artifacts)
+    limit_reached = status == "Stopped" and secondary == MAX_RUNTIME_EXCEEDED
+    if limit_reached and artifacts and time_limit_usable:
+        limit = answer.get("StoppingCondition", {}).get("MaxRuntimeInSeconds")
+        return FinishedJob(name, status, artifacts, note=(
+            f"training job {name} reached its time limit ({limit} s, MaxRuntimeExceeded) and was stopped; "
+            f"the model it saved on SIGTERM is used: {artifacts}"))
+    reason = answer.get("FailureReason") or (f"SecondaryStatus {secondary}" if secondary else "no reason given")
+    if status in ("Completed", "Stopped") and not artifacts:
+        reason = f"{reason}; no model artifact was uploaded"
+    if limit_reached:
+        reason = f"{reason}: it needs a higher time limit (MaxRuntimeInSeconds)"
+    raise LaunchError(f"training job {name} ended {status}: {reason}")

@@ -12,7 +12,9 @@ from byoc.settings import BACKENDS, Settings, load_settings
 
 # Flags that are settings (byoc.settings.Settings fields): a flag given wins over byoc.yaml and BYOC_*.
 SETTING_FLAGS = ("backend", "run_dir", "containers", "region", "role_arn", "bucket", "prefix", "train_image",
-                 "serve_image", "endpoint_name", "endpoint_url", "dry_run", "wait", "port")
+                 "serve_image", "endpoint_name", "endpoint_url", "dry_run", "wait", "port",
+                 "max_runtime_extraction_s", "max_runtime_trial_s", "max_runtime_final_s", "spot", "max_wait_s",
+                 "checkpoint_s3_uri")
 
 
 class UsageError(ByocError):

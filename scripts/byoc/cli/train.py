@@ -22,6 +22,25 @@ def add_scale_out_options(p, spec_default: bool) -> None:
                         + "none, the image decides)")
 
 
+def add_job_limit_options(p, kinds: tuple[str, ...]) -> None:
+    """SageMaker: each job kind's time limit (--max-runtime for the one job of `byoc train`), managed spot
+    and checkpoints (settings max_runtime_<kind>_s, spot, max_wait_s, checkpoint_s3_uri)."""
+    g = p.add_argument_group("SageMaker job limits, spot and checkpoints (or set them in byoc.yaml)")
+    for kind in kinds:
+        flag = "--max-runtime" if kinds == ("final",) else f"--max-runtime-{kind}"
+        what = "training job" if kinds == ("final",) else f"{kind} job{'s' if kind == 'trial' else ''}"
+        g.add_argument(flag, dest=f"max_runtime_{kind}_s", type=int, metavar="SECONDS",
+                       help=f"MaxRuntimeInSeconds of the {what} (default "
+                            "86400, the SageMaker Python SDK's; a job stopped at it keeps the model it saved)")
+    g.add_argument("--spot", action="store_true", default=None,
+                   help="managed spot training (EnableManagedSpotTraining); jobs checkpoint to S3 and resume")
+    g.add_argument("--max-wait", dest="max_wait_s", type=int, metavar="SECONDS",
+                   help="with --spot: MaxWaitTimeInSeconds, >= the runtime (default: twice the runtime)")
+    g.add_argument("--checkpoint-s3-uri", metavar="S3_URI",
+                   help="checkpoint base: each job syncs /opt/ml/checkpoints with <base>/<job name>/ "
+                        "(default with --spot: the run's jobs/checkpoints/)")
+
+
 def register(sub, common) -> None:
     p = add_command(sub, "train", common, "one training job (with Debugger hook and profiler)",
                     """
@@ -54,6 +73,7 @@ def register(sub, common) -> None:
                    help="no Debugger hook (hyperparameter debugger=false); on SageMaker also no built-in "
                         "rules and no profiler")
     add_scale_out_options(p, spec_default=False)
+    add_job_limit_options(p, ("final",))
     p.set_defaults(run=run)
 
 
