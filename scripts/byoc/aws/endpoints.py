@@ -18,13 +18,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from botocore.exceptions import ClientError
 
 from byoc.aws import s3_data
 from byoc.aws.errors import LaunchError
 from byoc.aws.instance_types import check_amd64_instance_type
 from byoc.aws.session import AwsContext
+from byoc.console import progress_console
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 ARTIFACT_SUFFIX = ".tar.gz"
@@ -189,16 +194,46 @@ def list_models(ctx: AwsContext, ep: MultiModelEndpoint) -> list[str]:
             if o["Key"].endswith(ARTIFACT_SUFFIX)]
 
 
+# "Invoke a Multi-Model Endpoint", Retry Requests on ModelNotReadyException Errors: SageMaker answers
+# within 60 s; a target model still downloading or loading then gets ModelNotReadyException (HTTP 429)
+# while it goes on loading "for up to 360 seconds", and the request is to be retried.
+MODEL_NOT_READY = "ModelNotReadyException"
+MODEL_LOAD_LIMIT_S = 360.0
+_RETRY_DELAYS_S = (2.0, 4.0, 8.0, 15.0)     # then every 15 s until the limit
+
+
 def invoke(ctx: AwsContext, endpoint_name: str, body: bytes, content_type: str,
            accept: str = "application/json", target_model: str | None = None,
-           custom_attributes: str | None = None) -> tuple[str, bytes]:
-    """InvokeEndpoint; returns ``(content type, body bytes)`` of the answer."""
+           custom_attributes: str | None = None, clock: Callable[[], float] = time.monotonic,
+           sleep: Callable[[float], None] = time.sleep) -> tuple[str, bytes]:
+    """InvokeEndpoint; returns ``(content type, body bytes)`` of the answer. A cold multi-model target
+    answering ``ModelNotReadyException`` is retried, with a progress line each time, until
+    :data:`MODEL_LOAD_LIMIT_S` after the first answer; then the error says the model did not load."""
     params = {"EndpointName": endpoint_name, "Body": body, "ContentType": content_type, "Accept": accept}
     if target_model:
         params["TargetModel"] = target_model_name(target_model)
     if custom_attributes:
         params["CustomAttributes"] = custom_attributes
-    resp = ctx.runtime.invoke_endpoint(**params)
+    started, attempt = clock(), 0
+    while True:
+        try:
+            resp = ctx.runtime.invoke_endpoint(**params)
+            break
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") != MODEL_NOT_READY:
+                raise
+            waited = clock() - started
+            if waited >= MODEL_LOAD_LIMIT_S:
+                raise LaunchError(f"{params.get('TargetModel', 'the model')} on endpoint {endpoint_name} was still "
+                                  f"not ready after {waited:.0f} s of retries ({MODEL_NOT_READY}; SageMaker gives a "
+                                  f"model {MODEL_LOAD_LIMIT_S:.0f} s to load): check the endpoint's CloudWatch "
+                                  "logs for the load error, or the instance's memory") from None
+            delay = min(_RETRY_DELAYS_S[min(attempt, len(_RETRY_DELAYS_S) - 1)], MODEL_LOAD_LIMIT_S - waited)
+            attempt += 1
+            progress_console.print(f"{params.get('TargetModel', endpoint_name)}: still loading on {endpoint_name} "
+                                   f"({MODEL_NOT_READY}); retry {attempt} in {delay:.0f} s "
+                                   f"({waited:.0f} of {MODEL_LOAD_LIMIT_S:.0f} s)")
+            sleep(delay)
     raw = resp.get("Body")
     payload = raw.read() if hasattr(raw, "read") else (raw or b"")
     return resp.get("ContentType", ""), payload

@@ -40,12 +40,12 @@ class AwsContext:
     def region(self) -> str:
         return self.settings.region or self.session.region_name
 
-    def client(self, service: str):
+    def client(self, service: str, **config):
         client = self.session.client(
             service,
             region_name=self.settings.region,
             endpoint_url=self.settings.endpoint_url,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}, **config),
         )
         if self.dry_run is not None:
             self.dry_run.attach(client)
@@ -57,7 +57,9 @@ class AwsContext:
 
     @cached_property
     def runtime(self):
-        return self.client("sagemaker-runtime")
+        # SageMaker answers InvokeEndpoint within 60 s, botocore's default read timeout: 70 s leaves the
+        # answer (a ModelNotReadyException for a cold model) time to arrive ("Invoke a Multi-Model Endpoint").
+        return self.client("sagemaker-runtime", read_timeout=70)
 
     @cached_property
     def s3(self):
