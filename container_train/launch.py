@@ -11,7 +11,9 @@ module and calls :func:`main` in place of its own runner choice (``sagemaker_tra
 * one host, at most one GPU, no ``torch_distributed``: the toolkit's ``ProcessRunner``
   (``python train.py --lr ...``), exactly what the toolkit runs without this module;
 * more than one host, more than one GPU, or ``distribution={"torch_distributed": {"enabled": True}}``:
-  the toolkit's ``TorchDistributedRunner`` (``sagemaker_training/torch_distributed.py``), i.e.
+  the toolkit's ``TorchDistributedRunner`` (``sagemaker_training/torch_distributed.py``) as
+  :class:`~container_train.torchrun_runner.TorchrunRunner` (no shell, no forced ``NCCL_PROTO``, whole
+  output lines), i.e.
   ``torchrun --nnodes <hosts> --nproc_per_node <GPUs, or 1 on CPU> [--master_addr <first host>
   --master_port 7777 --node_rank <this host's index>] train.py --lr ...``. It is built here from the
   resource config's hosts in SageMaker's order (``SM_HOSTS``; master = the first, as the toolkit's
@@ -92,23 +94,23 @@ def main() -> None:
     log = logging_config.get_logger()
     runner_type = runner.ProcessRunnerType
     if plan.distributed:
+        from container_train.torchrun_runner import TorchrunRunner
+
         prepare_environment(env.network_interface_name)
         torch_distributed.MASTER_PORT = os.environ.get(MASTER_PORT_ENV) or torch_distributed.MASTER_PORT
         master = os.environ.get(MASTER_ADDR_ENV) or plan.hosts[0]
         log.info("data-parallel job: %d host(s) x %d process(es), this host %s (node rank %d), master %s:%s",
                  len(plan.hosts), plan.processes_per_host, plan.current_host,
                  plan.hosts.index(plan.current_host), master, torch_distributed.MASTER_PORT)
-        runner_type = torch_distributed.TorchDistributedRunner(
+        # The toolkit's torchrun command, started without a shell and relayed line by line
+        # (container_train/torchrun_runner.py says what the toolkit's own runner gets wrong).
+        runner_type = TorchrunRunner(
             env.user_entry_point, env.to_cmd_args(), env.to_env_vars(), plan.processes_per_host, master,
             list(plan.hosts), plan.current_host, env.network_interface_name,
             instance_type=env.current_instance_type)
-    # capture_error=True for torchrun, as the PyTorch framework toolkit passes it: entry_point.run calls
-    # runner.run(wait, capture_error) positionally, and TorchDistributedRunner.run takes
-    # (capture_error, wait); with the default False it would not wait, and a failed rank would be
-    # reported as SUCCESS. (Captured stderr is still streamed to the log.)
     try:
         entry_point.run(env.module_dir, env.user_entry_point, env.to_cmd_args(), env.to_env_vars(),
-                        capture_error=plan.distributed, runner_type=runner_type)
+                        runner_type=runner_type)
     except Exception as e:
         if plan.distributed:
             explain_launch_failure(plan, e)

@@ -2,8 +2,9 @@
 
 The toolkit does not forward signals, so whoever stops a job (the training image's entry point on
 SageMaker's SIGTERM, the local runner's ``TrainingJob.stop``) signals the script itself. The toolkit
-runs it through a ``/bin/sh -c`` wrapper (``process.create``); a distributed job runs torchrun there,
-and torchrun, when signalled, stops its ranks and then exits failed (``SignalException``), which the
+may run it through a ``/bin/sh -c`` wrapper (``process.create``); a distributed job runs torchrun
+(without a shell: ``container_train.torchrun_runner``), and torchrun, when signalled, stops its ranks
+and then exits failed (``SignalException``), which the
 toolkit reports as a failed job. The ranks themselves stop cleanly on SIGTERM (checkpoint, save the
 best model, exit 0) and torchrun then exits 0, so the signal goes to the ranks under torchrun.
 

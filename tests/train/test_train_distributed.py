@@ -175,8 +175,8 @@ def test_a_stopped_two_host_job_resumes_every_rank_from_the_same_checkpoint(tiny
         epoch_1_done = job.main.wait_for(lambda: parse_metric("validation:accuracy", job.main.log_text()),
                                          timeout=300)
         assert epoch_1_done, job.main.log_text()[-3000:]
-        # algo-2's stop, as SageMaker stops one host: the signal goes through the toolkit's
-        # `/bin/sh -c torchrun ...` to the rank (container_train.toolkit_processes), and torchrun,
+        # algo-2's stop, as SageMaker stops one host: the signal goes past the toolkit's torchrun
+        # to the rank (container_train.toolkit_processes), and torchrun,
         # which was not signalled itself, exits 0 once its rank has stopped cleanly.
         assert _trainer_of(job.jobs[1]) is not None
         job.jobs[1].stop()
