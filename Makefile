@@ -41,9 +41,13 @@ lint: venv
 docker-engine:
 	bash ../shared/tools/docker-offline.sh
 
+# Each image's torch: the Dockerfile's default (training CUDA 12.6, serving CPU-only) unless
+# TRAIN_TORCH_INDEX_URL / SERVE_TORCH_INDEX_URL is set; set empty, PyPI (what this offline machine
+# reaches): `make images TRAIN_TORCH_INDEX_URL= SERVE_TORCH_INDEX_URL=`.
+torch_index_arg = $(if $(filter undefined,$(origin $(1))),,--build-arg TORCH_INDEX_URL=$($(1)))
 images:
-	docker build --network host -f docker/train.Dockerfile -t byoc-train:latest .
-	docker build --network host -f docker/serve.Dockerfile -t byoc-serve:latest .
+	docker build --network host $(call torch_index_arg,TRAIN_TORCH_INDEX_URL) -f docker/train.Dockerfile -t byoc-train:latest .
+	docker build --network host $(call torch_index_arg,SERVE_TORCH_INDEX_URL) -f docker/serve.Dockerfile -t byoc-serve:latest .
 
 clean:
 	rm -rf runs/ .pytest_cache

@@ -14,8 +14,10 @@
 # (container_serve/README.md); MMS's python workers are forked from one fork server that imported torch
 # once (BYOC_FORK_SERVER, container_serve/fork_server.py).
 #
-# Build arguments: BASE_IMAGE and TORCH_INDEX_URL as in train.Dockerfile. A CPU-only torch
-# (TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu) makes this image several GB smaller.
+# Build arguments: BASE_IMAGE and TORCH_INDEX_URL as in train.Dockerfile, but TORCH_INDEX_URL defaults
+# to PyTorch's CPU-only index: this image only ever runs on CPU instances, and a CPU-only torch makes
+# it several GB smaller, so an endpoint pulls and starts sooner. Empty = pip's default index (PyPI),
+# what the offline tests here build with (tests/containers/conftest.py).
 #
 # Layer order: torch (shared with train.Dockerfile), Java, group dependencies (rebuilt only when
 # pyproject.toml changes), then the code, so a code change rebuilds in seconds. No compiler ends
@@ -38,11 +40,11 @@ ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH \
 RUN python3 -m venv "$VIRTUAL_ENV"
 
 # The `model` group (torch, torchvision, pillow, numpy, ...): the same instructions open
-# train.Dockerfile, so both images share this multi-GB layer (the copied file has the same
-# content in both builds, so the cache matches). With TORCH_INDEX_URL set, torch and torchvision
-# come from that index first (e.g. 2.13.0+cpu, which satisfies the ==2.13.0 pins); the rest of the
-# group always comes from PyPI.
-ARG TORCH_INDEX_URL=
+# train.Dockerfile, so both images share this multi-GB layer when they are built with the same
+# TORCH_INDEX_URL (the offline tests do). With TORCH_INDEX_URL set, torch and torchvision come from
+# that index first (e.g. 2.13.0+cpu, which satisfies the ==2.13.0 pins); the rest of the group
+# always comes from PyPI.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 COPY --from=requirements /requirements/model.txt /tmp/requirements/model.txt
 RUN set -eux; \
     if [ -n "$TORCH_INDEX_URL" ]; then \
@@ -87,6 +89,7 @@ RUN set -eux; \
     apt-get update; \
     apt-get install -y --no-install-recommends openjdk-17-jdk-headless; \
     apt-get clean; rm -rf /var/lib/apt/lists/*
+COPY byoc_common/__init__.py byoc_common/durable.py /build/byoc_common/
 COPY container_serve/__init__.py /build/container_serve/__init__.py
 COPY container_serve/mms_plugin /build/container_serve/mms_plugin
 RUN PYTHONPATH=/build python -m container_serve.mms_plugin /opt/byoc/mms-plugins

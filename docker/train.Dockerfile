@@ -10,8 +10,16 @@
 # Build arguments:
 #   BASE_IMAGE       any image with Python 3.11 (with its venv module) on PATH as `python3`
 #                    (default python:3.11-slim-bookworm; a CUDA runtime base for GPU instances).
-#   TORCH_INDEX_URL  package index for torch/torchvision; empty = PyPI (CUDA build, also runs on
-#                    CPU). https://download.pytorch.org/whl/cpu gives a much smaller CPU-only image.
+#   TORCH_INDEX_URL  package index for torch/torchvision. Default: PyTorch's CUDA 12.6 index. SageMaker's
+#                    GPU training instances run CUDA 12 drivers (AWS's own PyTorch training containers
+#                    are cu12x builds), and a CUDA 12.6 torch runs on any driver >= 525 (CUDA minor
+#                    version compatibility) and still carries sm_70 kernels (ml.p3's V100); torch 2.13.0
+#                    has no cu128 build (dropped at 2.12), and cu129 drops sm_70 for sm_100 (ml.p6).
+#                    The same image runs on CPU instances. Empty = pip's default index (PyPI), whose
+#                    torch 2.13.0 is the CUDA 13.0 build (needs driver >= 580): what the offline tests
+#                    here build with (tests/containers/conftest.py).
+#   SERVE_IMAGE_URI  the serving image built together with this one: `docker run IMAGE serve` (what
+#                    the SageMaker SDK runs for deploy() without image_uri) names it (train_entrypoint.py).
 #
 # Layer order: torch (shared with serve.Dockerfile), group dependencies (rebuilt only when
 # pyproject.toml changes), then the code, so a code change rebuilds in seconds.
@@ -33,11 +41,11 @@ ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH \
 RUN python3 -m venv "$VIRTUAL_ENV"
 
 # The `model` group (torch, torchvision, pillow, numpy, ...): the same instructions open
-# serve.Dockerfile, so both images share this multi-GB layer (the copied file has the same
-# content in both builds, so the cache matches). With TORCH_INDEX_URL set, torch and torchvision
-# come from that index first (e.g. 2.13.0+cpu, which satisfies the ==2.13.0 pins); the rest of the
-# group always comes from PyPI.
-ARG TORCH_INDEX_URL=
+# serve.Dockerfile, so both images share this multi-GB layer when they are built with the same
+# TORCH_INDEX_URL (the offline tests do). With TORCH_INDEX_URL set, torch and torchvision come from
+# that index first (e.g. 2.13.0+cu126, which satisfies the ==2.13.0 pins); the rest of the group
+# always comes from PyPI.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126
 COPY --from=requirements /requirements/model.txt /tmp/requirements/model.txt
 RUN set -eux; \
     if [ -n "$TORCH_INDEX_URL" ]; then \
@@ -82,6 +90,10 @@ COPY docker/train_entrypoint.py /opt/byoc/train_entrypoint.py
 COPY byoc_common /opt/byoc/byoc_common
 COPY container_train /opt/byoc/container_train
 COPY container_train/train.py /opt/ml/code/train.py
+
+# Last, so a new serving image's tag rebuilds nothing above it.
+ARG SERVE_IMAGE_URI=
+ENV BYOC_SERVE_IMAGE=${SERVE_IMAGE_URI}
 
 ENTRYPOINT ["tini", "--", "python", "/opt/byoc/train_entrypoint.py"]
 CMD ["train"]

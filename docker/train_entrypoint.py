@@ -26,6 +26,14 @@ hand-made ``/opt/ml`` run without ``--add-host``) is mapped to 127.0.0.1 in ``/e
 log says so; nothing is looked up for it. With ``SM_STUDIO_LOCAL_MODE=true`` the toolkit skips its
 lookups, and so does this check.
 
+SageMaker hosting runs ``docker run IMAGE serve`` ("Use Your Own Inference Code with Hosting Services");
+the SageMaker Python SDK does that with the training image when ``estimator.deploy()``,
+``estimator.transformer()`` or ``tuner.deploy()`` get no ``image_uri`` (sagemaker 2.257,
+``Estimator.create_model``: ``Model(image_uri or self.training_image_uri(), ...)``). This image
+does not serve, so ``serve`` is answered at once, before anything else is done, with one line
+naming the serving image to deploy instead (``$BYOC_SERVE_IMAGE``, set when both images are built
+together) and exit code 2, rather than a traceback and a health check that fails minutes later.
+
     ENTRYPOINT ["tini", "--", "python", "/opt/byoc/train_entrypoint.py"]   # `docker run IMAGE train`
 """
 
@@ -46,6 +54,8 @@ import psutil
 from byoc_common.sagemaker_paths import base_dir
 from container_train.toolkit_processes import user_script_processes
 
+SERVE_IMAGE_ENV = "BYOC_SERVE_IMAGE"        # the serving image built with this one (train.Dockerfile)
+SERVE_REFUSED_EXIT = 2
 HOSTS_FILE = Path("/etc/hosts")
 HOST_TIMEOUT_ENV = "BYOC_HOST_RESOLUTION_TIMEOUT_S"
 DEFAULT_HOST_TIMEOUT_S = 300.0
@@ -53,6 +63,15 @@ DEFAULT_HOST_TIMEOUT_S = 300.0
 
 def _say(message: str) -> None:
     print(f"[entrypoint] {message}", file=sys.stderr, flush=True)
+
+
+def serve_refusal(environ=os.environ) -> str:
+    """The one line ``docker run <training image> serve`` answers."""
+    image = environ.get(SERVE_IMAGE_ENV) or "<serving image URI, byoc-serve>"
+    return (f"this is the byoc training image: it runs `train` and cannot serve; deploy the serving image "
+            f"instead, e.g. estimator.deploy(..., image_uri=\"{image}\") or "
+            f"Model(image_uri=\"{image}\", model_data=...) (transformer() and tuner.deploy() take "
+            "image_uri too)")
 
 
 def stage_user_script(environ=os.environ) -> Path | None:
@@ -151,6 +170,9 @@ def check_hosts(environ=os.environ, *, hosts_file: Path = HOSTS_FILE, resolve=re
 
 def main(argv: list[str] | None = None) -> int:
     command = list(sys.argv[1:] if argv is None else argv) or ["train"]
+    if command[0] == "serve":
+        _say(serve_refusal())
+        return SERVE_REFUSED_EXIT
     if command[0] == "train":
         stage_user_script()
         fill_missing_config()

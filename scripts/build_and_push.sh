@@ -8,7 +8,10 @@
 #   --train-repo NAME       ECR repository of the training image (default: byoc-train)
 #   --serve-repo NAME       ECR repository of the serving image  (default: byoc-serve)
 #   --tag TAG               image tag besides `latest` (default: the git commit, short)
-#   --torch-index-url URL   package index for torch/torchvision (default: PyPI, CUDA build)
+#   --train-torch-index-url URL  index for the training image's torch (default: the Dockerfile's,
+#                           CUDA 12.6; '' = PyPI, whose torch is the CUDA 13 build)
+#   --serve-torch-index-url URL  index for the serving image's torch (default: the Dockerfile's,
+#                           CPU-only; '' = PyPI)
 #   --base-image IMAGE      base image of both Dockerfiles (default: python:3.11-slim-bookworm)
 #   --output FILE           where to write the pushed image URIs as JSON (default: image-uris.json)
 #   -h, --help              show this help
@@ -31,7 +34,8 @@ account=""
 train_repo="byoc-train"
 serve_repo="byoc-serve"
 tag=""
-torch_index_url=""
+train_torch_index_url="<dockerfile>"   # not given: the Dockerfile's default ('' is a value: PyPI)
+serve_torch_index_url="<dockerfile>"
 base_image=""
 output="image-uris.json"
 
@@ -42,7 +46,8 @@ while [ $# -gt 0 ]; do
     --train-repo) train_repo="${2:?--train-repo needs a value}"; shift 2 ;;
     --serve-repo) serve_repo="${2:?--serve-repo needs a value}"; shift 2 ;;
     --tag) tag="${2:?--tag needs a value}"; shift 2 ;;
-    --torch-index-url) torch_index_url="${2:?--torch-index-url needs a value}"; shift 2 ;;
+    --train-torch-index-url) train_torch_index_url="${2?--train-torch-index-url needs a value}"; shift 2 ;;
+    --serve-torch-index-url) serve_torch_index_url="${2?--serve-torch-index-url needs a value}"; shift 2 ;;
     --base-image) base_image="${2:?--base-image needs a value}"; shift 2 ;;
     --output) output="${2:?--output needs a value}"; shift 2 ;;
     -h | --help) usage; exit 0 ;;
@@ -85,8 +90,11 @@ case "$region" in
 esac
 registry="${REGISTRY_OVERRIDE:-${account}.dkr.ecr.${region}.${ecr_domain}}"
 build_args=()
-[ -n "$torch_index_url" ] && build_args+=(--build-arg "TORCH_INDEX_URL=${torch_index_url}")
 [ -n "$base_image" ] && build_args+=(--build-arg "BASE_IMAGE=${base_image}")
+train_args=(--build-arg "SERVE_IMAGE_URI=${registry}/${serve_repo}:${tag}")
+serve_args=()
+[ "$train_torch_index_url" != "<dockerfile>" ] && train_args+=(--build-arg "TORCH_INDEX_URL=${train_torch_index_url}")
+[ "$serve_torch_index_url" != "<dockerfile>" ] && serve_args+=(--build-arg "TORCH_INDEX_URL=${serve_torch_index_url}")
 
 # ---- ECR: log in, create the repositories when missing. ----
 log "logging in to ${registry}"
@@ -102,19 +110,20 @@ for repo in "$train_repo" "$serve_repo"; do
 done
 
 # ---- Build, tag (commit + latest), push. ----
-build_and_push() {  # $1 = dockerfile, $2 = repository; prints the pushed URI
+build_and_push() {  # $1 = dockerfile, $2 = repository, then this image's build arguments; prints the pushed URI
   local dockerfile="$1" repo="$2" image="${registry}/$2"
+  shift 2
   log "building ${image}:${tag} from ${dockerfile}"
   # ${a[@]+"${a[@]}"}: an empty array expands to nothing; bash < 4.4 calls "${a[@]}" unbound.
-  docker build --network host --platform linux/amd64 ${build_args[@]+"${build_args[@]}"} \
+  docker build --network host --platform linux/amd64 ${build_args[@]+"${build_args[@]}"} "$@" \
     -f "${repo_root}/${dockerfile}" -t "${image}:${tag}" -t "${image}:latest" "$repo_root" >&2
   docker push "${image}:${tag}" >&2
   docker push "${image}:latest" >&2
   printf '%s:%s' "$image" "$tag"
 }
 
-train_uri="$(build_and_push docker/train.Dockerfile "$train_repo")"
-serve_uri="$(build_and_push docker/serve.Dockerfile "$serve_repo")"
+train_uri="$(build_and_push docker/train.Dockerfile "$train_repo" ${train_args[@]+"${train_args[@]}"})"
+serve_uri="$(build_and_push docker/serve.Dockerfile "$serve_repo" ${serve_args[@]+"${serve_args[@]}"})"
 
 printf '{\n  "train": "%s",\n  "serve": "%s"\n}\n' "$train_uri" "$serve_uri" >"$output"
 log "pushed ${train_uri} and ${serve_uri}; URIs written to ${output}"

@@ -2,8 +2,9 @@
 
 Without an engine the container tests skip with the reason -- unless BYOC_REQUIRE_DOCKER=1 (CI),
 where they fail instead. The images are built from this checkout with the same commands as
-``make images`` (tags byoc-train:latest and byoc-serve:latest); Docker's layer cache makes a
-rebuild after a code change take seconds.
+``make images TRAIN_TORCH_INDEX_URL= SERVE_TORCH_INDEX_URL=`` (tags byoc-train:latest and
+byoc-serve:latest; torch from PyPI, see TEST_BUILD_ARGS); Docker's layer cache makes a rebuild after a
+code change take seconds.
 """
 
 from __future__ import annotations
@@ -63,11 +64,17 @@ def docker_engine() -> None:
     pytest.skip(message)
 
 
+# torch from pip's default index (PyPI), the one index this offline machine and CI reach; the
+# Dockerfiles' own defaults (PyTorch's CUDA 12.6 and CPU indexes) are for real builds (buildspec.yml).
+TEST_BUILD_ARGS = ("--build-arg", "TORCH_INDEX_URL=")
+
+
 def build_image(dockerfile: str, tag: str) -> float:
     """``docker build`` one image from the checkout; returns the build time in seconds."""
     start = time.monotonic()
     proc = subprocess.run(
-        ["docker", "build", "--network", "host", "-f", str(REPO_ROOT / dockerfile), "-t", tag, str(REPO_ROOT)],
+        ["docker", "build", "--network", "host", *TEST_BUILD_ARGS, "-f", str(REPO_ROOT / dockerfile), "-t", tag,
+         str(REPO_ROOT)],
         capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
     )
     if proc.returncode != 0:

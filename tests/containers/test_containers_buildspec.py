@@ -6,7 +6,8 @@ lets in ECR's token. scripts/build_and_push.sh then pushes the same way.
 The registry is the one thing overridden (``REGISTRY_OVERRIDE``, which only tests set): it stands
 in for ``<account>.dkr.ecr.<region>.amazonaws.com``. ``BASE_IMAGE`` is set as a CodeBuild project
 would set it, to the Docker Hub name the session's images were built from (no registry is
-reachable here). The buildspec's ``docker build`` commands run as written; they find the session's
+reachable here), and ``TRAIN_TORCH_INDEX_URL``/``SERVE_TORCH_INDEX_URL`` to PyPI, the one index reachable
+here. The buildspec's ``docker build`` commands run as written; they find the session's
 images (tests/containers/conftest.py) in Docker's layer cache instead of building them again.
 
 Last, the build context itself (what .dockerignore lets through to the engine).
@@ -37,6 +38,9 @@ ACCOUNT = "123456789012"
 ECR_PASSWORD = f"{ACCOUNT}-auth-token"      # what moto's GetAuthorizationToken hands out
 BASE_IMAGE = "python:3.11-slim-bookworm"
 BUILD_TIMEOUT_S = 3600                       # a cold cache builds both images; a push is GBs
+# As a CodeBuild project overrides the buildspec's variables: torch from PyPI, the index reachable here
+# (the session's images were built so, tests/containers/conftest.py).
+PYPI_TORCH = {"TRAIN_TORCH_INDEX_URL": "", "SERVE_TORCH_INDEX_URL": ""}
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +120,8 @@ def _pull_and_check(env: dict, uri: str, module: str) -> None:
 def test_buildspec_phases_push_both_images_and_write_the_uris(train_image, serve_image, registry, build_env,
                                                              moto_url, tmp_path):
     src = copy_source(REPO_ROOT, tmp_path / "src")
-    env = {**build_env, "BASE_IMAGE": BASE_IMAGE, "CODEBUILD_RESOLVED_SOURCE_VERSION": "feedc0ffee1234"}
+    env = {**build_env, "BASE_IMAGE": BASE_IMAGE, "CODEBUILD_RESOLVED_SOURCE_VERSION": "feedc0ffee1234",
+           **PYPI_TORCH}
     result = run_buildspec(REPO_ROOT / "buildspec.yml", src, env, timeout=BUILD_TIMEOUT_S)
     assert result.succeeded, result.log[-6000:]
     assert "Login Succeeded" in result.log                 # the registry let ECR's token in
@@ -129,6 +134,11 @@ def test_buildspec_phases_push_both_images_and_write_the_uris(train_image, serve
     assert definitions == [{"name": "train", "imageUri": uris["train"]}, {"name": "serve", "imageUri": uris["serve"]}]
     _pull_and_check(env, uris["train"], "container_train.train")
     _pull_and_check(env, uris["serve"], "container_serve.content_types")
+    # The training image knows the serving image built with it: `serve` (the SDK's deploy() without
+    # image_uri) names it.
+    serve = subprocess.run(["docker", "run", "--rm", "--network", "host", uris["train"], "serve"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert serve.returncode == 2 and f'image_uri="{uris["serve"]}"' in serve.stderr, serve.stderr
 
 
 def test_a_wrong_token_is_refused_by_the_registry(registry, tmp_path):
@@ -145,7 +155,8 @@ def test_build_and_push_script_pushes_the_same_way(train_image, serve_image, reg
     src = copy_source(REPO_ROOT, tmp_path / "src")
     out = tmp_path / "image-uris.json"
     proc = subprocess.run(["bash", str(src / "scripts" / "build_and_push.sh"), "--region", "eu-west-1",
-                           "--tag", "script1", "--base-image", BASE_IMAGE, "--output", str(out)],
+                           "--tag", "script1", "--base-image", BASE_IMAGE, "--output", str(out),
+                           "--train-torch-index-url", "", "--serve-torch-index-url", ""],
                           env=build_env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert _repositories(moto_url) == {"byoc-train", "byoc-serve"}

@@ -72,10 +72,26 @@ def test_build_and_push_in_a_china_region(aws_cli_env, moto_url, tmp_path):
     assert Path(aws_cli_env["DOCKER_CALLS"] + ".password").read_text().strip() == f"{ACCOUNT}-auth-token"
     builds = [c for c in calls if c.startswith("build ")]
     assert len(builds) == 2 and all(" --platform linux/amd64 " in b for b in builds)
+    # torch: each Dockerfile's own default (no TORCH_INDEX_URL given); the training image names the serving one.
+    assert not any("TORCH_INDEX_URL" in b for b in builds)
+    train_build, serve_build = builds
+    assert f"--build-arg SERVE_IMAGE_URI={registry}/byoc-serve:abc1234 " in train_build
+    assert "SERVE_IMAGE_URI" not in serve_build
     assert f"push {registry}/byoc-serve:latest" in calls
     assert _repositories(moto_url, "cn-north-1") == {"byoc-train", "byoc-serve"}
     assert json.loads(out.read_text()) == {"train": f"{registry}/byoc-train:abc1234",
                                            "serve": f"{registry}/byoc-serve:abc1234"}
+
+
+def test_build_and_push_takes_an_index_per_image_and_an_empty_one_means_pypi(aws_cli_env, tmp_path):
+    proc = subprocess.run(["bash", str(SCRIPT), "--region", "eu-west-1", "--tag", "t1", "--output",
+                           str(tmp_path / "uris.json"), "--train-torch-index-url", "",
+                           "--serve-torch-index-url", "https://example.invalid/cpu"],
+                          env=aws_cli_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    train_build, serve_build = [c for c in _calls(aws_cli_env) if c.startswith("build ")]
+    assert "--build-arg TORCH_INDEX_URL= " in train_build and "train.Dockerfile" in train_build
+    assert "--build-arg TORCH_INDEX_URL=https://example.invalid/cpu " in serve_build
 
 
 def test_build_and_push_expands_no_empty_array_bash_3_2_would_call_unbound():
@@ -103,6 +119,11 @@ def test_buildspec_runs_against_ecr_in_a_china_region(aws_cli_env, moto_url, tmp
     for b in builds:   # amd64, and the base image from ECR Public's Docker library mirror
         assert " --platform linux/amd64 " in b
         assert "--build-arg BASE_IMAGE=public.ecr.aws/docker/library/python:3.11-slim-bookworm" in b
+    # CUDA 12.6 torch for training (and the serving image's URI for its `serve` answer), CPU-only for serving.
+    train_build, serve_build = builds
+    assert "--build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 " in train_build
+    assert f"--build-arg SERVE_IMAGE_URI={registry}/byoc-serve:0123456 " in train_build
+    assert "--build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu " in serve_build
     assert f"push {registry}/byoc-train:0123456" in calls and f"push {registry}/byoc-train:latest" in calls
     assert _repositories(moto_url, "cn-north-1") == {"byoc-train", "byoc-serve"}
     uris = json.loads(result.artifacts["image-uris.json"].read_text())

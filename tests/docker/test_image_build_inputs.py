@@ -137,3 +137,35 @@ def test_buildspec_commands_are_valid_bash():
     script = "\n".join(cmd for phase in spec["phases"].values() for cmd in phase["commands"])
     proc = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+# ---- where each image's torch comes from ----------------------------------------------------------
+def _arg_default(dockerfile: str, name: str) -> str:
+    lines = (REPO_ROOT / "docker" / dockerfile).read_text().splitlines()
+    return next(line.split("=", 1)[1] for line in lines if line.startswith(f"ARG {name}="))
+
+
+def test_training_gets_a_cuda_12_torch_and_serving_a_cpu_only_one_by_default():
+    """GPU training instances run CUDA 12 drivers (PyPI's torch 2.13.0 is the CUDA 13.0 build, driver >= 580);
+    the serving image only runs on CPU instances. buildspec.yml's variables are the Dockerfiles' defaults."""
+    train, serve = _arg_default("train.Dockerfile", "TORCH_INDEX_URL"), _arg_default("serve.Dockerfile",
+                                                                                    "TORCH_INDEX_URL")
+    assert train == "https://download.pytorch.org/whl/cu126"
+    assert serve == "https://download.pytorch.org/whl/cpu"
+    variables = yaml.safe_load((REPO_ROOT / "buildspec.yml").read_text())["env"]["variables"]
+    assert variables["TRAIN_TORCH_INDEX_URL"] == train and variables["SERVE_TORCH_INDEX_URL"] == serve
+    assert "TORCH_INDEX_URL" not in variables
+
+
+def test_make_images_keeps_the_dockerfile_defaults_unless_an_index_is_given():
+    def dry_run(*overrides: str) -> list[str]:
+        env = {k: v for k, v in os.environ.items() if not k.endswith("TORCH_INDEX_URL")}
+        proc = subprocess.run(["make", "-s", "-n", "images", *overrides], cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return [line for line in proc.stdout.splitlines() if line.startswith("docker build")]
+
+    assert all("TORCH_INDEX_URL" not in line for line in dry_run())
+    train, serve = dry_run("TRAIN_TORCH_INDEX_URL=", "SERVE_TORCH_INDEX_URL=https://example.invalid/cpu")
+    assert "--build-arg TORCH_INDEX_URL= " in train and "docker/train.Dockerfile" in train
+    assert "--build-arg TORCH_INDEX_URL=https://example.invalid/cpu " in serve

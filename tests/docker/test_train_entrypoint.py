@@ -44,11 +44,12 @@ def test_trainer_processes_looks_through_a_shell_wrapper():
                                start_new_session=True)
     try:
         deadline = time.monotonic() + 20
-        targets = []
-        while time.monotonic() < deadline and not targets:
-            targets = entry.user_script_processes(toolkit.pid)
+        names: list[str] = []
+        # Until sh has started sleep (a child caught between fork and exec still has its parent's name).
+        while time.monotonic() < deadline and names != ["sleep"]:
+            names = [p.name() for p in entry.user_script_processes(toolkit.pid)]
             time.sleep(0.1)
-        assert [p.name() for p in targets] == ["sleep"]
+        assert names == ["sleep"]
     finally:
         os.killpg(toolkit.pid, signal.SIGKILL)      # the whole little tree: python, sh, sleep
         toolkit.wait()
@@ -175,3 +176,27 @@ def test_studio_local_mode_and_a_missing_config_skip_the_check(tmp_path):
 
     assert entry.check_hosts({"SAGEMAKER_BASE_DIR": str(base), "SM_STUDIO_LOCAL_MODE": "true"}, resolve=resolve) is None
     assert entry.check_hosts({"SAGEMAKER_BASE_DIR": str(tmp_path / "none")}, resolve=resolve) is None
+
+
+# ---- `serve`: what the SageMaker SDK runs when deploy() gets no image_uri -------------------------
+
+def _run_entrypoint(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    return subprocess.run([sys.executable, str(REPO_ROOT / "docker" / "train_entrypoint.py"), *args],
+                          env=full_env, capture_output=True, text=True, timeout=60)
+
+
+def test_serve_is_refused_at_once_with_one_line_naming_the_serving_image(tmp_path):
+    # A job tree that `train` would start on: `serve` must not touch it.
+    env = {"SAGEMAKER_BASE_DIR": str(tmp_path / "opt_ml"), "SAGEMAKER_PROGRAM": "train.py",
+           "BYOC_TRAIN_SCRIPT": str(REPO_ROOT / "container_train" / "train.py")}
+    done = _run_entrypoint("serve", env=env)
+    assert done.returncode == 2
+    lines = (done.stdout + done.stderr).splitlines()
+    assert len(lines) == 1, lines
+    assert "this is the byoc training image" in lines[0] and 'image_uri="<serving image URI' in lines[0]
+    assert "Traceback" not in lines[0] and not (tmp_path / "opt_ml").exists()
+
+    named = _run_entrypoint("serve", env={"BYOC_SERVE_IMAGE": "123.dkr.ecr.eu-west-1.amazonaws.com/byoc-serve:abc"})
+    assert named.returncode == 2
+    assert 'estimator.deploy(..., image_uri="123.dkr.ecr.eu-west-1.amazonaws.com/byoc-serve:abc")' in named.stderr
