@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from byoc_common import durable
 from byoc_common.architectures import IMAGENET_MEAN, IMAGENET_STD, build_classifier, check_arch
 from byoc_common.artifact_files import ARTIFACT_FILES, CLASSES_FILE, CONFIG_FILE, WEIGHTS_FILE
 
@@ -84,15 +85,15 @@ class ModelConfig:
 
 def save_model_artifact(model_dir: str | os.PathLike, model: nn.Module, class_names: list[str],
                         config: ModelConfig) -> Path:
-    """Write the three artifact files atomically-enough (write then rename) into ``model_dir``."""
+    """Write the three artifact files into ``model_dir``, each durably (:mod:`byoc_common.durable`)."""
     if len(class_names) != config.num_classes:
         raise ValueError(f"{len(class_names)} class names for a {config.num_classes}-way model")
     out = Path(model_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic(out / WEIGHTS_FILE, lambda p: torch.save(state, p))
-    _atomic(out / CLASSES_FILE, lambda p: p.write_text(json.dumps(list(class_names), indent=1)))
-    _atomic(out / CONFIG_FILE, lambda p: p.write_text(json.dumps(config.to_json(), indent=1)))
+    durable.write_with(out / WEIGHTS_FILE, lambda f: torch.save(state, f))
+    durable.write_text(out / CLASSES_FILE, json.dumps(list(class_names), indent=1))
+    durable.write_text(out / CONFIG_FILE, json.dumps(config.to_json(), indent=1))
     return out
 
 
@@ -123,9 +124,3 @@ def load_model_artifact(model_dir: str | os.PathLike, device: str | torch.device
     except Exception as e:  # noqa: BLE001 - any failure here means a bad artifact
         raise ModelArtifactError(f"{WEIGHTS_FILE} does not load into a {config.arch}: {e}") from e
     return model.to(device).eval(), classes, config
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)

@@ -12,8 +12,9 @@ MMS's answer arrives. The folder is private to one server (``BYOC_LOAD_REPORTS_D
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from byoc_common import durable
 
 LOADED = 200
 
@@ -25,11 +26,7 @@ def _path(folder: Path, model_name: str) -> Path:
 def write(folder: Path | None, model_name: str, code: int, message: str) -> None:
     if folder is None or not model_name:
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    target = _path(folder, model_name)
-    partial = target.with_name(f".{target.name}.{os.getpid()}")
-    partial.write_text(json.dumps({"code": code, "error": message}))
-    os.replace(partial, target)
+    durable.write_text(_path(folder, model_name), json.dumps({"code": code, "error": message}))
 
 
 def take(folder: Path, model_name: str) -> tuple[int, str] | None:

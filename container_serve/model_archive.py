@@ -21,6 +21,7 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from byoc_common import durable
 from byoc_common.artifact import ARTIFACT_FILES, read_model_metadata
 from container_serve.management import MODEL_NAME_RE, MODEL_NAME_RULE
 
@@ -75,9 +76,13 @@ def create_model_archive(model_dir: str | os.PathLike, archive: str | os.PathLik
     model_dir, archive = Path(model_dir), Path(archive)
     read_model_metadata(model_dir)
     archive.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "w:gz") as tar:
-        for name in ARTIFACT_FILES:
-            tar.add(model_dir / name, arcname=name)
+
+    def write(f) -> None:
+        with tarfile.open(fileobj=f, mode="w:gz") as tar:
+            for name in ARTIFACT_FILES:
+                tar.add(model_dir / name, arcname=name)
+
+    durable.write_with(archive, write)
     return archive
 
 
@@ -109,9 +114,7 @@ def deploy_model(source: str | os.PathLike, model_root: str | os.PathLike, name:
                 shutil.copyfile(source / f, staging / f, follow_symlinks=True)
         else:
             extract_model_archive(source, staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        durable.replace_dir(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

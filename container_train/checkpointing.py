@@ -13,7 +13,7 @@ on after the last finished epoch. The file holds plain containers and tensors on
      "hyperparameters": {name: value}, "class_names": [...], "arch": str,
      "training_job_name": str | None}
 
-Writing: fsynced and renamed into place (:mod:`container_train.atomic`); the checkpoint it
+Writing: fsynced and renamed into place (:mod:`byoc_common.durable`); the checkpoint it
 replaces stays as :data:`~container_train.contract.PREVIOUS_CHECKPOINT_FILE`, so when the latest
 cannot be read (a truncated upload, a bad disk) the job falls back one epoch instead of failing
 at every restart.
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from container_train.atomic import write_atomically
+from byoc_common import durable
 from container_train.contract import CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, quote_path
 from container_train.errors import TrainingError
 from container_train.hyperparameters import resume_relevant
@@ -123,7 +123,7 @@ def save_checkpoint(checkpoint_dir: Path, *, model, optimizer, scheduler, progre
     path = checkpoint_dir / CHECKPOINT_FILE
     if path.is_file():
         _keep_as_previous(path)
-    return write_atomically(path, lambda f: torch.save(state, f))
+    return durable.write_with(path, lambda f: torch.save(state, f))
 
 
 def _keep_as_previous(path: Path) -> None:

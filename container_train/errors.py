@@ -3,7 +3,7 @@
 SageMaker shows the first 1024 characters of ``<base>/output/failure`` as the job's
 ``FailureReason``. The toolkit writes that file too, but only when it does not exist yet, so the
 trainer writes its own one-line message first and that is what the user sees. The file is written
-atomically (:mod:`container_train.atomic`): on a full disk it is complete or absent, never empty.
+atomically (:mod:`byoc_common.durable`): on a full disk it is complete or absent, never empty.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
-from container_train.atomic import write_atomically
+from byoc_common import durable
 
 FAILURE_REASON_LIMIT = 1024
 
@@ -40,7 +40,7 @@ def write_failure_file(path: Path, message: str) -> None:
     """Write the failure reason (never raises: failing to report must not hide the real error)."""
     try:
         data = (message.strip() + "\n").encode()
-        write_atomically(path, lambda f: f.write(data))
+        durable.write_with(path, lambda f: f.write(data))
     except OSError:
         pass
 

@@ -23,7 +23,7 @@ The cache key is a fingerprint of everything that decides the features: the spli
 (relative path, size, mtime, label), the architecture, a hash of the backbone weights, image
 size and resize size, the transform (its ``repr``), the number of views, the torch version and
 this module's format version. Change any of them and a new file is computed; stale files are
-never reused. Files are written atomically (:mod:`container_train.atomic`) under an exclusive
+never reused. Files are written atomically (:mod:`byoc_common.durable`) under an exclusive
 ``fcntl.flock`` so concurrent processes compute a given cache once.
 
 Stopping: the extraction honours the job's stop flag and keeps what it computed
@@ -50,9 +50,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from byoc_common import durable
 from byoc_common.architectures import head_name, split_backbone_head
 from byoc_common.preprocessing import eval_transform
-from container_train.atomic import write_atomically
 from container_train.contract import FEATURE_CACHE_DIR, FEATURE_CACHE_DIR_ENV, quote_path
 from container_train.data import Batch, ImageFolderDataset, train_transform
 from container_train.feature_extraction import (
@@ -172,7 +172,7 @@ class FeatureCache:
     @staticmethod
     def _store(target: Path, key: str, split: str, content: dict) -> None:
         record = {"format_version": CACHE_FORMAT_VERSION, "key": key, "split": split, **content}
-        write_atomically(target, lambda f: torch.save(record, f))
+        durable.write_with(target, lambda f: torch.save(record, f))
 
     @staticmethod
     def _read(target: Path, key: str) -> dict:

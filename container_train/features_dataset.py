@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from container_train.atomic import write_atomically, write_json_atomically
+from byoc_common import durable
 from container_train.contract import FEATURES_MANIFEST, quote_path
 from container_train.errors import TrainingError
 from container_train.feature_cache import FeatureSpec
@@ -65,12 +65,12 @@ def write_features_dataset(out_dir: str | os.PathLike, feats: dict[str, FeatureS
             raise ValueError(f"{len(files[name])} file names for {len(fs)} {name} feature rows")
         record = {"features": fs.features.contiguous(), "labels": fs.labels, "files": list(files[name]),
                   "skipped_files": [list(x) for x in fs.skipped_files]}
-        write_atomically(out / file, lambda f, r=record: torch.save(r, f))
+        durable.write_with(out / file, lambda f, r=record: torch.save(r, f))
         splits[name] = {"file": file, "images": len(fs), "views": fs.num_views, "dim": int(fs.features.shape[-1]),
                         "skipped": fs.skipped, "files_sha256": (files_sha256 or {}).get(name, ""),
                         "fingerprint": asdict(specs[name])}
     manifest = out / FEATURES_MANIFEST
-    write_json_atomically(manifest, {"format": FORMAT, "format_version": FORMAT_VERSION,
+    durable.write_json(manifest, {"format": FORMAT, "format_version": FORMAT_VERSION,
                                      "class_names": list(class_names), "splits": splits})
     return manifest
 

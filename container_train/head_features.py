@@ -20,8 +20,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from byoc_common import durable
 from container_train import contract, distributed, engine, feature_cache, features_dataset
-from container_train.atomic import write_json_atomically
 from container_train.feature_cache import files_fingerprint
 from container_train.hyperparameters import HyperparameterError
 
@@ -150,5 +150,5 @@ def extraction_summary(job) -> dict:
                "class_names": job.class_names, "features": job.feature_counts, "model_config": job.config.to_json(),
                "device": str(job.device), "world_size": job.ranks.world_size}
     if job.ranks.is_main:
-        write_json_atomically(job.paths.output_data_dir / contract.METRICS_FILE, summary)
+        durable.write_json(job.paths.output_data_dir / contract.METRICS_FILE, summary)
     return summary

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import time
 
+from byoc_common import durable
 from container_train import contract
-from container_train.atomic import write_json_atomically
 from container_train.hyperparameters import to_dict
 
 log = logging.getLogger("container_train")
@@ -45,7 +45,7 @@ def summary_of(job, test, chosen: str) -> dict:
         "seconds": round(time.monotonic() - job.started, 2),
     }
     if job.ranks.is_main:
-        write_json_atomically(job.paths.output_data_dir / contract.METRICS_FILE, summary)
+        durable.write_json(job.paths.output_data_dir / contract.METRICS_FILE, summary)
     if skipped.count:
         log.warning("%d unreadable image(s) were skipped (listed in %s)", skipped.count, contract.METRICS_FILE)
     if reason:

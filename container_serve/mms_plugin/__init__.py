@@ -18,6 +18,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from byoc_common import durable
+
 logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
@@ -53,13 +55,15 @@ def build_plugin_jar(dest_dir: str | os.PathLike) -> Path:
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise PluginBuildError(f"javac failed:\n{proc.stderr}")
-        partial = dest / f"{JAR_NAME}.{os.getpid()}.tmp"  # concurrent first starts must not share it
-        with zipfile.ZipFile(partial, "w") as jar:
-            jar.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n")
-            jar.write(SERVICE_FILE, f"META-INF/services/{SERVICE_FILE.name}")
-            for cls in Path(tmp).rglob("*.class"):
-                jar.write(cls, cls.relative_to(tmp).as_posix())
-        os.replace(partial, dest / JAR_NAME)
+
+        def write_jar(f) -> None:  # durable: concurrent first starts each write their own temporary file
+            with zipfile.ZipFile(f, "w") as jar:
+                jar.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n")
+                jar.write(SERVICE_FILE, f"META-INF/services/{SERVICE_FILE.name}")
+                for cls in Path(tmp).rglob("*.class"):
+                    jar.write(cls, cls.relative_to(tmp).as_posix())
+
+        durable.write_with(dest / JAR_NAME, write_jar)
     return dest / JAR_NAME
 
 

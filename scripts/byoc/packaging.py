@@ -13,6 +13,7 @@ import os
 import tarfile
 from pathlib import Path
 
+from byoc_common import durable
 from container_serve.model_archive import create_model_archive
 
 
@@ -22,23 +23,20 @@ def package_model(model_dir: str | os.PathLike, output: str | os.PathLike | None
     Raises :class:`byoc_common.artifact.ModelArtifactError` naming what is missing."""
     model_dir = Path(model_dir)
     out = Path(output) if output else model_dir.parent / "model.tar.gz"
-    tmp = out.with_name(out.name + ".tmp")
-    create_model_archive(model_dir, tmp)
-    os.replace(tmp, out)
-    return out
+    return create_model_archive(model_dir, out)   # written durably
 
 
 def package_job_output(model_dir: str | os.PathLike, output: str | os.PathLike) -> Path:
     """What SageMaker does with a training job's ``/opt/ml/model`` when the job ends: every file in it,
     flat, in ``model.tar.gz`` (whatever the job wrote; :func:`package_model` is for model artifacts)."""
     model_dir, out = Path(model_dir), Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for path in sorted(model_dir.iterdir()):
-            tar.add(path, arcname=path.name)
-    os.replace(tmp, out)
-    return out
+
+    def write(f) -> None:
+        with tarfile.open(fileobj=f, mode="w:gz") as tar:
+            for path in sorted(model_dir.iterdir()):
+                tar.add(path, arcname=path.name)
+
+    return durable.write_with(out, write)
 
 
 def archive_members(path: str | os.PathLike) -> list[str]:

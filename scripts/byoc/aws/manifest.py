@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from byoc_common import durable
+
 MANIFEST_FILE = "aws-resources.json"
 KINDS = ("s3_prefix", "model", "endpoint_config", "endpoint", "training_job", "tuning_job", "transform_job")
 
@@ -47,7 +49,4 @@ class Manifest:
         return [r["name"] for r in self.resources if r["kind"] == kind]
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"region": self.region, "resources": self.resources}, indent=1))
-        os.replace(tmp, self.path)
+        durable.write_json(self.path, {"region": self.region, "resources": self.resources})

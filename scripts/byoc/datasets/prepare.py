@@ -26,6 +26,7 @@ import requests
 from byoc.datasets.fashion_mnist import FASHION_MNIST_DIR, export_imagefolder, fashion_mnist_available
 from byoc.datasets.synthetic import make_dataset
 from byoc.errors import ByocError
+from byoc_common import durable
 from container_train.contract import IMAGE_SUFFIXES, SPLITS
 
 DOGIMAGES_URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"
@@ -137,8 +138,7 @@ def download(url: str, dest: str | os.PathLike, on_progress: Progress | None = N
     size = part.stat().st_size
     if total is not None and size != total:
         raise DatasetError(f"download of {url} stopped at {size} of {total} bytes; re-run to resume")
-    os.replace(part, dest)
-    return dest
+    return durable.publish(part, dest)
 
 
 def safe_extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike,

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from byoc_common import durable
+
 STATE_FILE = "state.json"
 
 
@@ -29,10 +31,7 @@ class PipelineState:
     def save(self) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, default=str))
-        tmp.replace(self.path)
+        durable.write_json(self.path, self.data, default=str)
 
     def step(self, name: str) -> dict:
         return self.data["steps"].setdefault(name, {})

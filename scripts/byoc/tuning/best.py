@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from byoc.tuning.errors import TuningError
+from byoc_common import durable
 from container_train.hyperparameters import to_sagemaker_strings
 
 BEST_HYPERPARAMETERS = "best_hyperparameters.json"
@@ -54,10 +54,7 @@ def write_best_hyperparameters(out_dir: str | Path, *, metric: str, direction: s
         "job_dir": None if job_dir is None else str(job_dir),
     }
     path = out / BEST_HYPERPARAMETERS
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return durable.write_json(path, doc, indent=2)
 
 
 def read_best_hyperparameters(tune_dir: str | Path) -> dict[str, str]:
