@@ -10,26 +10,16 @@ import torch
 from torch import nn
 from torchvision import models
 
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
-EFFICIENTNET_LITE = ("efficientnet_lite0",)
-SUPPORTED_ARCHS = RESNETS + EFFICIENTNET_LITE
-DEFAULT_ARCH = "resnet50"
-
-# ImageNet statistics: every supported backbone was pretrained with them.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class UnknownArchitectureError(ValueError):
-    pass
-
-
-def check_arch(arch: str) -> str:
-    if arch not in SUPPORTED_ARCHS:
-        raise UnknownArchitectureError(
-            f"unknown arch {arch!r}; supported: {', '.join(SUPPORTED_ARCHS)}"
-        )
-    return arch
+from byoc_common.arch_names import (  # noqa: F401  (re-exported: the names' one definition)
+    DEFAULT_ARCH,
+    EFFICIENTNET_LITE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RESNETS,
+    SUPPORTED_ARCHS,
+    UnknownArchitectureError,
+    check_arch,
+)
 
 
 def build_backbone(arch: str) -> nn.Module:

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from byoc.aws.errors import LaunchError
-from byoc.rules.base import RuleParameterError
-from byoc.rules.catalog import RULE_NAMES, check_rule_parameters
 from byoc_common.sagemaker_paths import TENSOR_DIR
 from container_train.hyperparameters import HYPERPARAMETERS, parse_bool, to_sagemaker_strings
 
@@ -98,6 +96,10 @@ class DebuggerSettings:
     profiling_interval_ms: int = 500        # system metrics sampling: one of PROFILING_INTERVALS_MS
 
     def __post_init__(self) -> None:
+        # The rules import smdebug (seconds, and a log line): only a job that sends rules pays for it.
+        from byoc.rules.base import RuleParameterError
+        from byoc.rules.catalog import RULE_NAMES, check_rule_parameters
+
         if self.profiling_interval_ms not in PROFILING_INTERVALS_MS:
             raise LaunchError(f"profiling_interval_ms must be one of SageMaker's "
                               f"{', '.join(map(str, PROFILING_INTERVALS_MS))}, got {self.profiling_interval_ms}")

@@ -193,6 +193,7 @@ class LocalBackend(Backend):
     def start_endpoint(self, port=None, model_root=None):
         """Start the multi-model endpoint (once per process) and record it in endpoint.json."""
         if self._endpoint is None:
+            _refuse_live_record(self.run_dir / ENDPOINT_FILE)
             root = Path(model_root) if model_root else self.run_dir / "endpoint" / "models"
             root.mkdir(parents=True, exist_ok=True)
             self._endpoint = LocalEndpoint(
@@ -285,6 +286,26 @@ class LocalBackend(Backend):
         except (ProcessLookupError, TypeError, ValueError):
             path.unlink(missing_ok=True)
         return 0
+
+
+def _refuse_live_record(path: Path) -> None:
+    """A run dir records one endpoint: refuse a second while the `byoc serve` that wrote it lives, so
+    its record (what `byoc cleanup` and `byoc invoke` find) is never overwritten or deleted by another."""
+    try:
+        info = json.loads(path.read_text())
+        pid = int(info["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return      # no record or an unreadable one
+    if pid == os.getpid():
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return      # its process is gone: a stale record is replaced
+    except PermissionError:
+        pass        # alive, another user's
+    raise BackendError(f"{path} records an endpoint already running at {info.get('url')} (pid {pid}); "
+                       "stop it with `byoc cleanup` or use another --run-dir")
 
 
 def _write_endpoint_info(path: Path, ep: LocalEndpoint) -> dict:

@@ -8,6 +8,7 @@ variables and a config file (./byoc.yaml or --config FILE; see byoc/settings.py)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from byoc.cli import (
@@ -56,15 +57,23 @@ run `byoc <command> --help` for each command's options and examples.
 """
 
 
+# Errors outside ByocError whose message is the whole story (no traceback): the images' own contract
+# errors and AWS's answers, as (module, class names).
+REPORTED_AS_IS = (("byoc_common.artifact", ("ModelArtifactError",)),
+                  ("container_serve.model_archive", ("UnsafeArchiveError",)),
+                  ("botocore.exceptions", ("BotoCoreError", "ClientError")))
+
+
 def reported_as_is() -> tuple[type[BaseException], ...]:
-    """Errors outside :class:`ByocError` whose message is the whole story (no traceback): the images'
-    own contract errors, a missing file, and AWS's answers."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from byoc_common.artifact import ModelArtifactError
-    from container_serve.model_archive import UnsafeArchiveError
-
-    return ModelArtifactError, UnsafeArchiveError, FileNotFoundError, FileExistsError, BotoCoreError, ClientError
+    """:data:`REPORTED_AS_IS` and a missing or existing file. A module that the command never loaded
+    raised nothing, so it is looked up in ``sys.modules`` rather than imported: importing it here
+    would cost every command torch's (or botocore's) start-up time."""
+    errors: tuple[type[BaseException], ...] = (FileNotFoundError, FileExistsError)
+    for module_name, names in REPORTED_AS_IS:
+        module = sys.modules.get(module_name)
+        if module is not None:
+            errors += tuple(getattr(module, name) for name in names)
+    return errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")  # smdebug logs at INFO on import and every rule step
     args = build_parser().parse_args(argv)
     try:
         from byoc.backends import backend_for

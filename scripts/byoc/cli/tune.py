@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from byoc.cli.common import add_command, parse_hp, print_json
 from byoc.cli.train import add_scale_out_options, instance_count
-from byoc.tuning.search import DEFAULT_STUDY_NAME
+from byoc.tuning.schema import DEFAULT_STUDY_NAME
 from byoc.tuning.specs import DEFAULT_SPEC
 
 

@@ -35,13 +35,37 @@ from pathlib import Path
 
 from byoc.local.client import EndpointClient, EndpointError
 from byoc_common.sagemaker_paths import MODEL_DIR, MULTI_MODEL_ROOT
-from container_serve.model_archive import deploy_model
 
 CONTAINER_MODEL_ROOT = {True: MULTI_MODEL_ROOT, False: MODEL_DIR}
 STOP_TIMEOUT_S = 60.0
 # Ports picked for local endpoints: below Linux's default ephemeral range (32768-60999), so a
 # port chosen here is not also handed out to some outgoing connection meanwhile.
 FREE_PORT_RANGE = (20000, 32767)
+
+
+def port_in_use(port: int) -> bool:
+    """Whether something already listens on 127.0.0.1:``port`` (a bind test, as the server's own
+    bind would fail)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def refuse_taken_port(port: int) -> None:
+    """Raise :class:`EndpointError` with the reason when ``port`` is taken, before anything starts.
+
+    Started anyway, the new server dies on "address already in use" while the old endpoint answers
+    its ``/ping`` in its place, so the caller would record (and later delete) an endpoint it does not own.
+    """
+    if not port_in_use(port):
+        return
+    if EndpointClient(f"http://127.0.0.1:{port}").ping():
+        raise EndpointError(f"port {port} is taken: an endpoint already answers /ping there (another "
+                            "`byoc serve`? `byoc cleanup --run-dir ITS_RUN_DIR` stops it); pick another --port")
+    raise EndpointError(f"port {port} is taken by another program (not an endpoint); pick another --port")
 
 
 def free_port() -> int:
@@ -88,6 +112,7 @@ class LocalEndpoint:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> LocalEndpoint:
+        refuse_taken_port(self.port)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self._proc = subprocess.Popen(self._command(), env=self._process_env(), stdout=self._log,
@@ -122,7 +147,7 @@ class LocalEndpoint:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise EndpointError(f"server exited with code {self._proc.returncode} before answering "
-                                    f"/ping; log {self.log_path}:\n{self.log_text()[-4000:]}")
+                                    f"/ping: {self._last_log_line()} (whole log: {self.log_path})")
             if self.client.ping():
                 return
             time.sleep(0.5)
@@ -156,12 +181,19 @@ class LocalEndpoint:
         self.stop()
         self._tmp.cleanup()
 
+    def _last_log_line(self) -> str:
+        lines = [line.strip() for line in self.log_text().splitlines() if line.strip()]
+        return lines[-1] if lines else "no output"
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     # -- models ----------------------------------------------------------------------------------
     def deploy(self, name: str, source: str | os.PathLike, overwrite: bool = False) -> Path:
         """Unpack/copy a model (``model.tar.gz`` or model dir) to ``<model_root>/<name>/``."""
+        # model_archive reads the artifact with torch: imported here, not at the CLI's start-up
+        from container_serve.model_archive import deploy_model
+
         return deploy_model(source, self.model_root, name, overwrite=overwrite)
 
     def model_url(self, name: str) -> str:

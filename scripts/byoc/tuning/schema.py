@@ -31,6 +31,9 @@ MAX_CATEGORICAL_VALUES = 30          # SageMaker's limit per categorical range
 # parameter and answers with its torchrun-based TorchDistributedRunner. No distribution: the image
 # decides how to use the hosts it is given.
 DEFAULT_INSTANCE_COUNT = 1
+# The name of the local Optuna study in its storage (here, not in search.py, so the CLI can show it
+# without importing optuna).
+DEFAULT_STUDY_NAME = "tuning"
 DISTRIBUTIONS = {"torch_distributed": TORCH_DISTRIBUTED_HYPERPARAMETER}
 
 TOP_KEYS = ("objective", "strategy", "max_jobs", "max_parallel_jobs", "early_stopping", "random_seed",

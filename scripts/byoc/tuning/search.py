@@ -30,13 +30,13 @@ import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
 from byoc.tuning.errors import TuningError
+from byoc.tuning.schema import DEFAULT_STUDY_NAME
 from byoc.tuning.spec import TuningSpec
 
 # Auto early stopping compares a running trial with the median of finished trials at the same epoch;
 # it starts once this many trials have finished (SageMaker waits for a few jobs, too).
 PRUNE_STARTUP_TRIALS = 2
 STUDY_FILE = "study.db"
-DEFAULT_STUDY_NAME = "tuning"
 # Tuners that start together on an empty database create its tables at the same moment; the loser
 # of that race gets an error, and its next attempt finds the tables made.
 STORAGE_ATTEMPTS = 3
