@@ -18,8 +18,11 @@ Request ``Content-Type`` (parameters such as ``; charset=utf-8`` are ignored):
   items are each a base64 string or one nested-list image. At most 8 levels of nesting; numbers of at
   most 32 characters, finite.
 
-Response ``Accept``: ``application/json`` (default, also for ``*/*``) or ``text/csv``; see
-:mod:`container_serve.responses` for both schemas.
+Response ``Accept``: ``application/json`` (default, also for ``*/*``), ``text/csv``, or
+``application/x-npy``: the ``[images, classes]`` probability array, ``float32``, written by
+``numpy.save(allow_pickle=False)``; what the SDK's ``PyTorchPredictor`` asks for by default
+(``NumpyDeserializer``, sagemaker-python-sdk ``pytorch/model.py``, ``base_deserializers.py``). See
+:mod:`container_serve.responses` for the schemas. Anything else gets a JSON 406 naming these three.
 
 ``X-Amzn-SageMaker-Custom-Attributes``: comma- or semicolon-separated ``key=value`` pairs; unknown keys are
 ignored (SageMaker lets clients put their own data there):
@@ -49,7 +52,7 @@ NO_CONTENT_TYPE = ""  # media_type() of a missing header
 
 IMAGE_TYPES = (JPEG, PNG, X_IMAGE, OCTET_STREAM, NO_CONTENT_TYPE)
 ACCEPTED_CONTENT_TYPES = (*IMAGE_TYPES, NPY, JSON)
-PRODUCED_CONTENT_TYPES = (JSON, CSV)
+PRODUCED_CONTENT_TYPES = (JSON, CSV, NPY)
 
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 DEFAULT_TOPK = 5

@@ -94,7 +94,8 @@ class ImageClassifierHandler:
     # -- initialize -----------------------------------------------------------------------------
     def initialize(self, context) -> None:
         props = context.system_properties
-        model_dir = check_model_dir(props["model_dir"], self.settings.model_root)
+        # log_ignored=False: the serve entry point or the gate already logged the inert extras.
+        model_dir = check_model_dir(props["model_dir"], self.settings.model_root, log_ignored=False)
         self.model_name = getattr(context, "model_name", "") or model_dir.name
         torch.set_num_threads(self.settings.torch_threads)
         self.cores = CoreSlots(self.settings.core_slots_dir, self.settings.torch_threads,

@@ -23,7 +23,11 @@ With ``probabilities=all``, one row per image and one column per class::
     image,Class_a,Class_b,...
     0,0.910000,0.050000,...
 
-Grad-CAM heatmaps are JSON-only (a CSV request with ``explain=gradcam`` is refused with 406).
+``application/x-npy``: one ``numpy.save`` array (``allow_pickle=False``), ``float32``, shape
+``[images, classes]``, row ``n`` the full probability vector of image ``n`` in class-index order, whatever
+``topk`` and ``probabilities`` say (the class names are not in it: ``GET /models`` or ``classes.json``).
+
+Grad-CAM heatmaps are JSON-only (a CSV or npy request with ``explain=gradcam`` is refused with 406).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import io
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from container_serve import content_types as ct
@@ -58,14 +63,16 @@ def top_k(probabilities: torch.Tensor, classes: list[str], k: int) -> list[dict]
 
 
 def check_producible(accept: str, options: InferenceOptions) -> None:
-    if accept == ct.CSV and options.explain:
-        raise NotAcceptableError("Grad-CAM explanations are only returned as application/json")
+    if accept != ct.JSON and options.explain:
+        raise NotAcceptableError(f"Grad-CAM explanations are only returned as {ct.JSON}, not {accept}")
 
 
 def encode(predictions: list[ImagePrediction], classes: list[str], options: InferenceOptions,
            accept: str) -> bytes:
     if accept == ct.CSV:
         return _csv(predictions, classes, options).encode("utf-8")
+    if accept == ct.NPY:
+        return _npy(predictions, len(classes))
     return json.dumps(_json(predictions, classes, options)).encode("utf-8")
 
 
@@ -105,4 +112,12 @@ def _csv(predictions: list[ImagePrediction], classes: list[str], options: Infere
         for n, pred in enumerate(predictions):
             for rank, item in enumerate(top_k(pred.probabilities, classes, options.topk), start=1):
                 writer.writerow([n, rank, item["label"], item["index"], f"{item['probability']:.6f}"])
+    return buf.getvalue()
+
+
+def _npy(predictions: list[ImagePrediction], num_classes: int) -> bytes:
+    rows = [pred.probabilities.detach().float().cpu().numpy() for pred in predictions]
+    array = np.stack(rows).astype(np.float32) if rows else np.empty((0, num_classes), np.float32)
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
     return buf.getvalue()

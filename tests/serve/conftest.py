@@ -84,9 +84,13 @@ def loaded_endpoint(multi_endpoint, trained_models):
 
 @pytest.fixture(scope="session")
 def single_endpoint(tmp_path_factory, trained_models):
-    """A single-model endpoint serving shapes-a from its model directory (/opt/ml/model)."""
+    """A single-model endpoint serving shapes-a from its model directory (/opt/ml/model), which also
+    holds the inert model.tar.gz and output.tar.gz that SDK local mode leaves there."""
     root = tmp_path_factory.mktemp("single")
     model_dir = root / "model"
     shutil.copytree(trained_models["shapes-a"].model_dir, model_dir)
+    # As the SageMaker Python SDK's local mode mounts it: the archive beside what it extracted from it.
+    shutil.copy(trained_models["shapes-a"].archive, model_dir / "model.tar.gz")
+    (model_dir / "output.tar.gz").write_bytes(b"")
     with LocalEndpoint(model_root=model_dir, multi_model=False, log_file=root / "endpoint.log") as ep:
         yield ep

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+import shutil
 import threading
 import time
 
@@ -190,6 +191,32 @@ def test_model_url_outside_model_root_is_refused(loaded_endpoint, trained_models
     assert "'..'" in reply.json()["error"]
 
 
+def test_inert_extras_load_and_code_is_refused_with_the_reason(loaded_endpoint, trained_models):
+    """The model directory rule holds for multi-model loads too (container_serve.model_layout)."""
+    extras = loaded_endpoint.deploy("with-extras", trained_models["shapes-a"].archive)
+    shutil.copy(trained_models["shapes-a"].archive, extras / "model.tar.gz")
+    reply = loaded_endpoint.client.load_model("with-extras", loaded_endpoint.model_url("with-extras"))
+    assert reply.status == 200, reply.body
+    assert _log_shows(loaded_endpoint, "ignoring 1 file(s) beside the model artifact: model.tar.gz")
+    assert loaded_endpoint.client.unload_model("with-extras").status == 200
+    coded = loaded_endpoint.deploy("with-code", trained_models["shapes-a"].archive)
+    (coded / "torch.py").write_text("raise SystemExit('imported')")
+    reply = loaded_endpoint.client.load_model("with-code", loaded_endpoint.model_url("with-code"))
+    assert reply.status == 400, reply.body
+    assert "torch.py (Python or native code)" in reply.json()["error"]
+
+
+def test_npy_response(loaded_endpoint, trained_models):
+    model = trained_models["shapes-a"]
+    status, headers, body = loaded_endpoint.client.invoke(_jpeg(model), ct.JPEG, accept=ct.NPY, target_model="shapes-a")
+    assert status == 200, body
+    probabilities = np.load(io.BytesIO(body), allow_pickle=False)
+    assert probabilities.dtype == np.float32 and probabilities.shape == (1, len(model.classes))
+    status, _, body = loaded_endpoint.client.invoke(_jpeg(model), ct.JPEG, accept="application/x-pickle",
+                                                    target_model="shapes-a")
+    assert status == 406 and "application/x-npy" in _json(body)["error"]
+
+
 def test_model_that_does_not_load_is_not_registered(loaded_endpoint, trained_models):
     broken = loaded_endpoint.model_root / "broken"
     broken.mkdir()
@@ -367,6 +394,7 @@ def test_execution_parameters(multi_endpoint):
 
 def test_single_model_invocations(single_endpoint, trained_models):
     model = trained_models["shapes-a"]
+    assert "ignoring 2 file(s) beside the model artifact: model.tar.gz, output.tar.gz" in single_endpoint.log_text()
     jpeg = _jpeg(model)
     status, _, body = single_endpoint.client.invoke(jpeg, ct.JPEG)
     assert status == 200, body

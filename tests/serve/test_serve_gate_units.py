@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from container_serve import body_limits, http1, load_reports, memory
+from container_serve import content_types as ct
 from container_serve.errors import (
     BadRequestError,
     MethodNotAllowedError,
@@ -43,14 +44,14 @@ def test_a_model_directory_holds_exactly_the_artifact_files(root, tmp_path):
         check_model_dir(root / "m", root)
 
 
-@pytest.mark.parametrize("change", ["extra .py", "hidden file", "symlinked weights", "missing config", "a file",
+@pytest.mark.parametrize("change", ["extra .py", "hidden .py", "symlinked weights", "missing config", "a file",
                                     "outside", "absent"])
 def test_model_directories_that_are_refused(root, tmp_path, change):
     model = root / "m"
     if change == "extra .py":
         (model / "torch.py").write_text("x")
-    elif change == "hidden file":
-        (model / ".env").write_text("x")
+    elif change == "hidden .py":   # an inert hidden file is ignored (test_serve_model_layout.py); code is not
+        (model / ".sitecustomize.py").write_text("x")
     elif change == "symlinked weights":
         (model / "model.pth").unlink()
         (model / "model.pth").symlink_to("/dev/zero")
@@ -117,6 +118,19 @@ def test_everything_else_is_refused(root, body, content_type, query, error):
         _load(body, content_type, query, root)
 
 
+def test_load_checks_are_bounded(root):
+    keys = b"{" + b",".join(b'"k%d": 1' % i for i in range(7800)) + b"}"   # 64 KB, quadratic before
+    with pytest.raises(BadRequestError, match="more than 16 keys"):
+        _load(keys, root=root)
+    long_name = "a" * 251
+    with pytest.raises(BadRequestError, match="1-250"):
+        _load({"model_name": long_name, "url": str(root / "m")}, root=root)
+    assert _load({"model_name": long_name[:250], "url": str(root / "m")}, root=root).model_name == long_name[:250]
+    for url in (str(root / ("x" * 300)), str(root / "m" / "model.pth" / "m")):  # too long; through a file
+        with pytest.raises(BadRequestError):
+            _load({"model_name": "m", "url": url}, root=root)
+
+
 def test_list_query():
     assert list_query(None) == "" and list_query("") == ""
     assert list_query("limit=1&next_page_token=2") == "?limit=1&next_page_token=2"
@@ -127,8 +141,8 @@ def test_list_query():
 
 # ---- routing ----------------------------------------------------------------------------------------------
 
-def _head(method, target):
-    return http1.Message([], method=method, target=target)
+def _head(method, target, headers=()):
+    return http1.Message(list(headers), method=method, target=target)
 
 
 @pytest.mark.parametrize("multi", [True, False])
@@ -139,7 +153,7 @@ def test_routes(tmp_path, multi):
     assert gate.route(_head("GET", "/execution-parameters"))[0] == gate.forward_inference
     routes = {("POST", "/models"): gate.load, ("GET", "/models?limit=2"): gate.list_models,
               ("GET", "/models/a.b_c-1"): gate.forward_management, ("DELETE", "/models/m"): gate.unload,
-              ("POST", "/models/m/invoke"): gate.forward_inference}
+              ("POST", "/models/m/invoke"): gate.invoke}
     for (method, target), handler in routes.items():
         if multi:
             assert gate.route(_head(method, target))[0] == handler
@@ -160,6 +174,28 @@ def test_routes(tmp_path, multi):
             gate.route(_head(method, target))
     with pytest.raises(BadRequestError):
         gate.route(_head("POST", "/invocations?model_name=x" if not multi else "/models/m/invoke?body=x"))
+
+
+@pytest.mark.parametrize("content_type,error", [
+    ("application/x-www-form-urlencoded", UnsupportedMediaTypeError),  # Netty parses these field by field
+    ("multipart/form-data; boundary=x", UnsupportedMediaTypeError),
+    ("text/plain", UnsupportedMediaTypeError),
+    ("image/jpeg, multipart/form-data; boundary=x", UnsupportedMediaTypeError),
+    (("image/jpeg", "multipart/form-data; boundary=x"), BadRequestError),   # two headers
+    *[(t, None) for t in ct.ACCEPTED_CONTENT_TYPES if t],
+    ("Image/JPEG; q=1", None),
+])
+def test_invocations_take_only_the_content_types_the_handler_reads(tmp_path, content_type, error):
+    values = content_type if isinstance(content_type, tuple) else (content_type,)
+    headers = [("Content-Type", v) for v in values]
+    for multi, target in ((True, "/models/m/invoke"), (False, "/invocations")):
+        settings = ServeSettings.from_env({"SAGEMAKER_MULTI_MODEL": str(multi).lower(), "BYOC_MODEL_ROOT": str(tmp_path)})
+        gate = Gate(settings, tmp_path / "i", tmp_path / "m", tmp_path)
+        if error is None:
+            gate.route(_head("POST", target, headers))
+        else:
+            with pytest.raises(error):
+                gate.route(_head("POST", target, headers))
 
 
 # ---- the HTTP layer -------------------------------------------------------------------------------------
@@ -209,11 +245,37 @@ def test_requests_are_parsed():
     (b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000, 413),
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n" + b"x" * 4096 + b"\r\n0\r\n\r\n", 413),
     (b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", 400),                         # truncated body
+    ("POST / HTTP/1.1\r\nContent-Length: \u00b2\r\n\r\nab".encode("latin-1"), 400),      # a non-ASCII digit
+    (b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc", 400),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\nab\r\n0\r\n\r\n", 400),  # negative chunk
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\nab\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\n" + b"x" * 10 + b"\r\n0\r\n\r\n", 400),
 ])
 def test_malformed_requests_are_refused(raw, status):
     with pytest.raises(http1.HttpError) as err:
         _read(raw)
     assert err.value.status == status
+
+
+def test_chunks_are_counted():
+    few = b"".join(b"1\r\nx\r\n" for _ in range(100))
+    assert _read(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + few + b"0\r\n\r\n")[1] == b"x" * 100
+    many = b"".join(b"1\r\nx\r\n" for _ in range(http1.MAX_CHUNKS + 1))
+    with pytest.raises(http1.HttpError, match="chunks") as err:
+        _read(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + many + b"0\r\n\r\n", limit=10**7)
+    assert err.value.status == 413
+
+
+def test_head_deadlines():
+    async def go(raw: bytes):
+        reader = asyncio.StreamReader(limit=http1.MAX_HEAD_BYTES)
+        reader.feed_data(raw)  # and nothing more: the client stalls
+        return await http1.read_request_head(reader, idle_s=0.05, head_s=0.05)
+    assert asyncio.run(go(b"")) is None                 # idle: closed without an answer
+    assert asyncio.run(go(b"\r\n")) is None             # an empty line, then idle
+    with pytest.raises(http1.HttpError) as err:
+        asyncio.run(go(b"GET /ping HTTP/1.1\r\nHost: x"))  # a head that stalls
+    assert err.value.status == 408 and err.value.close
 
 
 def test_a_too_large_body_is_drained_so_the_connection_can_carry_on():
@@ -241,6 +303,8 @@ def test_json_depth_ignores_brackets_in_strings():
     assert body_limits.json_depth(b'["]]]]]]]]]]", [[[[[[[[[[1]]]]]]]]]]]') == 11
     assert body_limits.json_depth(b'"[[[[[[[[[[[[[["') == 0
     assert body_limits.json_depth(b'["\\"[[[[[[[[[["]') == 1
+    assert body_limits.json_depth(b'["\\\\", [[1]]]') == 3           # an escaped backslash ends no string
+    assert body_limits.json_depth(b'["' + b'\\"' * 12_000) == 1   # was a quadratic regex: 5-18 s
 
 
 def test_json_bounds():
@@ -327,3 +391,5 @@ def test_load_reports_round_trip(tmp_path):
     assert load_reports.take(tmp_path, "m") == (507, "full")
     assert load_reports.take(tmp_path, "m") is None
     load_reports.write(None, "m", 500, "no folder: nothing to do")
+    load_reports.write(tmp_path, "n" * 250, 400, "the longest legal name")  # the file name does not grow with it
+    assert load_reports.take(tmp_path, "n" * 250) == (400, "the longest legal name")

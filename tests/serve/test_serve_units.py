@@ -69,6 +69,7 @@ def test_accept_negotiation():
     assert ct.negotiate_accept("*/*", default=ct.CSV) == ct.CSV
     assert ct.negotiate_accept("text/csv; charset=utf-8") == ct.CSV
     assert ct.negotiate_accept("image/png, application/json;q=0.5") == ct.JSON
+    assert ct.negotiate_accept("application/x-npy") == ct.NPY    # PyTorchPredictor's NumpyDeserializer
     with pytest.raises(NotAcceptableError):
         ct.negotiate_accept("image/png")
 
@@ -293,6 +294,37 @@ def test_batch_with_good_and_bad_requests(mms_service):
     ctx = mms_service.context
     assert [ctx.get_response_status(i)[0] for i in range(5)] == [200, 400, 415, 200, 200]
     assert [ctx.get_response_content_type(i) for i in range(5)] == [ct.JSON, ct.JSON, ct.JSON, ct.CSV, ct.JSON]
+
+
+def _bodies(service, batch: list[dict]) -> list[bytes]:
+    """The response bodies of one batch, taken where MMS's Service.predict takes them (its entry point),
+    before they are framed for the frontend."""
+    from mms.service import Service
+
+    headers, input_batch, req_id_map = Service.retrieve_data_for_inference(batch)
+    service.context.request_ids, service.context.request_processor = req_id_map, headers
+    return service._entry_point(input_batch, service.context)
+
+
+def test_npy_accept_is_the_float32_probability_array_never_pickled(mms_service):
+    """What the SDK's PyTorchPredictor asks for by default (NumpyDeserializer: Accept application/x-npy)."""
+    png = _encoded(RED, "PNG")
+    two = _npy(np.stack([np.asarray(RED)] * 2))
+    gradcam = {"X_Amzn_SageMaker_Custom_Attributes": "explain=gradcam"}
+    batch = [_request(0, png, ct.PNG, Accept=ct.NPY), _request(1, two, ct.NPY, Accept=ct.NPY),
+             _request(2, png, ct.PNG, Accept=ct.NPY, **gradcam),
+             _request(3, png, ct.PNG, **{"X_Amzn_SageMaker_Custom_Attributes": "probabilities=all"})]
+    bodies = _bodies(mms_service, batch)
+    ctx = mms_service.context
+    assert [ctx.get_response_status(i)[0] for i in range(4)] == [200, 200, 406, 200]
+    assert [ctx.get_response_content_type(i) for i in range(4)] == [ct.NPY, ct.NPY, ct.JSON, ct.JSON]
+    one, both = (np.load(io.BytesIO(bodies[i]), allow_pickle=False) for i in (0, 1))
+    assert one.dtype == np.float32 and one.shape == (1, 3) and both.shape == (2, 3)
+    assert one.sum() == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(both[0], one[0], atol=1e-6)
+    assert "only returned as application/json" in json.loads(bodies[2])["error"]
+    as_json = json.loads(bodies[3])["predictions"][0]["probabilities"]
+    np.testing.assert_allclose(one[0], as_json, atol=1e-6)
 
 
 def test_model_outside_root_fails_to_load(monkeypatch, model_dir, tmp_path):
