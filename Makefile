@@ -23,6 +23,9 @@ $(VENV)/.installed: pyproject.toml
 	mkdir -p .pip-empty-find-links
 	$(PIP_ENV) $(VENV)/bin/pip install -q --upgrade pip
 	$(PIP_ENV) $(VENV)/bin/pip install -q -e ".[dev]"
+	# smdebug-rulesconfig (a dependency of the sagemaker SDK) installs its own tests as a top-level
+	# package `tests`, which would shadow this repository's tests/ (tests.helpers) for every test.
+	rm -rf $(VENV)/lib/python*/site-packages/tests
 	touch $@
 
 # The main job: the whole pipeline, locally, on the offline demo dataset.
