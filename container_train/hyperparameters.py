@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,65 +266,67 @@ def convert_value(name: str, value: Any) -> Any:
     return HYPERPARAMETERS[name].convert(sagemaker_string(value))
 
 
-class Hyperparameters(Mapping[str, Any]):
+class Hyperparameters(dict):
     """Hyperparameters of one job, validated against the table: name -> typed value (``lr`` -> 0.01,
     ``pretrained`` -> True). Only the names given; the trainer applies the defaults of the rest.
 
-    Build it with :meth:`parse` at the edge (a flag, a spec, a file); :meth:`of` passes one through
-    untouched, so the layers below never validate twice. ``|`` merges (the right side wins)."""
+    Build it at the edge (a flag, a spec, a file) with :meth:`parse` (or the constructor, which is the
+    same); :meth:`of` passes one through untouched, so the layers below never validate twice. It is a
+    read-only dict (JSON writes it as it is); ``|`` merges, the right side wins and is validated."""
 
-    __slots__ = ("_values",)
+    __slots__ = ()
 
-    def __init__(self, values: Mapping[str, Any] | None = None, *, _checked: bool = False):
-        if not _checked:
-            raise TypeError("use Hyperparameters.parse() or Hyperparameters.of()")
-        self._values: dict[str, Any] = dict(values or {})
+    def __init__(self, raw: Mapping[str, Any] | None = None, *, _checked: bool = False):
+        super().__init__(raw if _checked else _validated(raw or {}))
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | None) -> Hyperparameters:
         """Validate every name and value of ``raw``; all problems in one :class:`HyperparameterError`."""
-        problems, unknown, values = [], [], {}
-        for name, value in (raw or {}).items():
-            name = str(name)
-            if name not in HYPERPARAMETERS:
-                unknown.append(name)
-            elif isinstance(value, Pending):
-                values[name] = value
-            else:
-                try:
-                    values[name] = convert_value(name, value)
-                except HyperparameterError as e:
-                    problems.append(str(e))
-        if unknown:
-            problems.insert(0, _unknown(sorted(unknown)))
-        if problems:
-            raise HyperparameterError("; ".join(problems))
-        return cls(values, _checked=True)
+        return cls(raw)
 
     @classmethod
     def of(cls, values: Mapping[str, Any] | None) -> Hyperparameters:
         """``values`` when already validated, else :meth:`parse` of it."""
-        return values if isinstance(values, cls) else cls.parse(values)
-
-    def __getitem__(self, name: str) -> Any:
-        return self._values[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
+        return values if isinstance(values, cls) else cls(values)
 
     def __or__(self, other: Mapping[str, Any]) -> Hyperparameters:
-        return Hyperparameters({**self._values, **Hyperparameters.of(other)._values}, _checked=True)
+        return Hyperparameters({**self, **Hyperparameters.of(other)}, _checked=True)
 
     def without(self, *names: str) -> Hyperparameters:
-        return Hyperparameters({k: v for k, v in self._values.items() if k not in names}, _checked=True)
+        return Hyperparameters({k: v for k, v in self.items() if k not in names}, _checked=True)
 
     @property
     def pending(self) -> bool:
         """Whether a value still waits for an earlier job (a dry run's placeholder)."""
-        return any(isinstance(v, Pending) for v in self._values.values())
+        return any(isinstance(v, Pending) for v in self.values())
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("Hyperparameters are read-only: merge with | (which validates the new values)")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self):
+        return (Hyperparameters, (dict(self),), None)
 
     def __repr__(self) -> str:
-        return f"Hyperparameters({self._values!r})"
+        return f"Hyperparameters({dict(self)!r})"
+
+
+def _validated(raw: Mapping[str, Any]) -> dict[str, Any]:
+    problems, unknown, values = [], [], {}
+    for name, value in raw.items():
+        name = str(name)
+        if name not in HYPERPARAMETERS:
+            unknown.append(name)
+        elif isinstance(value, Pending):
+            values[name] = value
+        else:
+            try:
+                values[name] = convert_value(name, value)
+            except HyperparameterError as e:
+                problems.append(str(e))
+    if unknown:
+        problems.insert(0, _unknown(sorted(unknown)))
+    if problems:
+        raise HyperparameterError("; ".join(problems))
+    return values

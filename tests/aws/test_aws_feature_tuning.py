@@ -9,6 +9,7 @@ from byoc.aws import s3_data
 from byoc.aws.manifest import Manifest
 from byoc.backends.sagemaker import SageMakerBackend
 from byoc.tuning.specs import DEMO_SPEC
+from container_train.hyperparameters import to_sagemaker_strings
 from tests.helpers.moto_server import BUCKET, REGION
 
 DATA = f"s3://{BUCKET}/byoc/demo/data/"
@@ -50,7 +51,7 @@ def test_head_only_tuning_extracts_once_then_every_trial_and_the_final_job_read_
     assert definition["StaticHyperParameters"]["freeze"] == "head"
 
     assert _channels(final) == {"features": features}
-    assert final["HyperParameters"] == {**tuned["best_hyperparameters"], "debugger": "true"}
+    assert final["HyperParameters"] == {**to_sagemaker_strings(tuned["best_hyperparameters"]), "debugger": "true"}
     assert final["DebugRuleConfigurations"]                                    # the final job has Debugger
     entry = next(r for r in Manifest.load_or_new(settings.run_dir, REGION).resources
                  if r["name"] == tuned["extraction_job"])

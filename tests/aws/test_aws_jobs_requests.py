@@ -19,6 +19,7 @@ from byoc.aws import training_jobs as tj
 from byoc.aws import tuning_jobs as hpo
 from byoc.tuning.spec import load_spec, parse_spec
 from container_train import contract
+from container_train.hyperparameters import to_sagemaker_strings
 
 IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/byoc-train:latest"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecutionRole"
@@ -232,8 +233,8 @@ def test_tuning_job_is_polled_and_its_best_job_feeds_the_final_run():
     assert sleeps == [5]                      # polled once more after "InProgress"
     assert best.training_job_name == "byoc-hpo-1-003-abc"
     assert best.objective_value == pytest.approx(0.91)
-    # SageMaker's internal _tuning_objective_metric is not passed on to the final job.
-    assert final == final_hp
+    # SageMaker's internal _tuning_objective_metric is not passed on to the final job; the rest is typed.
+    assert to_sagemaker_strings(final) == final_hp
     request = tj.build_training_job_request("byoc-final-1", final, res, debugger_settings)
     assert request["HyperParameters"] == {**final_hp, "debugger": "true"}
 

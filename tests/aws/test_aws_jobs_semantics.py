@@ -11,6 +11,7 @@ from byoc.aws import training_jobs as tj
 from byoc.aws import tuning_jobs as hpo
 from byoc.aws.errors import LaunchError
 from byoc.tuning.spec import load_spec
+from container_train.hyperparameters import to_sagemaker_strings
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecutionRole"
 CHANNELS = {"training": "s3://bkt/data/train/", "validation": "s3://bkt/data/valid/",
@@ -52,8 +53,8 @@ def test_final_job_with_rules_forces_the_hook_on():
     """A tuning spec's static ``debugger: false`` rides on the best hyperparameters into the final
     job: with DebugRuleConfigurations its rules would read no tensors."""
     demo = load_spec("local-demo")
-    assert demo.static_strings()["debugger"] == "false"          # what reaches the final job
-    final = {**demo.static_strings(), "lr": "0.01"}
+    assert demo.static["debugger"] is False                      # what reaches the final job
+    final = demo.static | {"lr": "0.01"}
     request = tj.build_training_job_request("final", final, resources(), dbg.DebuggerSettings(region="eu-west-1"))
     assert request["HyperParameters"]["debugger"] == "true" and "DebugRuleConfigurations" in request
     assert dbg.with_hook(final, on=True) == ({**final, "debugger": True}, True)   # the caller is told
@@ -65,7 +66,7 @@ def test_jobs_without_a_hook_config_turn_the_hook_off():
     assert plain["HyperParameters"]["debugger"] == "false" and "DebugHookConfig" not in plain
     spec = load_spec("tuning")
     static = hpo.build_tuning_job_request(spec, "hpo", resources())["TrainingJobDefinition"]["StaticHyperParameters"]
-    assert static == {**spec.static_strings(), "debugger": "false"}
+    assert static == {**to_sagemaker_strings(spec.static), "debugger": "false"}
 
 
 # ---- output prefixes ------------------------------------------------------------------------------

@@ -1,3 +1,6 @@
+import copy
+import pickle
+
 import pytest
 
 from container_train.hyperparameters import (
@@ -70,8 +73,11 @@ def test_operator_side_values_are_validated_once_and_typed():
     merged = hps | {"lr": "0.1"}
     assert merged["lr"] == 0.1 and hps["lr"] == 0.01 and merged.without("lr").keys() == {"pretrained", "epochs",
                                                                                          "feature-cache"}
-    with pytest.raises(TypeError):
-        Hyperparameters({"lr": "nonsense"})                     # only parse() makes one
+    with pytest.raises(HyperparameterError):
+        Hyperparameters({"lr": "nonsense"})                     # the constructor validates too
+    with pytest.raises(TypeError, match="read-only"):
+        hps["lr"] = "nonsense"                                  # nothing bypasses the checks
+    assert pickle.loads(pickle.dumps(hps)) == hps and copy.deepcopy(hps) == hps
 
 
 def test_every_problem_of_a_set_is_named_at_once():

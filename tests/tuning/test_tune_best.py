@@ -1,4 +1,5 @@
-"""best_hyperparameters.json: one schema whichever backend tuned, read back as SageMaker strings."""
+"""best_hyperparameters.json: one schema whichever backend tuned, SageMaker strings in the file, read
+back validated and typed."""
 
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ def test_local_and_sagemaker_results_have_the_same_schema(tmp_path):
     assert docs[1]["objective"]["value"] is None          # NaN is not JSON
     assert (docs[1]["trial"], docs[1]["training_job"], docs[1]["job_dir"]) == (None, "byoc-run-001-abc", None)
 
-    assert read_best_hyperparameters(tmp_path / "local") == docs[0]["hyperparameters"]
-    assert read_best_hyperparameters(tmp_path / "sm") == {"arch": "resnet50", "pretrained": "true",
-                                                          "lr": "0.01"}
+    # Read back validated and typed, whichever backend wrote it.
+    assert read_best_hyperparameters(tmp_path / "local") == {"arch": "resnet18", "pretrained": False, "lr": 0.01,
+                                                             "batch-size": 8}
+    assert read_best_hyperparameters(tmp_path / "sm") == {"arch": "resnet50", "pretrained": True, "lr": 0.01}
 
 
 def test_a_missing_or_foreign_file_is_a_clear_error(tmp_path):
@@ -46,7 +48,10 @@ def test_a_missing_or_foreign_file_is_a_clear_error(tmp_path):
     (tmp_path / BEST_HYPERPARAMETERS).write_text(json.dumps({"lr": "0.01"}))
     with pytest.raises(TuningError, match="has no 'hyperparameters' mapping"):
         read_best_hyperparameters(tmp_path)
-    # A hand-edited file with JSON booleans still reads as SageMaker strings.
+    # A hand-edited file with JSON booleans still reads; a value the trainer refuses fails here, not in a job.
     (tmp_path / BEST_HYPERPARAMETERS).write_text(json.dumps({"hyperparameters": {"pretrained": True,
                                                                                  "epochs": 2}}))
-    assert read_best_hyperparameters(tmp_path) == {"pretrained": "true", "epochs": "2"}
+    assert read_best_hyperparameters(tmp_path) == {"pretrained": True, "epochs": 2}
+    (tmp_path / BEST_HYPERPARAMETERS).write_text(json.dumps({"hyperparameters": {"epochs": "two", "lrr": "1"}}))
+    with pytest.raises(TuningError, match="unknown hyperparameter.*lrr.*epochs='two' is not an integer"):
+        read_best_hyperparameters(tmp_path)

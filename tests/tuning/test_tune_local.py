@@ -86,11 +86,11 @@ def test_local_tuning_runs_trials_in_parallel_and_ranks_them(data_dir, tmp_path)
     assert best["hyperparameters"]["arch"] == "resnet18"
     assert set(best["tuned"]) == {"lr", "batch-size"}
     assert best["job_dir"] == result.leaderboard[0]["job_dir"] and best["training_job"] is None
-    # What `byoc train --from-tuning` reads: the best trial's full set, as SageMaker strings.
+    # What `byoc train --from-tuning` reads: the best trial's full set, SageMaker strings in the file,
+    # typed again when read.
     final = read_best_hyperparameters(result.out_dir)
-    assert final == {k: str(v).lower() if isinstance(v, bool) else str(v)
-                     for k, v in result.best_hyperparameters.items()}
-    assert final["pretrained"] == "false" and final["lr"] == best["tuned"]["lr"]
+    assert final == result.best_hyperparameters
+    assert final["pretrained"] is False and str(final["lr"]) == best["tuned"]["lr"]
 
 
 # The tuner in a process of its own, so that the test can SIGKILL it.

@@ -58,7 +58,7 @@ def test_good_spec_parses_and_round_trips():
     assert (lr.kind, lr.min_value, lr.max_value, lr.scaling) == ("continuous", 0.0001, 0.1, "Logarithmic")
     assert spec.parameters[1].scaling == "Linear"
     assert spec.objective.regex == contract.METRIC_REGEX["validation:accuracy"]
-    assert spec.static_strings() == {"arch": "resnet18", "pretrained": "false"}
+    assert spec.static == {"arch": "resnet18", "pretrained": False}           # typed, validated once
     assert parse_spec(to_dict(spec)) == parse_spec(GOOD)
 
 

@@ -35,7 +35,7 @@ from byoc.aws.training_jobs import (
     wait_until_done,
 )
 from byoc.tuning.spec import TuningSpec
-from container_train.hyperparameters import to_sagemaker_strings
+from container_train.hyperparameters import Hyperparameters, sagemaker_string, to_sagemaker_strings
 
 TUNING_DONE = ("Completed", "Failed", "Stopped")
 
@@ -60,8 +60,8 @@ def parameter_ranges(spec: TuningSpec) -> dict[str, list[dict[str, Any]]]:
     }
     for p in spec.parameters:
         if p.kind == "categorical":
-            strings = to_sagemaker_strings({str(i): v for i, v in enumerate(p.values)})
-            ranges["CategoricalParameterRanges"].append({"Name": p.name, "Values": list(strings.values())})
+            ranges["CategoricalParameterRanges"].append({"Name": p.name,
+                                                         "Values": [sagemaker_string(v) for v in p.values]})
         else:
             key = "ContinuousParameterRanges" if p.kind == "continuous" else "IntegerParameterRanges"
             ranges[key].append({"Name": p.name, "MinValue": _number(p.min_value),
@@ -91,7 +91,7 @@ def build_tuning_job_request(spec: TuningSpec, job_name: str, resources: Trainin
         if spec.hyperband is not None:
             config["StrategyConfig"] = {"HyperbandStrategyConfig": {
                 "MinResource": hyperband.min_resource, "MaxResource": hyperband.max_resource}}
-    static, _ = with_hook(spec.static_strings(), on=False)
+    static, _ = with_hook(spec.static, on=False)
     definition: dict[str, Any] = {
         "StaticHyperParameters": {**to_sagemaker_strings(static), **distribution_hyperparameters(resources)},
         "AlgorithmSpecification": algorithm_specification(resources.image_uri),
@@ -143,9 +143,10 @@ def best_training_job(description: Mapping[str, Any]) -> BestJob:
                    objective_value=float(metric.get("Value", "nan")))
 
 
-def final_hyperparameters(spec: TuningSpec, best: BestJob) -> dict[str, str]:
-    """Static hyperparameters plus the best job's tuned ones (SageMaker-internal names dropped)."""
-    tuned = {k: v for k, v in best.tuned_hyperparameters.items() if not k.startswith("_")}
-    return {**spec.static_strings(), **tuned}
+def final_hyperparameters(spec: TuningSpec, best: BestJob) -> Hyperparameters:
+    """Static hyperparameters plus the best job's values of the spec's tuned parameters (anything else
+    SageMaker reports, such as its own ``_tuning_*`` names, is not the trainer's), typed."""
+    tuned = {k: v for k, v in best.tuned_hyperparameters.items() if k in spec.parameter_names}
+    return spec.static | tuned          # SageMaker's answer, checked like any other edge
 
 

@@ -27,7 +27,7 @@ from container_train.contract import (
     TASK_EXTRACT_FEATURES,
     completed_epochs,
 )
-from container_train.hyperparameters import HYPERPARAMETERS, to_sagemaker_strings
+from container_train.hyperparameters import HYPERPARAMETERS, Hyperparameters
 
 ENDPOINT_FILE = "endpoint.json"
 NO_LOCAL_LAUNCHER = "not yet: a local job runs the trainer itself, not through SageMaker's launchers"
@@ -111,7 +111,7 @@ class LocalBackend(Backend):
                       best_hyperparameters=result.best_hyperparameters, leaderboard=str(result.leaderboard_csv),
                       report=str(result.report), plots={k: str(v) for k, v in result.plots.items()})
         if not not_head_only and final:
-            answer["final"] = self._run_job(channels, to_sagemaker_strings(result.best_hyperparameters),
+            answer["final"] = self._run_job(channels, result.best_hyperparameters,
                                             out / "final", "final job", None, True, 1, None)
         return answer
 
@@ -148,7 +148,7 @@ class LocalBackend(Backend):
                  distribution) -> dict:
         self.refuse("--no-debugger with --stop-on", bool(stop_on) and not debugger,
                     "the rules read the tensors the Debugger hook saves")
-        hyperparameters = {**hyperparameters, **to_sagemaker_strings({HYPERPARAMETERS["debugger"].name: debugger})}
+        hyperparameters = Hyperparameters.of(hyperparameters) | {HYPERPARAMETERS["debugger"].name: debugger}
         job_dir_path = Path(job_dir) if job_dir else self.run_dir / "train"
         log_file = job_dir_path / "training.log"
         log_file.unlink(missing_ok=True)

@@ -105,7 +105,7 @@ class SageMakerBackend(Backend):
         on_features = not not_head_only and final
         if self.ctx.is_dry_run and on_features:    # the third request, with what the tuning job will choose
             placeholders = placeholder_best(loaded.parameter_names, name)
-            result["final"] = self._launch_training({**loaded.static_strings(), **placeholders}, resources,
+            result["final"] = self._launch_training(loaded.static | placeholders, resources,
                                                     "final", debugger=True)
         if self.ctx.is_dry_run or not self.settings.wait:
             return result

@@ -26,6 +26,7 @@ from byoc.pipeline.profiles import Profile
 from byoc.pipeline.state import PipelineState
 from byoc.tuning.specs import DEMO_SPEC
 from container_train.contract import SPLITS
+from container_train.hyperparameters import Hyperparameters
 
 
 @dataclass
@@ -70,14 +71,12 @@ def _placeholder_best(static: dict[str, str], result: dict) -> dict[str, str]:
     from byoc.tuning.best import placeholder_best
     from byoc.tuning.spec import load_spec
 
-    return {**static, **placeholder_best(load_spec(DEMO_SPEC).parameter_names,
-                                         result.get("tuning_job", "the tuning job"))}
+    return Hyperparameters.of(static) | placeholder_best(load_spec(DEMO_SPEC).parameter_names,
+                                                         result.get("tuning_job", "the tuning job"))
 
 
-def _best_hps(ctx: Context) -> dict[str, str]:
-    from container_train.hyperparameters import to_sagemaker_strings
-
-    return to_sagemaker_strings(ctx.outputs("tune")["best_hyperparameters"])
+def _best_hps(ctx: Context) -> Hyperparameters:
+    return Hyperparameters.of(ctx.outputs("tune")["best_hyperparameters"])
 
 
 def step_train(ctx: Context) -> dict:

@@ -31,7 +31,12 @@ from typing import Any
 
 from byoc.tuning.errors import TuningError
 from byoc_common import durable
-from container_train.hyperparameters import to_sagemaker_strings
+from container_train.hyperparameters import (
+    HyperparameterError,
+    Hyperparameters,
+    Pending,
+    to_sagemaker_strings,
+)
 
 BEST_HYPERPARAMETERS = "best_hyperparameters.json"
 
@@ -57,9 +62,10 @@ def write_best_hyperparameters(out_dir: str | Path, *, metric: str, direction: s
     return durable.write_json(path, doc, indent=2)
 
 
-def read_best_hyperparameters(tune_dir: str | Path) -> dict[str, str]:
-    """The final job's hyperparameters from ``<tune_dir>/best_hyperparameters.json``, as SageMaker
-    strings. Raises :class:`TuningError` when the file is missing or not of the schema above."""
+def read_best_hyperparameters(tune_dir: str | Path) -> Hyperparameters:
+    """The final job's hyperparameters from ``<tune_dir>/best_hyperparameters.json``, validated and
+    typed (the file is an edge: it may be hand-edited). Raises :class:`TuningError` when the file is
+    missing, not of the schema above, or holds a value the trainer would refuse."""
     path = Path(tune_dir) / BEST_HYPERPARAMETERS
     if not path.is_file():
         raise TuningError(f"{path} does not exist: run `byoc tune` first (or pass --hp values)")
@@ -70,9 +76,12 @@ def read_best_hyperparameters(tune_dir: str | Path) -> dict[str, str]:
     hyperparameters = doc.get("hyperparameters") if isinstance(doc, dict) else None
     if not isinstance(hyperparameters, dict):
         raise TuningError(f"{path} has no 'hyperparameters' mapping: it was not written by `byoc tune`")
-    return to_sagemaker_strings(hyperparameters)
+    try:
+        return Hyperparameters.parse(hyperparameters)
+    except HyperparameterError as e:
+        raise TuningError(f"{path}: {e}") from None
 
 
-def placeholder_best(parameter_names, tuning_job: str) -> dict[str, str]:
+def placeholder_best(parameter_names, tuning_job: str) -> dict[str, Pending]:
     """What a dry run shows for the tuned values of a final job: they exist once the tuning job ended."""
-    return {name: f"<best of {tuning_job}>" for name in parameter_names}
+    return {name: Pending(tuning_job) for name in parameter_names}

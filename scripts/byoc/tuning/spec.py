@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ from byoc.tuning.schema import (
     Objective,
     ParameterRange,
 )
-from container_train.hyperparameters import to_sagemaker_strings
+from container_train.hyperparameters import Hyperparameters
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class TuningSpec:
     max_parallel_jobs: int
     early_stopping: str
     parameters: tuple[ParameterRange, ...]
-    static: dict[str, Any] = field(default_factory=dict)
+    static: Hyperparameters = field(default_factory=lambda: Hyperparameters.parse({}))   # typed, validated
     random_seed: int | None = None
     hyperband: Hyperband | None = None
     instance_count: int = DEFAULT_INSTANCE_COUNT    # hosts per training job
@@ -105,26 +105,33 @@ class TuningSpec:
                                           f"got {resources.max_resource}"])
         return resources
 
-    def static_strings(self) -> dict[str, str]:
-        """Static hyperparameters as SageMaker stores them (strings, booleans lower-case)."""
-        return to_sagemaker_strings(self.static)
-
     def with_overrides(self, *, max_jobs: int | None = None, max_parallel_jobs: int | None = None,
                        strategy: str | None = None, static: Mapping[str, Any] | None = None,
                        instance_count: int | None = None, distribution: str | None = None) -> TuningSpec:
-        """A copy with command-line overrides applied, validated again like a file."""
-        raw = to_dict(self)
-        for key, value in (("max_jobs", max_jobs), ("max_parallel_jobs", max_parallel_jobs),
-                           ("instance_count", instance_count), ("distribution", distribution)):
-            if value is not None:
-                raw[key] = value
-        if strategy is not None:
-            raw["strategy"] = strategy
-            if strategy.capitalize() == "Grid" and max_jobs is None:
-                raw.pop("max_jobs", None)
+        """A copy with command-line overrides applied. Only the overrides are checked, by the rules
+        and with the messages of a file (the rest was checked when the spec was parsed); a Grid
+        strategy given without ``max_jobs`` runs every combination."""
+        problems, changes = v.Problems(), {}
+        if max_parallel_jobs is not None:
+            changes["max_parallel_jobs"] = v.integer(problems, "max_parallel_jobs", max_parallel_jobs, minimum=1)
+        if instance_count is not None:
+            changes["instance_count"] = v.integer(problems, "instance_count", instance_count, minimum=1)
+        if distribution is not None:
+            changes["distribution"] = v.choice(problems, "distribution", distribution, tuple(DISTRIBUTIONS))
         if static:
-            raw["static"] = {**raw.get("static", {}), **dict(static)}
-        return parse_spec(raw, source=f"{self.source} (with overrides)")
+            changes["static"] = self.static | v.parse_static(problems, static, self.parameter_names)
+        new_strategy = self.strategy
+        if strategy is not None:
+            new_strategy = changes["strategy"] = v.choice(problems, "strategy", strategy, STRATEGIES)
+            hyperband = None if self.hyperband is None else asdict(self.hyperband)
+            v.parse_hyperband(problems, hyperband, new_strategy, self.early_stopping)
+        if new_strategy is not None and (max_jobs is not None or strategy is not None):
+            budget = {} if max_jobs is None and new_strategy == "Grid" else \
+                {"max_jobs": self.max_jobs if max_jobs is None else max_jobs}
+            changes["max_jobs"] = v.parse_max_jobs(problems, budget, new_strategy, list(self.parameters), True)
+        if problems:
+            raise SpecError(f"{self.source} (with overrides)", list(problems))
+        return replace(self, **changes)
 
 
 def resolve_spec(path_or_name: str | Path) -> Path:
@@ -203,7 +210,7 @@ def to_dict(spec: TuningSpec) -> dict[str, Any]:
         "max_parallel_jobs": spec.max_parallel_jobs,
         "early_stopping": spec.early_stopping,
         "parameters": params,
-        "static": dict(spec.static),
+        "static": dict(spec.static),                      # typed: YAML writes them as they are
     }
     if spec.random_seed is not None:
         raw["random_seed"] = spec.random_seed
@@ -225,9 +232,9 @@ def grid_points(spec: TuningSpec) -> list[dict[str, Any]]:
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())]
 
 
-def trial_hyperparameters(spec: TuningSpec, tuned: Mapping[str, Any]) -> dict[str, Any]:
-    """Static hyperparameters plus one trial's tuned values (tuned wins; both are validated)."""
-    return {**spec.static, **dict(tuned)}
+def trial_hyperparameters(spec: TuningSpec, tuned: Mapping[str, Any]) -> Hyperparameters:
+    """Static hyperparameters plus one trial's tuned values (tuned wins), typed."""
+    return spec.static | tuned
 
 
 __all__ = ["SpecError", "TuningSpec", "Objective", "ParameterRange", "Hyperband", "load_spec",

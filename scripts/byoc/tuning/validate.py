@@ -28,7 +28,12 @@ from byoc.tuning.schema import (
     ParameterRange,
 )
 from container_train import contract
-from container_train.hyperparameters import HYPERPARAMETERS, HyperparameterError, to_sagemaker_strings
+from container_train.hyperparameters import (
+    HYPERPARAMETERS,
+    HyperparameterError,
+    Hyperparameters,
+    convert_value,
+)
 
 
 class Problems(list):
@@ -74,13 +79,17 @@ def number(problems: Problems, where: str, value: Any) -> float | None:
     return value
 
 
-def check_value(problems: Problems, where: str, name: str, value: Any) -> None:
-    """Run the trainer's own converter on ``value`` exactly as the job would receive it."""
-    text = to_sagemaker_strings({name: value})[name]
+_INVALID = object()
+
+
+def check_value(problems: Problems, where: str, name: str, value: Any) -> Any:
+    """``value`` as the trainer reads it (its own converter, on the string the job would receive), or
+    :data:`_INVALID` with the reason added to ``problems``."""
     try:
-        HYPERPARAMETERS[name].convert(text)
+        return convert_value(name, value)
     except HyperparameterError as e:
         problems.add(where, str(e))
+        return _INVALID
 
 
 def known_name(problems: Problems, where: str, name: Any) -> bool:
@@ -157,13 +166,13 @@ def _categorical(problems: Problems, where: str, name: str, values: Any) -> Para
     if len(values) > MAX_CATEGORICAL_VALUES:
         problems.add(f"{where}.values", f"has {len(values)} values; SageMaker allows at most "
                                         f"{MAX_CATEGORICAL_VALUES}")
-    for i, v in enumerate(values):
-        if _scalar(problems, f"{where}.values[{i}]", v):
-            check_value(problems, f"{where}.values[{i}]", name, v)
-    strings = to_sagemaker_strings({str(i): v for i, v in enumerate(values)}).values()
-    if len(set(strings)) != len(values):
+    typed = [check_value(problems, f"{where}.values[{i}]", name, v) if _scalar(problems, f"{where}.values[{i}]", v)
+             else _INVALID for i, v in enumerate(values)]
+    if any(t is _INVALID for t in typed):
+        return None
+    if len(set(typed)) != len(typed):       # the same value twice, however it was written (0.1 and "0.1")
         problems.add(f"{where}.values", f"has duplicates: {values}")
-    return ParameterRange(name, "categorical", values=tuple(values))
+    return ParameterRange(name, "categorical", values=tuple(typed))
 
 
 def _type_mismatch(name: str, kind: str) -> str | None:
@@ -208,8 +217,8 @@ def _numeric(problems: Problems, where: str, name: str, kind: str, raw: Mapping)
     if scaling == "Logarithmic" and lo <= 0:
         problems.add(f"{where}.scaling", f"log scaling needs min > 0, got min={lo}")
         return None
-    check_value(problems, f"{where}.min", name, lo)
-    check_value(problems, f"{where}.max", name, hi)
+    if _INVALID in [check_value(problems, f"{where}.{key}", name, bound) for key, bound in (("min", lo), ("max", hi))]:
+        return None
     if kind == "continuous":
         lo, hi = float(lo), float(hi)
     return ParameterRange(name, kind, min_value=lo, max_value=hi, scaling=scaling)
@@ -217,15 +226,13 @@ def _numeric(problems: Problems, where: str, name: str, kind: str, raw: Mapping)
 
 # ---- static hyperparameters, budget, Hyperband ----------------------------------------------------------
 
-def parse_static(problems: Problems, raw: Any, tuned: tuple[str, ...]) -> dict[str, Any]:
-    """Fixed hyperparameters of every trial; none may also be tuned (``tuned``: their names)."""
-    if not raw:
-        return {}
-    if not isinstance(raw, Mapping):
+def parse_static(problems: Problems, raw: Any, tuned: tuple[str, ...]) -> Hyperparameters:
+    """Fixed hyperparameters of every trial, typed; none may also be tuned (``tuned``: their names)."""
+    static = Hyperparameters.parse({})
+    if raw and not isinstance(raw, Mapping):
         problems.add("static", "must be a mapping of hyperparameter name -> value")
-        return {}
-    static: dict[str, Any] = {}
-    for name, value in raw.items():
+        raw = None
+    for name, value in (raw or {}).items():
         where = f"static.{name}"
         if not known_name(problems, where, name):
             continue
@@ -233,8 +240,10 @@ def parse_static(problems: Problems, raw: Any, tuned: tuple[str, ...]) -> dict[s
             problems.add(where, f"{name} is also a tuned parameter; keep it in one place")
             continue
         if _scalar(problems, where, value):
-            check_value(problems, where, name, value)
-            static[name] = value
+            try:
+                static = static | Hyperparameters.parse({name: value})
+            except HyperparameterError as e:
+                problems.add(where, str(e))
     return static
 
 
