@@ -87,3 +87,51 @@ def test_serve_leaves_a_running_endpoints_record_alone(tmp_path, capsys):
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_hyperparameter_given_as_a_flag_suggests_hp(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", "data/demo", "--epochs", "3", "--batch_size=16"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--hp epochs=3 --hp batch-size=16" in err and err.startswith("usage: byoc train")
+
+
+def test_an_unknown_flag_that_is_no_hyperparameter_is_plain_argparse(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["deploy", "m.tar.gz", "--name", "x", "--url", "http://127.0.0.1:8080"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == "byoc deploy: error: unrecognized arguments: --url http://127.0.0.1:8080"
+
+
+def test_train_on_a_folder_without_class_folders_in_valid_says_what_byoc_data_says(tmp_path, capsys):
+    from byoc.datasets.synthetic import make_dataset
+
+    root = make_dataset(tmp_path / "ds", num_classes=2, per_class=1, size=16)
+    for class_dir in (root / "valid").iterdir():
+        for image in class_dir.iterdir():
+            image.rename(root / "valid" / f"{class_dir.name}-{image.name}")
+        class_dir.rmdir()
+    assert main(["data", "--source", str(root)]) == 1
+    said_by_data = capsys.readouterr().err.strip().removeprefix("byoc data: error: ")
+    assert "class folders differ between train/ and valid/" in said_by_data
+    for command in ("train", "tune"):
+        assert main([command, "--data", str(root), "--run-dir", str(tmp_path / "run")]) == 1
+        assert _one_error_line(capsys, command) == f"byoc {command}: error: {said_by_data}"
+    assert not (tmp_path / "run").exists()                  # refused before any job or study
+
+
+def test_sagemaker_without_credentials_says_how_to_give_them(tmp_path, monkeypatch, capsys):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")      # no instance role lookup either
+    image = tmp_path / "x.jpg"
+    image.write_bytes(b"\xff\xd8")
+    assert main(["invoke", str(image), "--target-model", "m", "--backend", "sagemaker", "--region", "eu-west-1",
+                 "--bucket", "b", "--endpoint-name", "e", "--run-dir", str(tmp_path / "run")]) == 1
+    err = _one_error_line(capsys, "invoke")
+    assert "Unable to locate credentials" in err and "aws configure" in err and "AWS_ACCESS_KEY_ID" in err

@@ -203,3 +203,13 @@ def test_interrupted_build_is_redone_and_an_empty_dest_is_used(tmp_path, monkeyp
     assert (half / datasets.BUILDING_MARKER).exists()     # ours, unfinished
     monkeypatch.undo()
     assert datasets.prepare("synthetic", half, per_class=1, size=16).counts["train"] == 4
+
+
+def test_validate_accepts_the_trainers_split_names_and_an_optional_test_split(tmp_path):
+    """The split folder names the trainer accepts (container_train.contract.SPLIT_FOLDER_ALIASES) pass
+    here too; ``optional=("test",)`` is how byoc train/tune check a folder (the trainer skips no test/)."""
+    root = _without(tmp_path / "ds", "test")
+    (root / "valid").rename(root / "val")
+    assert datasets.validate_imagefolder(root, optional=("test",)).counts == {"train": 2, "valid": 2}
+    with pytest.raises(datasets.DatasetError, match="missing test/"):
+        datasets.validate_imagefolder(root)

@@ -36,17 +36,17 @@ the whole thing, locally, on the offline demo set (no AWS account, no network):
   byoc pipeline                         # data -> tune -> train -> rules/report -> package -> serve -> invoke -> batch -> explain
   byoc pipeline --profile tiny          # same steps, smallest sizes (what the tests run)
 
-one step at a time (local):
+one step at a time (local; after `byoc pipeline`, in this order):
   byoc data --source auto --dest data/demo
-  byoc tune --data data/demo --spec local-demo
-  byoc train --data data/demo --hp arch=efficientnet_lite0 --hp epochs=2 --job-dir runs/train
+  byoc tune --data data/demo --spec local-demo --out runs/tune
+  byoc train --data data/demo --from-tuning runs/tune --job-dir runs/train
   byoc report --job-dir runs/train
   byoc package runs/train/model -o runs/train/model.tar.gz
-  byoc serve --port 8080 &              # multi-model endpoint; Ctrl-C stops it
+  byoc serve --port 8080 &              # multi-model endpoint; Ctrl-C or `byoc cleanup` stops it
   byoc deploy runs/train/model.tar.gz --name fashion
-  byoc invoke shirt.jpg --target-model fashion --topk 3
-  byoc batch images/ --output preds/ --target-model fashion
-  byoc explain shirt.jpg --target-model fashion -o shirt-gradcam.png
+  byoc invoke data/demo/test/003.Pullover/0000.jpg --target-model fashion --topk 3
+  byoc batch data/demo/test/001.T-shirt_top --output runs/preds --target-model fashion
+  byoc explain data/demo/test/001.T-shirt_top/0000.jpg --target-model fashion -o runs/tshirt-gradcam.png
 
 on SageMaker (same commands, one flag; put region/role/bucket/images in byoc.yaml):
   byoc data --source dogimages --backend sagemaker          # download, then upload to S3
@@ -76,6 +76,18 @@ def reported_as_is() -> tuple[type[BaseException], ...]:
     return errors
 
 
+NO_CREDENTIALS_HINT = ("give byoc AWS credentials the way the AWS CLI takes them: `aws configure` (or "
+                       "`aws sso login`) and AWS_PROFILE, AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY, or an "
+                       "instance/container role; --dry-run needs none")
+
+
+def explained(error: BaseException) -> str:
+    """The error's own message, plus how to fix it where botocore's says only what is missing."""
+    if type(error).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+        return f"{error}: {NO_CREDENTIALS_HINT}"
+    return str(error)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="byoc", description=__doc__, epilog=MAIN_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,9 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The subcommand's own parser (its usage line goes with its errors)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[command]
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")  # smdebug logs at INFO on import and every rule step
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command_parser(parser, args.command).error(common.unknown_arguments_message(unknown, args.command))
     try:
         from byoc.backends import backend_for
 
@@ -96,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return int(args.run(args, backend) or 0)
         except reported_as_is() as e:
-            raise ByocError(str(e)) from e
+            raise ByocError(explained(e)) from e
     except KeyboardInterrupt:
         print("byoc: interrupted", file=sys.stderr)
         return 130

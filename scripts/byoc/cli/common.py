@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import textwrap
+from pathlib import Path
 
 from byoc.errors import ByocError
 from byoc.settings import BACKENDS, Settings, load_settings
@@ -72,6 +73,40 @@ def parse_hp(items: list[str]) -> dict[str, str]:
             raise UsageError(f"--hp {item!r}: expected NAME=VALUE, e.g. --hp lr=0.01")
         out[name.strip().lstrip("-")] = value.strip()
     return out
+
+
+def unknown_arguments_message(unknown: list[str], command: str) -> str:
+    """argparse's "unrecognized arguments", plus the ``--hp NAME=VALUE`` meant when a hyperparameter's
+    name was given as a flag (``--epochs 3``): hyperparameters are the trainer's table, not flags."""
+    from container_train.hyperparameters import HYPERPARAMETERS
+
+    hints = []
+    for i, token in enumerate(unknown):
+        name, eq, value = token.removeprefix("--").partition("=")
+        name = name.replace("_", "-")
+        if not token.startswith("--") or name not in HYPERPARAMETERS:
+            continue
+        if not eq and i + 1 < len(unknown) and not unknown[i + 1].startswith("-"):
+            value = unknown[i + 1]
+        hints.append(f"--hp {name}={value or 'VALUE'}")
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    if not hints:
+        return message
+    if command in ("train", "tune"):
+        return f"{message}; hyperparameters are given as --hp NAME=VALUE: {' '.join(hints)}"
+    return f"{message}; {', '.join(h.split()[1].split('=')[0] for h in hints)} is a hyperparameter: " \
+           "`byoc train` and `byoc tune` take it as --hp NAME=VALUE"
+
+
+def check_local_dataset(backend, data: str) -> None:
+    """A local dataset folder is checked as ``byoc data`` checks one before a job starts, so a folder
+    with ``valid/`` but no class folders in it gets the reason, not the trainer's "no validation data"
+    minutes later (S3 prefixes and missing folders are left to the backend)."""
+    if backend.name != "local" or "://" in data or not Path(data).is_dir():
+        return
+    from byoc.datasets.prepare import validate_imagefolder
+
+    validate_imagefolder(data, optional=("test",))
 
 
 def print_json(result) -> None:

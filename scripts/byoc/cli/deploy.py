@@ -9,8 +9,9 @@ from byoc.console import console
 def register(sub, common) -> None:
     p = add_command(sub, "deploy", common, "add a model.tar.gz to the multi-model endpoint",
                     """
-                    Locally: unpack the archive under the running endpoint's model root and load it
-                    (POST /models). On SageMaker: copy it under the endpoint's S3 model prefix; SageMaker
+                    Locally: unpack the archive under the model root of the endpoint that `byoc serve`
+                    recorded in RUN_DIR/endpoint.json and load it (POST /models); --run-dir picks the
+                    endpoint (a URL alone cannot say where that server reads its models). On SageMaker: copy it under the endpoint's S3 model prefix; SageMaker
                     loads it on the first invocation with TargetModel=NAME.tar.gz.
 
                     On SageMaker, --max-instances (with --target-invocations, and optionally
@@ -26,7 +27,6 @@ def register(sub, common) -> None:
                     """)
     p.add_argument("artifact", help="model.tar.gz (local path, or s3:// on SageMaker)")
     p.add_argument("--name", required=True, help="model name to invoke it by")
-    p.add_argument("--url", help="local endpoint URL (default: from RUN_DIR/endpoint.json)")
     g = p.add_argument_group("SageMaker endpoint autoscaling (Application Auto Scaling, target tracking)")
     g.add_argument("--min-instances", type=int, metavar="N",
                    help="fewest instances autoscaling keeps (default: 1)")
@@ -55,6 +55,6 @@ def scaling_from_args(args):
 
 
 def run(args, backend) -> int:
-    target = backend.deploy(args.artifact, args.name, url=args.url, scaling=scaling_from_args(args))
+    target = backend.deploy(args.artifact, args.name, scaling=scaling_from_args(args))
     console.print(f"[green]deployed[/] {args.artifact} as {target}")
     return 0

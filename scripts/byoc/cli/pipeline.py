@@ -16,7 +16,7 @@ def register(sub, common) -> None:
                     artifact. State lives in RUN_DIR/state.json: re-running skips finished steps; a failed
                     step prints its log and the command that resumes. Profiles: demo (default;
                     Fashion-MNIST, efficientnet_lite0 with real pretrained weights, head-only fine-tune;
-                    ~10 min on 2 CPU cores) and tiny (smallest sizes, for tests). Real runs use resnet50
+                    minutes on 2 CPU cores: README gives the measured figure) and tiny (smallest sizes, for tests). Real runs use resnet50
                     (`byoc train`). With --backend sagemaker the same steps are SageMaker jobs and an endpoint.
                     """,
                     """

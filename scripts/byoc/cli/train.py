@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from byoc.cli.common import UsageError, add_command, parse_hp, print_json
+from byoc.cli.common import UsageError, add_command, check_local_dataset, parse_hp, print_json
 from byoc.tuning.schema import DISTRIBUTIONS
 
 SCALE_OUT_HELP = ("The global batch is batch-size x world size (hosts x devices per host); the learning "
@@ -78,6 +78,7 @@ def register(sub, common) -> None:
 
 
 def run(args, backend) -> int:
+    check_local_dataset(backend, args.data)
     from byoc.tuning.best import read_best_hyperparameters
 
     hps = read_best_hyperparameters(args.from_tuning) if args.from_tuning else {}

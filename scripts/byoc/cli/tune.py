@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from byoc.cli.common import add_command, parse_hp, print_json
+from byoc.cli.common import add_command, check_local_dataset, parse_hp, print_json
 from byoc.cli.train import add_scale_out_options, instance_count
 from byoc.tuning.schema import DEFAULT_STUDY_NAME
 from byoc.tuning.specs import DEFAULT_SPEC
@@ -56,6 +56,7 @@ def register(sub, common) -> None:
 
 
 def run(args, backend) -> int:
+    check_local_dataset(backend, args.data)
     count = None if args.instance_count is None else instance_count(args.instance_count)
     print_json(backend.tune(args.data, args.spec, max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs,
                             static=parse_hp(args.hp), out_dir=args.out, instance_count=count,

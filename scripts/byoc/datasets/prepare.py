@@ -27,7 +27,7 @@ from byoc.datasets.fashion_mnist import FASHION_MNIST_DIR, export_imagefolder, f
 from byoc.datasets.synthetic import make_dataset
 from byoc.errors import ByocError
 from byoc_common import durable
-from container_train.contract import IMAGE_SUFFIXES, SPLITS
+from container_train.contract import IMAGE_SUFFIXES, SPLIT_FOLDER_ALIASES, SPLITS
 
 DOGIMAGES_URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"
 SOURCES = ("auto", "dogimages", "fashion-mnist", "synthetic")
@@ -59,35 +59,49 @@ def _images_in(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def validate_imagefolder(root: str | os.PathLike, source: str = "folder") -> DatasetSummary:
-    """Check the dogImages layout: ``train/ valid/ test/`` with the same class folders, none empty."""
+def _split_folder(root: Path, split: str) -> Path | None:
+    """``root``'s folder for ``split`` under any name the trainer accepts (``valid/``, ``validation/``,
+    ``val/``: ``container_train.contract.SPLIT_FOLDER_ALIASES``)."""
+    return next((root / n for n in SPLIT_FOLDER_ALIASES[split] if (root / n).is_dir()), None)
+
+
+def validate_imagefolder(root: str | os.PathLike, source: str = "folder",
+                         optional: tuple[str, ...] = ()) -> DatasetSummary:
+    """Check the dogImages layout: ``train/ valid/ test/`` with the same class folders, none empty.
+
+    ``byoc data`` checks a folder with this, and ``byoc train`` / ``byoc tune`` check theirs with it
+    before a job starts (``optional=("test",)``: the trainer skips a missing test split), so a
+    malformed dataset gets the same message wherever it is given."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
-    missing = [s for s in SPLITS if not (root / s).is_dir()]
+    folders = {s: _split_folder(root, s) for s in SPLITS}
+    missing = [s for s in SPLITS if folders[s] is None and s not in optional]
     if missing:
         raise DatasetError(f"{root} is not an ImageFolder dataset: missing {', '.join(s + '/' for s in missing)} "
                            f"(expected train/ valid/ test/, each with one folder per class)")
-    classes_by_split = {s: sorted(d.name for d in (root / s).iterdir() if d.is_dir()) for s in SPLITS}
+    present = {s: f for s, f in folders.items() if f is not None}
+    classes_by_split = {s: sorted(d.name for d in f.iterdir() if d.is_dir()) for s, f in present.items()}
     reference = classes_by_split["train"]
     if len(reference) < 2:
-        raise DatasetError(f"{root / 'train'} must hold at least 2 class folders, found {len(reference)}")
-    for split in ("valid", "test"):
+        raise DatasetError(f"{present['train']} must hold at least 2 class folders, found {len(reference)}")
+    for split in present:
         if classes_by_split[split] != reference:
             only_train = sorted(set(reference) - set(classes_by_split[split]))
             extra = sorted(set(classes_by_split[split]) - set(reference))
-            raise DatasetError(f"class folders differ between train/ and {split}/: "
-                               f"missing in {split}: {only_train[:5]}, extra in {split}: {extra[:5]}")
+            raise DatasetError(f"class folders differ between train/ and {present[split].name}/: "
+                               f"missing in {present[split].name}/: {only_train[:5]}, extra: {extra[:5]} "
+                               f"(each split needs the same class folders)")
     counts = {}
-    for split in SPLITS:
+    for split, folder in present.items():
         total = 0
         for cls in reference:
-            n = len(_images_in(root / split / cls))
+            n = len(_images_in(folder / cls))
             if n == 0 and split == "train":
-                raise DatasetError(f"{root / split / cls} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise DatasetError(f"{folder / cls} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             total += n
         if total == 0:
-            raise DatasetError(f"{root / split} holds no images")
+            raise DatasetError(f"{folder} holds no images")
         counts[split] = total
     return DatasetSummary(root=root, source=source, classes=reference, counts=counts)
 

@@ -94,15 +94,29 @@ def _lock(out_dir: Path):
     return handle
 
 
-def _check_same_search(study: optuna.Study, spec: TuningSpec) -> None:
-    """A study dir belongs to one search; budget and parallelism may change between runs."""
+def _check_same_search(study: optuna.Study, spec: TuningSpec, where: str) -> None:
+    """A study dir belongs to one search; budget and parallelism may change between runs. The refusal
+    names what changed (the pipeline's tuning, for instance, adds its own static hyperparameters)."""
     current = {k: v for k, v in to_dict(spec).items() if k not in ("max_jobs", "max_parallel_jobs")}
     stored = study.user_attrs.get("spec")
     if stored is None:
         study.set_user_attr("spec", current)
     elif stored != current:
-        raise TuningError("the output dir holds a study for a different search (objective, strategy, "
-                          "parameters or static hyperparameters changed); use another --out")
+        changed = _changed_keys(stored, current)
+        raise TuningError(f"{where} holds a study for a different search ({', '.join(changed)} differ from "
+                          "this one's); give this search its own --out, e.g. --out runs/tune")
+
+
+def _changed_keys(stored: dict, current: dict) -> list[str]:
+    """``["static.optimizer", "parameters.lr"]``: the spec's keys (one level into dicts) that differ."""
+    changed = []
+    for key in sorted(set(stored) | set(current)):
+        a, b = stored.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            changed.append(key)
+    return changed
 
 
 def _kill_orphan(t: optuna.trial.FrozenTrial) -> None:
@@ -208,7 +222,7 @@ def run_local_tuning(spec: TuningSpec | str | Path, channels: dict[str, str], ou
         shared = storage is not None
         study = search.open_study(spec, out_dir, study_name, storage, worker=tuner.name if shared else None)
         where = search.describe_storage(storage) if shared else str(out_dir)
-        _check_same_search(study, spec)
+        _check_same_search(study, spec, where)
         new_study = not study.get_trials(deepcopy=False)
         if new_study:
             for params in enqueue or []:
