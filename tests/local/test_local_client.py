@@ -70,9 +70,27 @@ def test_gradcam_figure_shows_image_heat_map_and_overlay_with_the_answer(tmp_pat
     # Three panels side by side: the middle one (the heat map) is hot in its centre, cold at its edge.
     pixels = np.asarray(figure.convert("RGB")).astype(int)
     middle = pixels[:, figure.width // 3: 2 * figure.width // 3]
-    centre = middle[middle.shape[0] // 2, middle.shape[1] // 2]
-    assert centre[0] > 100 and centre[2] < 60           # jet: dark red where the map is 1
+    row = middle[middle.shape[0] // 2]
+    centre = row[len(row) // 2 - 40]                     # left of the colour bar: inside the map
+    assert centre[0] > 200 and centre[1] > 200          # inferno: pale yellow where the map is 1
+    edge = middle[middle.shape[0] // 2 - 120, len(row) // 2 - 40]
+    assert edge.max() < 40                              # and black where it is 0: low means low
 
     plain = tmp_path / "overlay.png"
     write_gradcam_png(answer, plain)                    # no image given: the server's overlay as it is
     assert Image.open(plain).size == (64, 64)
+
+
+def test_gradcam_figure_names_the_maps_resolution_and_marks_a_wrong_answer(tmp_path):
+    from byoc.local.gradcam_figure import map_resolution, title_of, true_class_of
+
+    assert map_resolution((96, 96)) == "3x3 map for a 96x96 input"        # EfficientNet-Lite0 at the demo's size
+    assert map_resolution((224, 224)) == "7x7 map for a 224x224 input"
+    assert map_resolution((96, 96), (6, 6)) == "6x6 map for a 96x96 input"  # the server's own figure wins
+    assert true_class_of(tmp_path / "data" / "test" / "001.T-shirt_top" / "0000.jpg") == "001.T-shirt_top"
+    assert true_class_of(tmp_path / "validation" / "a" / "x.png") == "a"
+    assert true_class_of(tmp_path / "shirt.jpg") is None                   # no class folder: no verdict
+    text, colour = title_of("007.Shirt", 0.2, "001.T-shirt_top")
+    assert text == "predicted: 007.Shirt (20%), WRONG: the image is a 001.T-shirt_top" and colour is not None
+    assert title_of("002.Trouser", 0.97, "002.Trouser")[0] == "predicted: 002.Trouser (97%), right"
+    assert title_of("x", None, None) == ("predicted: x", None)

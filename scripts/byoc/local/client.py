@@ -195,7 +195,9 @@ def write_gradcam_png(answer: dict, out: str | os.PathLike, image: str | os.Path
     if image is not None and heatmap:
         from byoc.local.gradcam_figure import draw_figure
 
-        draw_figure(image, heatmap, cam.get("label", prediction.get("label")), prediction.get("probability"), out)
+        map_size = cam.get("map_size")    # the feature map's rows and columns, when the server says
+        draw_figure(image, heatmap, cam.get("label", prediction.get("label")), prediction.get("probability"), out,
+                    map_size=tuple(map_size) if map_size else None)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(png)

@@ -13,7 +13,7 @@ from pathlib import Path
 import jinja2
 
 from byoc.pipeline.state import PipelineState
-from byoc.pipeline.summary import artifact_rows
+from byoc.pipeline.summary import artifact_rows, timing_sentence
 
 PAGE_FILE = "index.html"
 
@@ -29,7 +29,7 @@ text-align:left;vertical-align:top;font-size:14px} th{background:#f4f4f4}
 figcaption{font-size:13px;color:#555}
 </style></head><body>
 <h1>byoc pipeline ({{ profile }})</h1>
-<p class="sub">{{ steps|length }} steps{% if total %}, {{ "%.0f"|format(total) }} s in all{% endif %}.
+<p class="sub">{{ timing }}.
 {% if test_acc is not none %}Test accuracy of the main model: <b>{{ "%.1f"|format(100 * test_acc) }}%</b>.{% endif %}</p>
 <h2 id="steps">Steps</h2>
 <table><tr><th>step</th><th>status</th><th>time</th><th>result</th></tr>
@@ -40,9 +40,12 @@ figcaption{font-size:13px;color:#555}
 {% for f in figures %}<figure><a href="{{ f.href }}"><img src="{{ f.href }}" alt="{{ f.caption }}"></a>
 <figcaption>{{ f.caption }}</figcaption></figure>{% endfor %}</div>{% endif %}
 {% if invocations %}<h2 id="invocations">Invocations</h2>
-<table><tr><th>model</th><th>image</th><th>true class</th><th>answer</th><th>probability</th></tr>
+<p class="sub">{{ invocations|selectattr("right")|list|length }} of {{ invocations|length }} answers right.</p>
+<table><tr><th>model</th><th>image</th><th>true class</th><th>answer</th><th>probability</th><th></th></tr>
 {% for i in invocations %}<tr><td>{{ i.model }}</td><td>{{ i.image }}</td><td>{{ i.true_class }}</td>
-<td>{{ i.label }}</td><td>{{ "%.2f"|format(i.probability) }}</td></tr>{% endfor %}</table>{% endif %}
+<td>{{ i.label }}</td><td>{{ "%.2f"|format(i.probability) }}</td>
+<td class="{{ 'done' if i.right else 'failed' }}">{{ "&#10003; right"|safe if i.right else "&#10007; wrong"|safe }}</td></tr>
+{% endfor %}</table>{% endif %}
 <h2 id="artifacts">Artifacts</h2>
 <table><tr><th>step</th><th>artifact</th><th>where</th></tr>
 {% for step, what, href in artifacts %}<tr><td>{{ step }}</td><td>{{ what }}</td>
@@ -61,27 +64,62 @@ def _rel(path: str | os.PathLike | None, run_dir: Path) -> str:
         return str(path)
 
 
+def _pct(value) -> str:
+    return f"{100 * value:.1f}%" if isinstance(value, int | float) else "?"
+
+
 def _result_text(name: str, outputs: dict) -> str:
+    """One sentence a person reads: what the step made, in words and numbers (never a dict)."""
     if not outputs:
         return ""
+    o = outputs.get
     if name == "data":
-        return f"{outputs.get('source')}: {len(outputs.get('classes', []))} classes, {outputs.get('counts')}"
+        counts = ", ".join(f"{n} {split}" for split, n in (o("counts") or {}).items())
+        return f"{len(o('classes') or [])} classes of {o('source')} images ({counts})."
     if name == "tune":
-        return f"best {outputs.get('best_value')} (trial {outputs.get('best_trial')})"
+        value = o("best_value")
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        return f"Trial {o('best_trial')} scored best on the spec's objective: {shown}."
     if name in ("train", "train_second"):
-        test = outputs.get("test") or {}
-        acc = test.get("accuracy")
-        return f"test accuracy {acc:.3f}" if isinstance(acc, float) else str(outputs.get("job", ""))
+        test = o("test") or {}
+        if isinstance(test.get("accuracy"), float):
+            text = f"{_pct(test['accuracy'])} test accuracy on {test.get('images')} images"
+        else:
+            text = "Trained (no test split)"
+        if isinstance(o("best_valid_acc"), float):
+            text += f", best validation accuracy {_pct(o('best_valid_acc'))}"
+        if o("stopped_by_rule"):
+            text += f"; stopped by {o('stopped_by_rule')}"
+        return text + "."
     if name == "report":
-        fired = [r for r, s in outputs.get("rules", {}).items() if s == "IssuesFound"]
-        return f"{len(outputs.get('rules', {}))} rules, fired: {', '.join(fired) or 'none'}"
-    if name == "explain":
-        return f"Grad-CAM for {outputs.get('label')!r}"
-    if name == "batch":
-        return f"{outputs.get('outputs')} .out files"
+        rules = o("rules") or {}
+        fired = [r for r, status in rules.items() if status == "IssuesFound"]
+        return (f"{len(rules)} Debugger rules evaluated: " + (f"{', '.join(fired)} fired." if fired else "none fired."))
+    if name == "package":
+        models = o("models") or {}
+        return f"{len(models)} model archives: {', '.join(models)}."
+    if name == "serve":
+        loaded = o("loaded") or []
+        return f"Endpoint at {o('url') or o('endpoint')} serving {', '.join(loaded) or 'no model'}."
     if name == "invoke":
-        return f"{outputs.get('count')} invocations"
-    return ", ".join(sorted(outputs))
+        return f"{o('count')} images sent to the models; the table below marks each answer right or wrong."
+    if name == "batch":
+        return f"{o('outputs')} images classified by {o('model')} into .out files."
+    if name == "explain":
+        verdict = _verdict(o("label"), Path(str(o("image") or "")).parent.name)
+        return f"Grad-CAM of {o('model')}'s answer {o('label')!r} for {_image_name(o('image'))}{verdict}."
+    return "Done."
+
+
+def _image_name(image) -> str:
+    path = Path(str(image or ""))
+    return f"{path.parent.name}/{path.name}"
+
+
+def _verdict(label, true_class: str) -> str:
+    if not true_class:
+        return ""
+    return " (right)" if label == true_class else f" (wrong: the image is a {true_class})"
 
 
 def _first_line(text: str, limit: int = 300) -> str:
@@ -98,7 +136,8 @@ def _figures(state: PipelineState, run_dir: Path) -> list[dict]:
             figures.append({"href": _rel(png, run_dir), "caption": caption})
     cam = state.outputs("explain").get("png")
     if cam and Path(cam).exists():
-        figures.append({"href": _rel(cam, run_dir), "caption": f"Grad-CAM: {state.outputs('explain').get('label')}"})
+        figures.append({"href": _rel(cam, run_dir),
+                        "caption": _result_text("explain", state.outputs("explain"))})
     return figures
 
 
@@ -106,7 +145,8 @@ def _invocations(state: PipelineState, run_dir: Path) -> list[dict]:
     path = state.outputs("invoke").get("results")
     if not path or not Path(path).is_file():
         return []
-    return [{**row, "model": model, "image": _rel(row["image"], run_dir)}
+    return [{**row, "model": model, "image": _rel(row["image"], run_dir),
+             "right": row.get("label") == row.get("true_class")}
             for model, rows in json.loads(Path(path).read_text()).items() for row in rows]
 
 
@@ -121,7 +161,7 @@ def write_page(state: PipelineState, run_dir: Path, step_names: list[str]) -> Pa
                       "log": _rel(step["log"], run_dir) if status == "failed" and step.get("log") else ""})
     test = state.outputs("train").get("test") or {}
     html = TEMPLATE.render(
-        profile=state.data.get("profile"), total=state.data.get("total_seconds"), steps=steps,
+        profile=state.data.get("profile"), timing=timing_sentence(state, step_names), steps=steps,
         test_acc=test.get("accuracy"), figures=_figures(state, run_dir), invocations=_invocations(state, run_dir),
         artifacts=[(step, what, _rel(where, run_dir)) for step, what, where in artifact_rows(state)])
     path = run_dir / PAGE_FILE

@@ -39,6 +39,18 @@ def artifact_rows(state: PipelineState) -> list[tuple[str, str, str]]:
     return rows
 
 
+def timing_sentence(state: PipelineState, step_names: list[str]) -> str:
+    """How long the pipeline took, from each finished step's own recorded time, so a rerun that
+    skips finished steps still shows the work's duration (with what this run itself took)."""
+    done = [state.data["steps"][n]["seconds"] for n in step_names
+            if state.data["steps"].get(n, {}).get("status") == "done" and "seconds" in state.data["steps"][n]]
+    text = f"{len(done)} of {len(step_names)} steps finished in {sum(done):.0f} s"
+    this_run = state.data.get("total_seconds")
+    if done and isinstance(this_run, int | float) and this_run < sum(done) - 1:
+        text += f" (this run: {this_run:.0f} s; the rest was done earlier)"
+    return text
+
+
 def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -59,8 +71,8 @@ def shown(path: str | os.PathLike) -> str:
 def print_summary(state: PipelineState, run_dir: Path, page: Path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"byoc pipeline ({state.data.get('profile')}) finished in "
-                        f"{state.data.get('total_seconds', 0):.0f} s: artifacts")
+    table = Table(title=f"byoc pipeline ({state.data.get('profile')}): "
+                        f"{timing_sentence(state, list(state.data['steps']))}. Artifacts")
     table.add_column("step")
     table.add_column("artifact")
     table.add_column("where", overflow="fold")
