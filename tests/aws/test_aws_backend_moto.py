@@ -65,8 +65,11 @@ def test_multi_model_endpoint_requests_and_state(ctx):
     desc = endpoints.create_multi_model_endpoint(ctx, ep)
     assert desc["EndpointStatus"] == "InService"
     ops = [op for op, _ in calls]
-    assert ops[:3] == ["CreateModel", "CreateEndpointConfig", "CreateEndpoint"]
-    create_model = calls[0][1]
+    # Each name is looked up before it is created (a re-run reuses it: test_aws_rerun.py).
+    assert ops[:6] == ["DescribeModel", "CreateModel", "DescribeEndpointConfig", "CreateEndpointConfig",
+                       "DescribeEndpoint", "CreateEndpoint"]
+    create_model = calls[1][1]
+    assert create_model.pop("Tags") == [{"Key": "byoc-run-id", "Value": ctx.manifest.run_id}]
     assert create_model == {
         "ModelName": "byoc-demo-mme",
         "ExecutionRoleArn": ROLE,

@@ -13,33 +13,32 @@ this creates ``<run>-batch-<name>`` with ``ModelDataUrl`` pointing at one ``mode
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from byoc.aws import s3_data
+from byoc.aws import ownership, s3_data
 from byoc.aws.endpoints import check_name
 from byoc.aws.errors import LaunchError
 from byoc.aws.instance_types import check_amd64_instance_type
 from byoc.aws.session import AwsContext
+from byoc.aws.training_jobs import unique_job_name
+from byoc.console import progress_console
+from byoc.tuning.features_flow import folder_version
 
 BATCH_STRATEGIES = ("SingleRecord", "MultiRecord")
 
 
 def create_batch_model(ctx: AwsContext, name: str, model_data: str, image_uri: str | None = None) -> str:
-    """CreateModel (single model) for a transform job; returns the model name."""
+    """CreateModel (single model) for a transform job, or this run's same one again
+    (:func:`byoc.aws.ownership.ensure`); returns the model name."""
     s = ctx.settings
     s.require("role_arn")
     image_uri = image_uri or s.serve_image
     if not image_uri:
         s.require("serve_image")
-    model_name = check_name(f"byoc-{s.run_name}-batch-{name}", "model")
-    ctx.sagemaker.create_model(
-        ModelName=model_name,
-        ExecutionRoleArn=s.role_arn,
-        PrimaryContainer={"Image": image_uri, "ModelDataUrl": model_data, "Mode": "SingleModel"},
-    )
-    ctx.record("model", model_name)
-    return model_name
+    return ownership.ensure(ctx, ownership.MODEL, check_name(f"byoc-{s.run_name}-batch-{name}", "model"), {
+        "ExecutionRoleArn": s.role_arn,
+        "PrimaryContainer": {"Image": image_uri, "ModelDataUrl": model_data, "Mode": "SingleModel"},
+    }, lambda n: check_name(n, "model"), progress_console.print)
 
 
 def transform_request(job_name: str, model_name: str, input_uri: str, output_uri: str, content_type: str,
@@ -77,17 +76,20 @@ def run_transform_job(ctx: AwsContext, name: str, model_data: str, input_folder:
     """Upload ``input_folder``, create the model and the transform job, wait, download the ``.out``s."""
     s = ctx.settings
     check_amd64_instance_type(s.transform_instance_type, "transform_instance_type")   # before any request
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    input_uri = s3_data.join_s3(s.s3_run_prefix, "batch", name, "input") + "/"
-    output_uri = s3_data.join_s3(s.s3_run_prefix, "batch", name, f"output-{stamp}") + "/"
+    # The input prefix is named after the folder's contents: a re-run with the same folder uploads
+    # nothing and transforms the same objects; a changed folder gets a prefix of its own, so no file
+    # of an earlier run is transformed again.
+    version = folder_version(input_folder)[:12] if Path(input_folder).is_dir() else "missing"
+    input_uri = s3_data.join_s3(s.s3_run_prefix, "batch", name, f"input-{version}") + "/"
     s3_data.upload_folder(ctx, input_folder, input_uri)
     ctx.record("s3_prefix", s.s3_run_prefix)
     model_name = create_batch_model(ctx, name, model_data)
-    job_name = f"byoc-{s.run_name}-{name}-{stamp}"[:63].rstrip("-")
+    job_name = unique_job_name(f"byoc-{s.run_name}-{name}", 63)
+    output_uri = s3_data.join_s3(s.s3_run_prefix, "batch", name, f"output-{job_name}") + "/"
     req = transform_request(job_name, model_name, input_uri, output_uri, content_type, accept,
                             instance_type=s.transform_instance_type, batch_strategy=batch_strategy,
                             max_payload_mb=max_payload_mb)
-    ctx.sagemaker.create_transform_job(**req)
+    ctx.sagemaker.create_transform_job(**req, Tags=ownership.run_tags(ctx))
     ctx.record("transform_job", job_name)
     result = {"TransformJobName": job_name, "InputUri": input_uri, "OutputUri": output_uri, "Outputs": []}
     if ctx.is_dry_run or not (s.wait if wait is None else wait):

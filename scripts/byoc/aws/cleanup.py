@@ -10,6 +10,7 @@ from __future__ import annotations
 from botocore.exceptions import ClientError
 
 from byoc.aws import s3_data
+from byoc.aws.ownership import owned_elsewhere
 from byoc.aws.session import AwsContext
 
 
@@ -57,9 +58,16 @@ def _stop_if_running(ctx: AwsContext, kind: str, name: str) -> None:
 
 
 def cleanup(ctx: AwsContext, keep_data: bool = False, log=print) -> dict[str, list[str]]:
-    """Delete everything in the manifest; returns what was deleted by kind."""
+    """Delete everything in the manifest; returns what was deleted by kind. A model, endpoint config or
+    endpoint tagged with another run's id (the name was taken over since) is left alone and said so."""
     m = ctx.manifest
     done: dict[str, list[str]] = {}
+    for kind in ("endpoint", "endpoint_config", "model"):
+        for name in m.names(kind):
+            owner = owned_elsewhere(ctx, kind, name)
+            if owner:
+                log(f"leaving {kind.replace('_', ' ')} {name} alone: it belongs to run {owner}, not this one")
+                m.remove(kind, name)
     for kind in ("tuning_job", "training_job", "transform_job"):
         for name in m.names(kind):
             _stop_if_running(ctx, kind, name)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from byoc.aws import s3_data
+from byoc.aws import ownership, s3_data
 from byoc.aws.errors import LaunchError
 from byoc.aws.instance_types import check_amd64_instance_type
 from byoc.aws.session import AwsContext
@@ -84,45 +84,42 @@ class MultiModelEndpoint:
 
 def create_multi_model_endpoint(ctx: AwsContext, ep: MultiModelEndpoint, image_uri: str | None = None,
                                 instance_type: str | None = None, instance_count: int = 1,
-                                environment: dict[str, str] | None = None, wait: bool | None = None) -> dict:
-    """CreateModel (Mode=MultiModel) -> CreateEndpointConfig -> CreateEndpoint [-> wait InService]."""
+                                environment: dict[str, str] | None = None, wait: bool | None = None,
+                                log: Callable[[str], None] = progress_console.print) -> dict:
+    """CreateModel (Mode=MultiModel) -> CreateEndpointConfig -> CreateEndpoint [-> wait InService].
+
+    Re-runnable (:mod:`byoc.aws.ownership`): this run's model and config with the same settings are
+    reused, other settings get new names (``ep.model_name`` and ``ep.config_name`` are the base names),
+    the endpoint moves to the new config, and another run's resources are never touched."""
     s = ctx.settings
-    check_multi_model_instance_type(instance_type or s.endpoint_instance_type)
+    instance_type = check_multi_model_instance_type(instance_type or s.endpoint_instance_type)
     s.require("role_arn", "bucket")
     image_uri = image_uri or s.serve_image
     if not image_uri:
         s.require("serve_image")
-    sm = ctx.sagemaker
-    sm.create_model(
-        ModelName=ep.model_name,
-        ExecutionRoleArn=s.role_arn,
-        PrimaryContainer={
+    model_name = ownership.ensure(ctx, ownership.MODEL, ep.model_name, {
+        "ExecutionRoleArn": s.role_arn,
+        "PrimaryContainer": {
             "Image": image_uri,
             "ModelDataUrl": ep.model_data_prefix,
             "Mode": "MultiModel",
             "Environment": {"SAGEMAKER_CONTAINER_LOG_LEVEL": "20", **(environment or {})},
-        },
-    )
-    ctx.record("model", ep.model_name)
-    sm.create_endpoint_config(
-        EndpointConfigName=ep.config_name,
-        ProductionVariants=[{
+        }}, lambda n: check_name(n, "model"), log)
+    config_name = ownership.ensure(ctx, ownership.ENDPOINT_CONFIG, ep.config_name, {
+        "ProductionVariants": [{
             "VariantName": VARIANT_NAME,
-            "ModelName": ep.model_name,
+            "ModelName": model_name,
             "InitialInstanceCount": instance_count,
-            "InstanceType": instance_type or s.endpoint_instance_type,
+            "InstanceType": instance_type,
             "InitialVariantWeight": 1.0,
-        }],
-    )
-    ctx.record("endpoint_config", ep.config_name)
-    sm.create_endpoint(EndpointName=ep.endpoint_name, EndpointConfigName=ep.config_name)
-    ctx.record("endpoint", ep.endpoint_name)
+        }]}, lambda n: check_name(n, "endpoint config"), log)
+    ownership.ensure_endpoint(ctx, ep.endpoint_name, config_name, log)
     if (s.wait if wait is None else wait) and not ctx.is_dry_run:
-        sm.get_waiter("endpoint_in_service").wait(
+        ctx.sagemaker.get_waiter("endpoint_in_service").wait(
             EndpointName=ep.endpoint_name, WaiterConfig={"Delay": 30, "MaxAttempts": 60})
     if ctx.is_dry_run:
-        return {"EndpointName": ep.endpoint_name, "EndpointStatus": "DryRun"}
-    return sm.describe_endpoint(EndpointName=ep.endpoint_name)
+        return {"EndpointName": ep.endpoint_name, "EndpointConfigName": config_name, "EndpointStatus": "DryRun"}
+    return ctx.sagemaker.describe_endpoint(EndpointName=ep.endpoint_name)
 
 
 # Object metadata that says which bytes a deployed artifact holds (x-amz-meta-byoc-artifact).
@@ -237,9 +234,3 @@ def invoke(ctx: AwsContext, endpoint_name: str, body: bytes, content_type: str,
     raw = resp.get("Body")
     payload = raw.read() if hasattr(raw, "read") else (raw or b"")
     return resp.get("ContentType", ""), payload
-
-
-def delete_endpoint(ctx: AwsContext, ep: MultiModelEndpoint) -> None:
-    from byoc.aws.cleanup import delete_endpoint_stack
-
-    delete_endpoint_stack(ctx, endpoint=ep.endpoint_name, config=ep.config_name, model=ep.model_name)
