@@ -98,14 +98,18 @@ RUN_TUNER = ("import sys; from byoc.tuning.local_tuner import channels_from_data
              "run_local_tuning(sys.argv[1], channels_from_data_dir(sys.argv[2]), sys.argv[3], progress=False)")
 
 
-def _finished_trials(out: Path) -> list[optuna.trial.FrozenTrial]:
+def _trials(out: Path) -> list[optuna.trial.FrozenTrial]:
     if not (out / "study.db").exists():
         return []
     try:
         study = optuna.load_study(study_name="tuning", storage=search.storage_url(out))
     except Exception:  # noqa: BLE001 - the study may not be created yet
         return []
-    return [t for t in study.get_trials() if t.state.is_finished()]
+    return study.get_trials()
+
+
+def _finished_trials(out: Path) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in _trials(out) if t.state.is_finished()]
 
 
 @pytest.mark.slow
@@ -115,22 +119,34 @@ def test_killed_tuner_resumes_without_repeating_finished_trials(data_dir, tmp_pa
     spec_file = tmp_path / "grid.yaml"
     spec_file.write_text(json.dumps({
         "objective": {"metric": "validation:accuracy", "direction": "Maximize"},
-        "strategy": "Grid", "max_parallel_jobs": 2, "early_stopping": "Off",
+        "strategy": "Grid", "max_parallel_jobs": 1, "early_stopping": "Off",
         "parameters": {"lr": {"type": "categorical", "values": [0.01, 0.02]},
                        "batch-size": {"type": "categorical", "values": [8, 12]}},
-        "static": {**{k: v for k, v in TINY.items() if k != "batch-size"}, "epochs": 2},
+        "static": {**{k: v for k, v in TINY.items() if k != "batch-size"}, "epochs": 1},
     }))
     cmd = [sys.executable, "-c", RUN_TUNER, str(spec_file), str(data_dir), str(out)]
     first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while not _finished_trials(out):
+        # The signal: a trial finished and the next one's job has started. Its job (a process group)
+        # is frozen at once, so with one trial at a time nothing can finish before the kill: the
+        # tuner dies with 1 to 3 trials done and one running, whatever this machine's speed.
+        deadline = time.monotonic() + 600
+        while True:
+            trials = _trials(out)
+            running = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("pid")]
+            if running and any(t.state.is_finished() for t in trials):
+                break
             assert first.poll() is None, "the tuner ended before it could be killed"
-            time.sleep(1)
+            assert time.monotonic() < deadline, f"no trial finished within 600 s: {trials}"
+            time.sleep(0.2)
+        os.killpg(running[0].user_attrs["pid"], signal.SIGSTOP)
         first.send_signal(signal.SIGKILL)
         first.wait()
     finally:
         if first.poll() is None:
             first.kill()
+    frozen = next(t for t in _trials(out) if t.number == running[0].number)
+    assert not frozen.state.is_finished()       # stopped before it could finish: at most 3 are done
     before = {t.number: (t.params, (Path(t.user_attrs["job_dir"]) / "training.log").stat().st_mtime)
               for t in _finished_trials(out)}
     assert 1 <= len(before) < 4
@@ -164,6 +180,20 @@ def test_killed_tuner_resumes_without_repeating_finished_trials(data_dir, tmp_pa
     leaderboard = json.loads((out / "leaderboard.json").read_text())["trials"]
     complete = [r for r in leaderboard if r["status"] == "complete"]
     assert [r["value"] for r in complete] == sorted((r["value"] for r in complete), reverse=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_tuning_with_torch_distributed_runs_each_trial_through_the_launcher(data_dir, tmp_path):
+    """``byoc tune --distribution torch_distributed``: every trial starts as SageMaker would start it,
+    through the image's launcher (torchrun), and its objective is read as for any trial."""
+    spec = spec_of("validation:loss", "Minimize", strategy="Grid", max_parallel_jobs=1,
+                   distribution="torch_distributed",
+                   parameters={"lr": {"type": "categorical", "values": [0.01]}}, static={**TINY, "epochs": 1})
+    result = run_local_tuning(spec, channels_from_data_dir(data_dir), tmp_path / "tune", progress=False)
+    assert result.counts["complete"] == 1, result.leaderboard
+    log = (Path(result.leaderboard[0]["job_dir"]) / "training.log").read_text()
+    assert "torchrun --nnodes 1 --nproc_per_node 1" in log
 
 
 ENDLESS = 1_000_000          # epochs: a job that cannot end by itself while the test runs

@@ -30,7 +30,6 @@ from container_train.contract import (
 from container_train.hyperparameters import HYPERPARAMETERS, Hyperparameters
 
 ENDPOINT_FILE = "endpoint.json"
-NO_LOCAL_LAUNCHER = "not yet: a local job runs the trainer itself, not through SageMaker's launchers"
 PROGRESS_POLL_S = 0.5       # how often the epoch bar re-reads the job log
 
 
@@ -93,7 +92,6 @@ class LocalBackend(Backend):
 
         loaded = load_spec(spec).with_overrides(static=static or None, instance_count=instance_count,
                                                 distribution=distribution)
-        self.refuse("--distribution", loaded.distribution, NO_LOCAL_LAUNCHER)
         out = Path(out_dir) if out_dir else self.run_dir / "tune"
         channels, answer = channels_from_data_dir(data), {}
         not_head_only = blocker(loaded) if self.settings.containers else "features channels are for containers"

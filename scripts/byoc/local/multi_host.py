@@ -163,8 +163,16 @@ def local_training_job(job_dir, hyperparameters: dict, channels: dict, instance_
     if distribution is None:
         return TrainingJob(job_dir, hyperparameters, channels, image=image, log_file=log_file, env=env,
                            feature_cache_dir=feature_cache_dir)
+    hyperparameters, launcher_env = through_launcher(hyperparameters, env, image)
+    return TrainingJob(job_dir, hyperparameters, channels, image=image, log_file=log_file, env=launcher_env,
+                       feature_cache_dir=feature_cache_dir)
+
+
+def through_launcher(hyperparameters, env: dict | None, image: str | None) -> tuple[dict, dict]:
+    """The hyperparameters and environment that start a one-host job through the image's launcher
+    (torchrun), as SageMaker does for ``distribution={"torch_distributed": ...}``: for ``byoc train``
+    and every trial of ``byoc tune``."""
     launcher_env = {"SAGEMAKER_TRAINING_MODULE": LAUNCHER_MODULE, **(env or {})}
     if image is None:
         launcher_env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return TrainingJob(job_dir, {**hyperparameters, TORCH_DISTRIBUTED_HYPERPARAMETER: "true"}, channels,
-                       image=image, log_file=log_file, env=launcher_env, feature_cache_dir=feature_cache_dir)
+    return {**hyperparameters, TORCH_DISTRIBUTED_HYPERPARAMETER: "true"}, launcher_env

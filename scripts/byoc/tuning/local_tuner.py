@@ -329,7 +329,7 @@ def _trial_worker(run: _Run, trial: optuna.Trial) -> TrialOutcome:
     try:
         return run_trial(trial, hyperparameters, run.channels, job_dir, run.spec.objective.metric,
                          image=run.image, checkpoint_dir=checkpoint_dir, timeout_s=run.timeout_s, env=run.env,
-                         feature_cache_dir=run.feature_cache_dir,
+                         feature_cache_dir=run.feature_cache_dir, distribution=run.spec.distribution,
                          last_step=epochs, previous_log=previous_log, on_start=on_start,
                          on_progress=lambda step, value: run.show.trial_epoch(trial.number, step, value))
     finally:

@@ -19,6 +19,7 @@ from typing import Any
 
 import optuna
 
+from byoc.local.multi_host import through_launcher
 from byoc.local.training_job import TrainingJob, TrainingJobResult
 from container_train import contract
 
@@ -41,6 +42,7 @@ def run_trial(trial: optuna.Trial, hyperparameters: dict[str, Any], channels: di
               job_dir: Path, metric: str, *, image: str | None = None, checkpoint_dir: str | None = None,
               timeout_s: float | None = None, env: dict[str, str] | None = None,
               feature_cache_dir: Path | None = None, last_step: int | None = None, previous_log: str = "",
+              distribution: str | None = None,
               on_start: Callable[[TrainingJob], None] | None = None,
               on_progress: Callable[[int, float], None] | None = None) -> TrialOutcome:
     """Run the training job for ``trial``; never raises for a failing job (see the outcome).
@@ -51,6 +53,8 @@ def run_trial(trial: optuna.Trial, hyperparameters: dict[str, Any], channels: di
     """
     started = time.monotonic()
     outcome = TrialOutcome(state="FAIL", value=None, job_dir=str(job_dir))
+    if distribution is not None:   # a one-host job (multi-host trials are refused before), via torchrun
+        hyperparameters, env = through_launcher(hyperparameters, env, image)
     try:
         job = TrainingJob(job_dir, hyperparameters, channels, checkpoint_dir=checkpoint_dir, image=image,
                           env=env, feature_cache_dir=feature_cache_dir)
