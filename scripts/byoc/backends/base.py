@@ -10,12 +10,14 @@ by the other one (:meth:`Backend.refuse`), never silently dropped.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from byoc.errors import ByocError
 from byoc.settings import Settings
 from container_serve import content_types as ct
+from container_train.hyperparameters import HyperparameterError, Hyperparameters
 
 if TYPE_CHECKING:
     from byoc.aws.autoscaling import EndpointScaling
@@ -24,6 +26,16 @@ if TYPE_CHECKING:
 
 class BackendError(ByocError):
     """A job or endpoint operation failed, or an argument does not apply to this backend."""
+
+
+def job_hyperparameters(values: Mapping[str, Any] | None) -> Hyperparameters:
+    """A job's hyperparameters checked against the trainer's table before any job is created, on every
+    backend: a typo fails here, in one line, not inside a (billed) job. Already-validated values (the
+    CLI's, a tuning spec's) pass through untouched."""
+    try:
+        return Hyperparameters.of(values)
+    except HyperparameterError as e:
+        raise BackendError(str(e)) from None
 
 
 class Backend(ABC):
@@ -66,10 +78,11 @@ class Backend(ABC):
         final training job on it (``final``: its ``model_data``)."""
 
     @abstractmethod
-    def train(self, data: str, hyperparameters: dict[str, str], job_dir: str | None = None,
+    def train(self, data: str, hyperparameters: Mapping[str, Any], job_dir: str | None = None,
               description: str = "training", stop_on: dict[str, dict[str, str]] | None = None,
               debugger: bool = True, instance_count: int = 1, distribution: str | None = None) -> dict:
-        """One training job; the answer's ``job`` names it for :meth:`report`. ``stop_on``: Debugger
+        """One training job; the answer's ``job`` names it for :meth:`report`. ``hyperparameters`` are
+        checked with :func:`job_hyperparameters` before anything starts. ``stop_on``: Debugger
         rules (name -> parameters) whose firing stops the job (SageMaker's StopTraining action).
         ``debugger``: the Debugger hook (hyperparameter ``debugger``; on SageMaker also the built-in
         rules and the profiler); it wins over a ``debugger`` value in ``hyperparameters``.

@@ -13,7 +13,7 @@ import signal
 import time
 from pathlib import Path
 
-from byoc.backends.base import Backend, BackendError
+from byoc.backends.base import Backend, BackendError, job_hyperparameters
 from byoc.console import console, progress_bar
 from byoc.datasets import prepare as datasets
 from byoc.local.client import EndpointClient
@@ -137,6 +137,7 @@ class LocalBackend(Backend):
     def train(self, data, hyperparameters, job_dir=None, description="training", stop_on=None, debugger=True,
               instance_count=1, distribution=None):
         """One job in a SageMaker-shaped ``/opt/ml`` tree; an epoch bar; the log path on failure."""
+        hyperparameters = job_hyperparameters(hyperparameters)     # before anything is created
         if not Path(data).is_dir():
             raise FileNotFoundError(f"dataset {data} does not exist (prepare one with `byoc data`)")
         return self._run_job({"training": Path(data)}, hyperparameters, Path(job_dir) if job_dir else None,

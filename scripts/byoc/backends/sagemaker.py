@@ -19,7 +19,7 @@ from byoc.aws import training_jobs as tj
 from byoc.aws import tuning_jobs as hpo
 from byoc.aws.debugger import HOOK_HYPERPARAMETER, DebuggerSettings, settings_for_region, with_hook
 from byoc.aws.session import AwsContext
-from byoc.backends.base import Backend, BackendError
+from byoc.backends.base import Backend, BackendError, job_hyperparameters
 from byoc.backends.local import LocalBackend
 from byoc.console import console, progress_bar
 from container_serve import content_types as ct
@@ -149,6 +149,7 @@ class SageMakerBackend(Backend):
               instance_count=1, distribution=None):
         """CreateTrainingJob with the Debugger hook, built-in rules and the profiler report (none of
         them with ``debugger=False`` or in a region without Debugger), on ``instance_count`` hosts."""
+        hyperparameters = job_hyperparameters(hyperparameters)     # before any request, S3's included
         self.refuse("--job-dir", job_dir, "a SageMaker job's files live under the run's S3 prefix")
         self.refuse("--stop-on", stop_on, "the local rule watcher stops local jobs; on SageMaker a rule's "
                     "StopTraining action is configured on the rule itself")

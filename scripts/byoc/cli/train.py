@@ -78,15 +78,25 @@ def register(sub, common) -> None:
 
 
 def run(args, backend) -> int:
+    hps = training_hyperparameters(args.from_tuning, args.hp)      # before any job, on every backend
     check_local_dataset(backend, args.data)
-    from byoc.tuning.best import read_best_hyperparameters
-
-    hps = read_best_hyperparameters(args.from_tuning) if args.from_tuning else {}
-    hps.update(parse_hp(args.hp))
     print_json(backend.train(args.data, hps, job_dir=args.job_dir, stop_on=stop_rules(args.stop_on, args.rule_param),
                              debugger=args.debugger, instance_count=instance_count(args.instance_count),
                              distribution=args.distribution))
     return 0
+
+
+def training_hyperparameters(from_tuning: str | None, items: list[str]):
+    """``--from-tuning`` DIR's best hyperparameters with the ``--hp`` values on top, checked against the
+    trainer's table here, so a typo costs no job (:class:`~container_train.hyperparameters.Hyperparameters`)."""
+    from byoc.tuning.best import read_best_hyperparameters
+    from container_train.hyperparameters import HyperparameterError, Hyperparameters
+
+    base = read_best_hyperparameters(from_tuning) if from_tuning else Hyperparameters.parse({})
+    try:
+        return base | parse_hp(items)
+    except HyperparameterError as e:
+        raise UsageError(f"--hp: {e}") from None
 
 
 def instance_count(value: int | None, default: int = 1) -> int:
