@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -33,12 +31,3 @@ def print_table(title: str, headers: list[str], rows: list[list]) -> str:
 def machine_note() -> str:
     load = os.getloadavg()
     return f"{os.cpu_count()} CPUs, load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (1/5/15 min) at start"
-
-
-@contextmanager
-def stopwatch(out: dict, key: str):
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        out[key] = time.perf_counter() - start

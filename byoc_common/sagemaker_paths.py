@@ -19,7 +19,6 @@ MODEL_DIR = f"{BASE_DIR}/model"                   # training output; a single-mo
 MULTI_MODEL_ROOT = f"{BASE_DIR}/models"           # where a multi-model endpoint finds its models
 CHECKPOINT_DIR = f"{BASE_DIR}/checkpoints"        # synced to CheckpointConfig.S3Uri
 TENSOR_DIR = f"{BASE_DIR}/output/tensors"         # Debugger's default DebugHookConfig.LocalPath
-CODE_DIR = f"{BASE_DIR}/code"                     # where the training image keeps train.py
 
 
 def base_dir(environ: Mapping[str, str] | None = None) -> Path:

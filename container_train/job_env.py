@@ -76,10 +76,6 @@ class JobPaths:
     def failure_file(self) -> Path:
         return self.output_dir / "failure"
 
-    @property
-    def debug_hook_config(self) -> Path:
-        return self.base / DEBUG_HOOK_CONFIG
-
     def channel(self, name: str) -> Path | None:
         return self.channels.get(name)
 

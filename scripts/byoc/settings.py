@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,6 @@ class Settings:
     endpoint_url: str | None = None    # for moto / LocalStack; never set for real AWS
     dry_run: bool = False
     wait: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def run_name(self) -> str:
@@ -97,7 +96,7 @@ class Settings:
             )
 
 
-_FIELD_NAMES = {f.name for f in fields(Settings)} - {"extra"}
+_FIELD_NAMES = {f.name for f in fields(Settings)}
 _BOOL_FIELDS = {"containers", "dry_run", "wait", "spot"}
 _INT_FIELDS = {"port", "max_runtime_extraction_s", "max_runtime_trial_s", "max_runtime_final_s", "max_wait_s"}
 

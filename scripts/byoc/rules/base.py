@@ -163,6 +163,3 @@ class LocalRule(Rule):
             return float(self.base_trial.tensor(tname).reduction_value(step, reduction, abs=abs))
         except TensorUnavailableForStep:
             return None
-
-    def saved_at(self, tname: str, step: int) -> bool:
-        return step in self.base_trial.tensor(tname).steps()

@@ -49,10 +49,6 @@ class RuleResult:
     violations: int = 0                       # how many steps fired in total
     notes: list[str] = field(default_factory=list)           # deviations / what was not checkable
 
-    @property
-    def fired(self) -> bool:
-        return self.status == ISSUES_FOUND
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
