@@ -26,6 +26,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = {"byoc_common": REPO / "byoc_common", "container_train": REPO / "container_train",
            "container_serve": REPO / "container_serve", "byoc": REPO / "scripts" / "byoc"}
+# A unit holds the module of that name and every module below it, except "byoc" itself: that is only
+# the package's own __init__, so a new subpackage of byoc must be given its layer here.
 LAYERS = {
     "byoc_common": 0, "container_train": 1, "container_serve": 1,
     "byoc": 2, "byoc.errors": 2,
@@ -36,9 +38,12 @@ LAYERS = {
 }
 
 
-def _modules() -> dict[str, Path]:
+ONLY_ITSELF = {"byoc"}
+
+
+def _modules(sources: dict[str, Path] = SOURCES) -> dict[str, Path]:
     found = {}
-    for top, root in SOURCES.items():
+    for top, root in sources.items():
         for path in root.rglob("*.py"):
             parts = [top, *path.relative_to(root).with_suffix("").parts]
             if parts[-1] == "__init__":
@@ -77,16 +82,34 @@ def _imports(module: str, path: Path) -> set[str]:
 GRAPH = {m: _imports(m, p) for m, p in MODULES.items()}
 
 
+def _unit_of(module: str) -> str | None:
+    return max((u for u in LAYERS if module == u or (module.startswith(u + ".") and u not in ONLY_ITSELF)),
+               key=len, default=None)
+
+
 def _layer_of(module: str) -> tuple[str, int]:
-    unit = max((u for u in LAYERS if module == u or module.startswith(u + ".")), key=len, default=None)
+    unit = _unit_of(module)
     if unit is None:
         pytest.fail(f"{module} belongs to no layer: add its package to LAYERS (and to README's Layout)")
     return unit, LAYERS[unit]
 
 
+def _without_layer(modules) -> list[str]:
+    return sorted(m for m in modules if _unit_of(m) is None)
+
+
 def test_every_module_has_a_layer():
-    for module in MODULES:
-        _layer_of(module)
+    assert _without_layer(MODULES) == [], "add these packages to LAYERS (and to README's Layout)"
+
+
+def test_a_module_without_a_layer_is_found(tmp_path):
+    """A new byoc subpackage (or module) is not silently given the layer of ``byoc`` itself."""
+    for rel in ("byoc/__init__.py", "byoc/errors.py", "byoc/newthing/__init__.py", "byoc/newthing/x.py",
+                "byoc/loose.py", "byoc_common/y.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    found = _modules({"byoc": tmp_path / "byoc", "byoc_common": tmp_path / "byoc_common"})
+    assert _without_layer(found) == ["byoc.loose", "byoc.newthing", "byoc.newthing.x"]
 
 
 def test_no_import_goes_up_or_sideways():
