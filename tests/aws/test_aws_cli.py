@@ -48,7 +48,7 @@ def test_pipeline_dry_run_prints_every_request_and_sends_none(tmp_path, monkeypa
     out = capsys.readouterr().out
     assert rc == 0, out[-3000:]
     ops = [line.split()[1] for line in out.splitlines() if line.startswith("DRY-RUN ")]
-    for op in ("s3.PutObject", "sagemaker.CreateHyperParameterTuningJob", "sagemaker.CreateTrainingJob",
+    for op in ("s3.upload_file", "sagemaker.CreateHyperParameterTuningJob", "sagemaker.CreateTrainingJob",
                "sagemaker.CreateModel", "sagemaker.CreateEndpointConfig", "sagemaker.CreateEndpoint",
                "sagemaker-runtime.InvokeEndpoint", "sagemaker.CreateTransformJob"):
         assert op in ops, (op, sorted(set(ops)))
@@ -65,3 +65,29 @@ def test_pipeline_dry_run_prints_every_request_and_sends_none(tmp_path, monkeypa
     assert train["ProfilerRuleConfigurations"][0]["RuleConfigurationName"] == "ProfilerReport"
     # Nothing was created, so nothing is recorded for clean-up.
     assert not (tmp_path / "run" / "aws-resources.json").exists()
+    # Issue 24 item 10: what it would do, once per channel (two datasets x train/valid/test, the batch
+    # folder), never a claim that it was done, and no summary of artifacts that do not exist.
+    uploads = [json.loads(line.split(" ", 2)[2]) for line in out.splitlines()
+               if line.startswith("DRY-RUN s3.upload_file ")]
+    assert [u["to"].rstrip("/").rsplit("/", 1)[1] for u in uploads[:6]] == ["test", "train", "valid"] * 2
+    assert len(uploads) == 7 and "s3.PutObject" not in ops
+    prose = "\n".join(line for line in out.splitlines() if not line.startswith("DRY-RUN "))
+    assert "dry run: nothing uploaded" in prose and "uploaded " not in prose.replace("nothing uploaded", "")
+    assert "None" not in prose and "would serve (dry run)" in prose
+    assert "none was sent, nothing was created or uploaded" in prose
+    assert not (tmp_path / "run" / "index.html").exists() and not (tmp_path / "run" / "state.json").exists()
+
+
+def test_a_failed_dry_run_suggests_resuming_it_as_a_dry_run(tmp_path, monkeypatch, capsys):
+    """Issue 24 item 10: the resume command of a failed dry run keeps --dry-run (without it, it would
+    send every request for real)."""
+    monkeypatch.chdir(tmp_path)
+    flags = _flags(tmp_path, "http://127.0.0.1:9")
+    i = flags.index("--train-image")
+    del flags[i:i + 2]                                    # the tune step needs it: the run fails there
+    assert main(["pipeline", "--tiny", "--dry-run", *flags]) == 1
+    out = capsys.readouterr().out
+    assert "step tune failed" in out
+    resume = next(line for line in out.splitlines() if "resume with:" in line)
+    assert resume.split("resume with:", 1)[1].split()[:2] == ["byoc", "pipeline"] and "--dry-run" in resume
+    assert "results so far" not in out

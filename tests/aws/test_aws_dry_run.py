@@ -97,3 +97,20 @@ def test_dry_run_object_records_without_context():
     dr.attach(c)
     assert c.delete_model(ModelName="m")["ResponseMetadata"]["DryRun"] is True
     assert dr.operations() == ["sagemaker.DeleteModel"]
+
+
+def test_a_dry_run_upload_is_one_line_per_channel_and_uploads_nothing(settings_for, tmp_path):
+    """Issue 24 item 10: the demo's 16,820 PutObject lines become one line per channel, with the count."""
+    root = tmp_path / "data"
+    for split, n in (("train", 40), ("valid", 10), ("test", 10)):
+        for i in range(n):
+            (root / split / "001.a").mkdir(parents=True, exist_ok=True)
+            (root / split / "001.a" / f"{i}.jpg").write_bytes(b"\xff\xd8" + bytes(i))
+    (root / ".complete").write_text("")                       # bookkeeping: never uploaded
+    ctx, out = _dry_ctx(settings_for)
+    assert s3_data.upload_folder(ctx, root, f"s3://{BUCKET}/byoc/demo/data/") == (0, 0)
+    lines = [line for line in out.getvalue().splitlines() if "s3.upload_file" in line]
+    assert [json.loads(line.split(" ", 2)[2]) for line in lines] == [
+        {"files": n, "bytes": sum(2 + i for i in range(n)), "from": str(root / split),
+         "to": f"s3://{BUCKET}/byoc/demo/data/{split}/"} for split, n in (("test", 10), ("train", 40), ("valid", 10))]
+    assert "s3.PutObject" not in ctx.dry_run.operations()

@@ -10,7 +10,8 @@ Implemented with two botocore events on each client:
   call: botocore never signs, never opens a connection, and needs no credentials.
 
 The printed line is ``DRY-RUN <service>.<Operation> <params as JSON>``; file bodies are shown as
-``<file NAME, N bytes>`` instead of their bytes.
+``<file NAME, N bytes>`` instead of their bytes. A folder upload prints one ``s3.upload_file`` line per
+channel (files, bytes, from, to) instead of one line per file (:meth:`DryRun.summarize`).
 """
 
 from __future__ import annotations
@@ -95,6 +96,13 @@ class DryRun:
         parsed = json.loads(json.dumps(_FAKE_RESPONSES.get(model.name, {})))
         parsed.setdefault("ResponseMetadata", {"HTTPStatusCode": 200, "DryRun": True})
         return _FakeHttpResponse(), parsed
+
+    def summarize(self, service: str, operation: str, params: dict[str, Any]) -> None:
+        """Record and print one line for many requests of one kind (a folder's uploads: one line per
+        channel, not 12,000), in the same ``DRY-RUN <service>.<operation> <JSON>`` form."""
+        self.requests.append((service, operation, params))
+        print(f"DRY-RUN {service}.{operation} {json.dumps(params, sort_keys=True, default=str)}",
+              file=self.stream or sys.stdout, flush=True)
 
     def operations(self) -> list[str]:
         return [f"{service}.{op}" for service, op, _ in self.requests]

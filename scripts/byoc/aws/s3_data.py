@@ -51,7 +51,7 @@ def upload_folder(ctx: AwsContext, folder: str | os.PathLike, dest_uri: str,
 
     Hidden files are skipped. Resume-friendly: files already in S3 with the same size are skipped. ``on_progress(done_bytes,
     total_bytes)`` is called as bytes go out (boto3's ``upload_file`` callback). Returns
-    ``(uploaded, skipped)`` file counts.
+    ``(uploaded, skipped)`` file counts; a dry run uploads nothing (0) and prints one line per channel.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -71,9 +71,25 @@ def upload_folder(ctx: AwsContext, folder: str | os.PathLike, dest_uri: str,
         if on_progress:
             on_progress(done, total)
 
+    if ctx.is_dry_run:
+        _summarize_uploads(ctx, folder, todo, dest_uri)
+        return 0, len(files) - len(todo)
     for p in todo:
         ctx.s3.upload_file(str(p), bucket, prefix + p.relative_to(folder).as_posix(), Callback=_callback)
     return len(todo), len(files) - len(todo)
+
+
+def _summarize_uploads(ctx: AwsContext, folder: Path, todo: list[Path], dest_uri: str) -> None:
+    """A dry run's account of a folder upload: one line per channel (a top-level subfolder such as
+    ``train/``; files at the top count as one), never one per file."""
+    groups: dict[str, list[Path]] = {}
+    for p in todo:
+        parts = p.relative_to(folder).parts
+        groups.setdefault(parts[0] if len(parts) > 1 else "", []).append(p)
+    for sub, paths in sorted(groups.items()):
+        ctx.dry_run.summarize("s3", "upload_file", {
+            "files": len(paths), "bytes": sum(p.stat().st_size for p in paths), "from": str(folder / sub),
+            "to": join_s3(dest_uri, sub) + "/" if sub else dest_uri})
 
 
 def put_new_file(ctx: AwsContext, path: str | os.PathLike, dest_uri: str,

@@ -69,10 +69,17 @@ def parameter_ranges(spec: TuningSpec) -> dict[str, list[dict[str, Any]]]:
     return ranges
 
 
+def on_spec_hosts(resources: TrainingResources, spec: TuningSpec) -> TrainingResources:
+    """``resources`` on the spec's ``instance_count`` hosts with its ``distribution``: every trial's, and
+    the final job's after a features-channel tuning. The global batch is batch-size x world size, so a
+    final job on other hosts would train the tuned learning rate on another batch than the trials did."""
+    return replace(resources, instance_count=spec.instance_count, distribution=spec.distribution)
+
+
 def build_tuning_job_request(spec: TuningSpec, job_name: str, resources: TrainingResources) -> dict[str, Any]:
     """The ``CreateHyperParameterTuningJob`` request for ``spec`` (nothing is sent). Every trial runs
-    on the spec's ``instance_count`` hosts with its ``distribution`` (they win over ``resources``)."""
-    resources = replace(resources, instance_count=spec.instance_count, distribution=spec.distribution)
+    on the spec's hosts (:func:`on_spec_hosts`: they win over ``resources``)."""
+    resources = on_spec_hosts(resources, spec)
     resources.validate()
     check_tuning_job_name(job_name)
     config: dict[str, Any] = {

@@ -20,11 +20,13 @@ from byoc.pipeline.summary import print_summary, shown
 
 
 def resume_command(backend: Backend, profile: str) -> str:
-    """The exact command that continues this run."""
+    """The exact command that continues this run (a dry run's stays a dry run: without --dry-run it
+    would send every request for real)."""
     s = backend.settings
     return shlex.join(["byoc", "pipeline", "--run-dir", s.run_dir, "--profile", profile]
                       + (["--containers"] if s.containers else [])
-                      + (["--backend", s.backend] if s.backend != "local" else []))
+                      + (["--backend", s.backend] if s.backend != "local" else [])
+                      + (["--dry-run"] if s.dry_run else []))
 
 
 def _open_state(backend: Backend, run_dir: Path, profile: str, restart: bool, from_step: str | None
@@ -63,10 +65,15 @@ def run_pipeline(backend: Backend, profile: str = "demo", data: str | None = Non
                 continue
             console.rule(f"[{i}/{len(steps)}] {name}: {title}")
             if not _run_step(ctx, name, fn, resume_command(backend, profile)):
-                console.print(f"results so far: {shown(write_page(state, run_dir, pipeline_steps.STEP_NAMES))}")
+                if not settings.dry_run:
+                    console.print(f"results so far: {shown(write_page(state, run_dir, pipeline_steps.STEP_NAMES))}")
                 return 1
     finally:
         backend.stop_endpoint()
+    if settings.dry_run:      # nothing was made: no artifact table, page or state, and no claim of either
+        console.print(f"[bold]dry run[/]: the {len(steps)} steps' AWS requests are above (DRY-RUN lines); none was "
+                      "sent, nothing was created or uploaded.")
+        return 0
     state.data["total_seconds"] = round(time.monotonic() - started, 1)
     state.save()
     print_summary(state, run_dir, write_page(state, run_dir, pipeline_steps.STEP_NAMES))
