@@ -70,3 +70,9 @@ class InsufficientStorageError(InferenceError):
 
 class ServiceUnavailableError(InferenceError):
     status, phrase = 503, "Service Unavailable"
+
+
+class GatewayTimeoutError(InferenceError):
+    """504: the model server did not answer within the gate's deadline (``BYOC_UPSTREAM_TIMEOUT_S``)."""
+
+    status, phrase = 504, "Gateway Timeout"

@@ -29,6 +29,20 @@ models would get 409 and its invocations 503. With the two calls, MMS never unre
 the gate's ``DELETE`` is the only one.
 
 Gate errors have the handler's shape ``{"error": ..., "code": ...}``; what MMS answers is passed on.
+
+What the gate bounds, so that no request waits forever and ``/ping`` answers during every attack:
+
+* an invocation whose ``Content-Type`` the handler does not accept (``content_types.ACCEPTED_CONTENT_TYPES``)
+  is a 415 before anything reaches MMS: its Java frontend (Netty 4.1.91) parses form and multipart bodies
+  field by field before our handler runs (one 6 MB body: 163 s of CPU and +2.3 GB);
+* idle, head and body timeouts (408 for a head or body that stalls), and a connection cap at which the
+  connection that waited longest on its client is closed (``BYOC_GATE_*``, :mod:`container_serve.settings`);
+* MMS's answer: ``BYOC_UPSTREAM_TIMEOUT_S`` for invocations and queries, ``BYOC_LOAD_TIMEOUT_S`` for a load,
+  then a JSON 504;
+* an invocation still waiting when its model is unloaded is answered 404 at once (MMS never answers
+  it): the contract's answer for a model that is not loaded ("Invoke Model API"), on which SageMaker
+  loads the model again;
+* ``POST /models`` is parsed and checked in a thread, off the event loop.
 """
 
 from __future__ import annotations
@@ -37,6 +51,7 @@ import asyncio
 import json
 import logging
 import re
+import resource
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -48,17 +63,15 @@ from container_serve.errors import (
     InsufficientStorageError,
     MethodNotAllowedError,
     NotFoundError,
-    ServiceUnavailableError,
+    UnsupportedMediaTypeError,
 )
 from container_serve.http1 import (
     MAX_HEAD_BYTES,
     HttpError,
     Message,
-    encode_request,
     encode_response,
     read_request_body,
     read_request_head,
-    read_response,
     reason,
 )
 from container_serve.management import (
@@ -68,10 +81,11 @@ from container_serve.management import (
     parse_load_request,
 )
 from container_serve.settings import ServeSettings
+from container_serve.upstream import Upstream, within
 
 logger = logging.getLogger(__name__)
 
-MAX_IDLE_UPSTREAM = 32
+FD_RESERVE = 64  # open files kept for MMS sockets, logs and load reports beyond two per connection
 MODEL_PATH = re.compile(r"^/models/([^/]+)$")
 INVOKE_PATH = re.compile(r"^/models/([^/]+)/invoke$")
 JSON_HEADERS = [("Content-Type", ct.JSON)]
@@ -88,52 +102,26 @@ def error_reply(e: InferenceError) -> Message:
     return reply(e.status, {"error": e.message, "code": e.status}, allow)
 
 
+def connection_cap(wanted: int) -> int:
+    """``wanted``, lowered to what the open-files limit allows (a client connection and its upstream
+    one each take a descriptor); the soft limit is raised to the hard one first."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, (soft - FD_RESERVE) // 2))
+
+
 def _mms_message(resp: Message) -> str:
     try:
         return str(json.loads(resp.body).get("message") or resp.reason)
     except (ValueError, AttributeError):
         return resp.reason or f"HTTP {resp.status}"
-
-
-class Upstream:
-    """Keep-alive HTTP connections to one of MMS's Unix sockets."""
-
-    def __init__(self, path: Path):
-        self.path = str(path)
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-
-    async def send(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes = b"") -> Message:
-        data = encode_request(method, target, headers, body)
-        while True:
-            reused = bool(self.idle)
-            if reused:
-                reader, writer = self.idle.pop()
-            else:
-                try:
-                    reader, writer = await asyncio.open_unix_connection(self.path, limit=MAX_HEAD_BYTES)
-                except OSError as e:
-                    raise ServiceUnavailableError(f"the model server is not reachable: {e}") from e
-            try:
-                writer.write(data)
-                resp = await read_response(reader)
-            except ConnectionResetError:
-                writer.close()
-                if reused:  # a kept-alive connection MMS had closed before reading anything: send again
-                    continue
-                raise ServiceUnavailableError("the model server closed the connection") from None
-            except (OSError, asyncio.IncompleteReadError) as e:
-                writer.close()
-                raise ServiceUnavailableError(f"the model server dropped the request: {e}") from e
-            if resp.keep_alive and len(self.idle) < MAX_IDLE_UPSTREAM:
-                self.idle.append((reader, writer))
-            else:
-                writer.close()
-            return resp
-
-    def close(self) -> None:
-        for _, writer in self.idle:
-            writer.close()
-        self.idle.clear()
 
 
 class Gate:
@@ -145,6 +133,10 @@ class Gate:
         self.load_reports_dir = load_reports_dir
         self.server_running = server_running
         self._name_locks: dict[str, asyncio.Lock] = {}
+        self._unloaded: dict[str, set[asyncio.Future]] = {}  # per model, invocations waiting on MMS
+        self._waiting_on_client: dict[asyncio.StreamWriter, None] = {}  # oldest first
+        self._open = 0
+        self.max_connections = settings.max_connections
 
     # -- routing --------------------------------------------------------------------------------------
     def route(self, head: Message) -> tuple[Handler, int]:
@@ -162,7 +154,7 @@ class Gate:
         if path == "/execution-parameters":
             return self._only(method, ("GET",), self.forward_inference), 0
         if path == "/invocations" and not multi:
-            return self._only(method, ("POST",), self.forward_inference), payload
+            return self._invocation(head, self.forward_inference), payload
         if models_api:
             if path == "/models":
                 if method == "POST":
@@ -170,7 +162,7 @@ class Gate:
                 return self._only(method, ("GET", "POST"), self.list_models), 0
             if m := INVOKE_PATH.match(path):
                 self._model_name(m.group(1))
-                return self._only(method, ("POST",), self.forward_inference), payload
+                return self._invocation(head, self.invoke), payload
             if m := MODEL_PATH.match(path):
                 self._model_name(m.group(1))
                 if method == "DELETE":
@@ -182,6 +174,17 @@ class Gate:
     def _only(method: str, allowed: tuple[str, ...], handler: Handler) -> Handler:
         if method not in allowed:
             raise MethodNotAllowedError(f"method {method} is not allowed here", allowed)
+        return handler
+
+    def _invocation(self, head: Message, handler: Handler) -> Handler:
+        """POST only, and only a Content-Type the handler reads (content_types, the one definition)."""
+        self._only(head.method, ("POST",), handler)
+        values = head.all("content-type")
+        if len(values) > 1:
+            raise BadRequestError("more than one Content-Type header")
+        if ct.media_type(values[0] if values else None) not in ct.ACCEPTED_CONTENT_TYPES:
+            accepted = ", ".join(t for t in ct.ACCEPTED_CONTENT_TYPES if t) + " or none"
+            raise UnsupportedMediaTypeError(f"Content-Type {values[0][:100]!r} is not accepted; send {accepted}")
         return handler
 
     @staticmethod
@@ -197,13 +200,35 @@ class Gate:
         return reply(200, {"status": "Healthy"})  # what MMS answers, without waiting for it
 
     async def forward_inference(self, head: Message, body: bytes) -> Message:
-        return await self.inference.send(head.method, head.path, head.end_to_end_headers(), body)
+        return await within(self.settings.upstream_timeout_s, f"{head.method} {head.path}",
+                            self.inference.send(head.method, head.path, head.end_to_end_headers(), body))
+
+    async def invoke(self, head: Message, body: bytes) -> Message:
+        """Forward one invocation of a multi-model endpoint; 404 the moment its model is unloaded."""
+        name = INVOKE_PATH.match(head.path).group(1)
+        unloaded = asyncio.get_running_loop().create_future()
+        self._unloaded.setdefault(name, set()).add(unloaded)
+        answer = asyncio.ensure_future(self.forward_inference(head, body))
+        try:
+            await asyncio.wait((answer, unloaded), return_when=asyncio.FIRST_COMPLETED)
+            if answer.done():
+                return answer.result()
+            raise NotFoundError(f"model {name!r} was unloaded while this invocation waited for it")
+        finally:
+            answer.cancel()
+            waiting = self._unloaded.get(name)
+            if waiting is not None:
+                waiting.discard(unloaded)
+                if not waiting:
+                    del self._unloaded[name]
 
     async def forward_management(self, head: Message, body: bytes) -> Message:
-        return await self.management.send(head.method, head.path, [], b"")
+        return await within(self.settings.upstream_timeout_s, f"{head.method} {head.path}",
+                            self.management.send(head.method, head.path, [], b""))
 
     async def list_models(self, head: Message, body: bytes) -> Message:
-        return await self.management.send("GET", "/models" + list_query(head.query), [], b"")
+        return await within(self.settings.upstream_timeout_s, "GET /models",
+                            self.management.send("GET", "/models" + list_query(head.query), [], b""))
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._name_locks.setdefault(name, asyncio.Lock())
@@ -211,10 +236,21 @@ class Gate:
     async def unload(self, head: Message, body: bytes) -> Message:
         name = MODEL_PATH.match(head.path).group(1)
         async with self._lock(name):
-            return await self.management.send("DELETE", f"/models/{name}", [], b"")
+            resp = await within(self.settings.upstream_timeout_s, f"DELETE /models/{name}",
+                                self.management.send("DELETE", f"/models/{name}", [], b""))
+        if resp.status < 300:  # what MMS still had queued for the model it will never answer
+            for waiting in self._unloaded.get(name, ()):
+                if not waiting.done():
+                    waiting.set_result(None)
+        return resp
 
     async def load(self, head: Message, body: bytes) -> Message:
-        request = parse_load_request(body, head.header("content-type"), head.query, self.settings.model_root)
+        request = await asyncio.to_thread(parse_load_request, body, head.header("content-type"), head.query,
+                                          self.settings.model_root)
+        return await within(self.settings.load_timeout_s, f"POST /models ({request.model_name})",
+                            self._load(request))
+
+    async def _load(self, request) -> Message:
         name = request.model_name
         async with self._lock(name):
             load_reports.discard(self.load_reports_dir, name)
@@ -238,23 +274,45 @@ class Gate:
 
     # -- connections ----------------------------------------------------------------------------------
     async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= self.max_connections and not self._close_longest_waiting():
+            writer.write(self._encode(reply(503, {"error": "too many connections, all busy", "code": 503}), False))
+            writer.close()
+            return
+        self._open += 1
         try:
             while await self._one_request(reader, writer):
                 pass
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         except Exception:  # noqa: BLE001 - a bug here must not take the gate down
             logger.exception("gate: unexpected error")
         finally:
+            self._open -= 1
+            self._waiting_on_client.pop(writer, None)
             writer.close()
+
+    def _close_longest_waiting(self) -> bool:
+        """At the connection cap: abort the connection that has waited longest on its client (idle, or
+        sending a head or a body), so a fresh request (a /ping) gets in; False when all are busy."""
+        for writer in self._waiting_on_client:
+            del self._waiting_on_client[writer]
+            writer.transport.abort()
+            return True
+        return False
+
+    def _on_client(self, writer: asyncio.StreamWriter, waiting: bool) -> None:
+        self._waiting_on_client.pop(writer, None)
+        if waiting:
+            self._waiting_on_client[writer] = None  # to the end: the newest wait
 
     async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Serve one request; False when the connection is to be closed."""
+        s = self.settings
+        self._on_client(writer, True)
         try:
-            head = await read_request_head(reader)
+            head = await read_request_head(reader, s.idle_timeout_s, s.head_timeout_s)
         except HttpError as e:
-            writer.write(self._encode(error_reply(e), keep_alive=False))
-            await writer.drain()
+            await self._send(writer, error_reply(e), keep_alive=False)
             return False
         if head is None:
             return False
@@ -264,23 +322,38 @@ class Gate:
             try:
                 handler, limit = self.route(head)
             except InferenceError as e:
-                refused, limit = e, self.settings.max_payload_bytes
+                refused, limit = e, s.max_payload_bytes
                 if (head.header("expect") or "").lower() == "100-continue":
                     raise HttpError(e.status, e.message, close=True) from e
-            body = await read_request_body(reader, writer, head, limit)
+            try:
+                async with asyncio.timeout(s.body_timeout_s):
+                    body = await read_request_body(reader, writer, head, limit, keep=refused is None)
+            except TimeoutError:
+                raise HttpError(408, f"the request body did not arrive within {s.body_timeout_s} s",
+                                close=True) from None
+            self._on_client(writer, False)
             resp = error_reply(refused) if refused else await handler(head, body)
         except InferenceError as e:
             resp = error_reply(e)
             keep_alive = keep_alive and not e.close
-        writer.write(self._encode(resp, keep_alive))
-        await writer.drain()
+        await self._send(writer, resp, keep_alive)
         return keep_alive
+
+    async def _send(self, writer: asyncio.StreamWriter, resp: Message, keep_alive: bool) -> None:
+        """Write the answer; a client that does not take it within the body timeout is dropped."""
+        self._on_client(writer, True)
+        writer.write(self._encode(resp, keep_alive))
+        async with asyncio.timeout(self.settings.body_timeout_s):
+            await writer.drain()
 
     @staticmethod
     def _encode(resp: Message, keep_alive: bool) -> bytes:
         return encode_response(resp.status, resp.reason, resp.end_to_end_headers(), resp.body, keep_alive)
 
     async def serve(self, host: str, port: int) -> asyncio.base_events.Server:
+        self.max_connections = connection_cap(self.settings.max_connections)
+        if self.max_connections < self.settings.max_connections:
+            logger.warning("connection cap lowered to %d by the open-files limit", self.max_connections)
         return await asyncio.start_server(self.handle_connection, host, port, limit=MAX_HEAD_BYTES,
                                           reuse_address=True)
 

@@ -5,6 +5,15 @@ Strict on purpose, since whatever passes here reaches multi-model-server: origin
 ``Content-Length`` or ``Transfer-Encoding: chunked`` (never both, nothing else), bounded head and body.
 Bodies are read whole (they are bounded by ``SAGEMAKER_MAX_PAYLOAD_IN_MB``) and always re-framed with a
 ``Content-Length``; hop-by-hop headers are never passed on.
+
+Every number on the wire is ASCII digits of bounded length (``Content-Length: ²`` and a chunk size of
+``-1`` are 400s, not exceptions), a chunked body is gathered into one ``bytearray`` and may have at most
+``MAX_CHUNKS`` chunks (2-byte chunks cost ~25x their size as a list of ``bytes``), and all work is linear
+in the bytes received. Time limits (idle, head, body) are the caller's (:mod:`container_serve.gate`):
+``read_request_head`` takes the idle and head deadlines because only it sees the first byte arrive.
+
+Why hand-written rather than h11 or httptools: ``bench/bench_gate.py --parsers`` (figures in
+``container_serve/README.md``) measures all three on the same requests and attacks.
 """
 
 from __future__ import annotations
@@ -21,6 +30,10 @@ MAX_HEADERS = 100
 MAX_TARGET_CHARS = 8 * 1024
 DRAIN_MAX_BYTES = 64 * 1024 * 1024   # a too-large body is read and dropped up to this, then the socket closes
 READ_CHUNK = 64 * 1024
+MAX_CHUNKS = 65_536  # a 6 MB body in 4 KiB chunks needs 1,536; 2-byte chunks stop at 128 KiB
+MAX_LEADING_EMPTY_LINES = 4
+CONTENT_LENGTH = re.compile(rb"[0-9]{1,18}")   # ASCII only: str.isdigit() also takes "²"
+CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")  # no sign, no "0x", no "_": int(x, 16) takes all three
 TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 VERSIONS = ("HTTP/1.1", "HTTP/1.0")
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
@@ -106,12 +119,13 @@ def _parse_headers(lines: list[bytes]) -> list[tuple[str, str]]:
     return headers
 
 
-async def _read_head(reader: asyncio.StreamReader) -> list[bytes] | None:
-    """The head's lines (start line first); None on a clean end of stream before any byte."""
+async def _read_head(reader: asyncio.StreamReader, first: bytes = b"") -> list[bytes] | None:
+    """The head's lines (start line first); None on a clean end of stream before any byte. ``first`` is
+    a byte the caller already took from the stream (the one that ended the idle wait)."""
     try:
-        head = await reader.readuntil(b"\r\n\r\n")
+        head = first + await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as e:
-        if not e.partial.strip():
+        if not (first + e.partial).strip():
             return None
         raise HttpError(400, "connection closed inside the message head", close=True) from e
     except asyncio.LimitOverrunError as e:
@@ -124,10 +138,35 @@ async def _read_head(reader: asyncio.StreamReader) -> list[bytes] | None:
     return lines
 
 
-async def read_request_head(reader: asyncio.StreamReader) -> Message | None:
-    lines = await _read_head(reader)
-    while lines is not None and lines == [b""]:  # tolerate empty lines between requests (RFC 9112 2.2)
-        lines = await _read_head(reader)
+async def _first_byte(reader: asyncio.StreamReader) -> bytes:
+    """The first byte of the next request, skipping the empty lines RFC 9112 2.2 lets a client send
+    between requests; b"" on a clean end of stream."""
+    for _ in range(MAX_LEADING_EMPTY_LINES + 1):
+        first = await reader.read(1)
+        if first != b"\r":
+            return first
+        if await reader.read(1) != b"\n":
+            raise HttpError(400, "bare CR before the request line", close=True)
+    raise HttpError(400, "too many empty lines before the request line", close=True)
+
+
+async def read_request_head(reader: asyncio.StreamReader, idle_s: float | None = None,
+                            head_s: float | None = None) -> Message | None:
+    """The next request's head; None when the client closed the connection (or left it idle for
+    ``idle_s``) before sending a byte. A head not complete ``head_s`` after its first byte is a 408."""
+    loop = asyncio.get_running_loop()
+    first = b""
+    try:
+        async with asyncio.timeout(idle_s) as deadline:
+            first = await _first_byte(reader)
+            if not first:
+                return None
+            deadline.reschedule(None if head_s is None else loop.time() + head_s)
+            lines = await _read_head(reader, first)
+    except TimeoutError:
+        if not first:
+            return None  # idle: close without an answer, the client sent nothing to answer
+        raise HttpError(408, f"the request head did not arrive within {head_s:g} s", close=True) from None
     if lines is None:
         return None
     parts = lines[0].decode("latin-1").split(" ")
@@ -154,8 +193,8 @@ def _framing(msg: Message) -> tuple[int | None, bool]:
         return None, True
     if not lengths:
         return None, False
-    if len(lengths) > 1 or not next(iter(lengths)).isdigit():
-        raise HttpError(400, "invalid Content-Length", close=True)
+    if len(lengths) > 1 or not CONTENT_LENGTH.fullmatch(next(iter(lengths)).encode("latin-1")):
+        raise HttpError(400, "invalid Content-Length (one ASCII decimal number expected)", close=True)
     return int(next(iter(lengths))), False
 
 
@@ -171,29 +210,33 @@ async def _drain(reader: asyncio.StreamReader, length: int) -> bool:
     return True
 
 
-async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
-    parts, total = [], 0
-    while True:
-        size_line = (await reader.readuntil(b"\r\n"))[:-2].split(b";", 1)[0].strip()
-        try:
-            size = int(size_line, 16)
-        except ValueError as e:
-            raise HttpError(400, "malformed chunk size", close=True) from e
+async def _read_chunked(reader: asyncio.StreamReader, limit: int, keep: bool = True) -> bytes:
+    body, size_so_far = bytearray(), 0
+    for _ in range(MAX_CHUNKS):
+        size_line = (await reader.readuntil(b"\r\n"))[:-2].split(b";", 1)[0].strip(b" \t")
+        if not CHUNK_SIZE.fullmatch(size_line):
+            raise HttpError(400, "malformed chunk size", close=True)
+        size = int(size_line, 16)
         if size == 0:
             while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailer fields: dropped
                 pass
-            return b"".join(parts)
-        total += size
-        if total > limit:
+            return bytes(body)
+        size_so_far += size
+        if size_so_far > limit:
             raise HttpError(413, f"request body over the limit of {limit} bytes", close=True)
-        parts.append(await reader.readexactly(size))
+        if keep:
+            body += await reader.readexactly(size)
+        elif not await _drain(reader, size):
+            raise asyncio.IncompleteReadError(b"", size)
         if await reader.readexactly(2) != b"\r\n":
             raise HttpError(400, "malformed chunk", close=True)
+    raise HttpError(413, f"a chunked body of more than {MAX_CHUNKS} chunks; send larger chunks", close=True)
 
 
 async def read_request_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: Message,
-                            limit: int) -> bytes:
-    """The body of ``head`` (at most ``limit`` bytes, else 413), answering ``Expect: 100-continue``."""
+                            limit: int, keep: bool = True) -> bytes:
+    """The body of ``head`` (at most ``limit`` bytes, else 413), answering ``Expect: 100-continue``;
+    with ``keep=False`` it is read and dropped (a refused request's, so the connection can go on)."""
     length, chunked = _framing(head)
     expects = (head.header("expect") or "").lower() == "100-continue"
     if length is not None and length > limit:
@@ -208,7 +251,11 @@ async def read_request_body(reader: asyncio.StreamReader, writer: asyncio.Stream
         writer.write(CONTINUE)
     try:
         if chunked:
-            return await _read_chunked(reader, limit)
+            return await _read_chunked(reader, limit, keep)
+        if not keep:
+            if not await _drain(reader, length):
+                raise asyncio.IncompleteReadError(b"", length)
+            return b""
         return await reader.readexactly(length)
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
         raise HttpError(400, "connection closed inside the request body", close=True) from e

@@ -2,8 +2,10 @@
 
 A worker that cannot load a model can only die (MMS answers 500 "Failed to start workers", whatever the
 reason) or raise ``MemoryError`` (507). Before it does either, the handler writes one small JSON file
-``<folder>/<model name>.json`` = ``{"code": 400 | 507 | 500, "error": "<why>"}``; the gate reads and removes
-it once MMS has answered, so a bad artifact gets a 400 naming the problem and a full machine a 507.
+``<folder>/<sha256 of the model name>.json`` = ``{"code": 400 | 507 | 500, "error": "<why>"}`` (hashed: the
+file name keeps one length whatever the name's, ``<250 characters>.json`` and its temporary twin were over
+NAME_MAX); the gate reads and removes it once MMS has answered, so a bad artifact gets a 400 naming the
+problem and a full machine a 507.
 A load that worked leaves ``{"code": 200}``: the signal ``serve.py`` waits for before it opens the port of
 a single-model endpoint. The file is written before the worker reports back to MMS, so it is there when
 MMS's answer arrives. The folder is private to one server (``BYOC_LOAD_REPORTS_DIR``, set by serve.py).
@@ -11,6 +13,7 @@ MMS's answer arrives. The folder is private to one server (``BYOC_LOAD_REPORTS_D
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -20,7 +23,7 @@ LOADED = 200
 
 
 def _path(folder: Path, model_name: str) -> Path:
-    return folder / f"{model_name}.json"
+    return folder / f"{hashlib.sha256(model_name.encode('utf-8')).hexdigest()}.json"
 
 
 def write(folder: Path | None, model_name: str, code: int, message: str) -> None:

@@ -14,6 +14,11 @@ MMS sees it: any other body field (``handler``, ``runtime``, ``batch_size``, ``i
 ``http(s)://`` urls and unzips them), and a url that is not a model directory under the model root
 (:func:`container_serve.model_layout.check_model_dir`). What the gate sends on is rebuilt from the checked
 values and names our handler and runtime itself, so nothing a request carries chooses code.
+
+Every check is linear in the body and bounded: at most ``MAX_LOAD_KEYS`` keys in the whole body (the
+duplicate-key check was quadratic: ~7,800 keys in 64 KB stalled the event loop for seconds), path
+components of at most ``NAME_MAX`` bytes, and a url that fails to resolve on the file system (through a
+file, too long, a loop) is a 4xx. The gate runs :func:`parse_load_request` in a thread, never on its loop.
 """
 
 from __future__ import annotations
@@ -30,9 +35,15 @@ from container_serve.mms_process import HANDLER_SERVICE, MMS_RUNTIME
 from container_serve.model_layout import ModelDirError, check_model_dir
 from container_serve.settings import ServeSettings
 
-# SageMaker's model_name is opaque (not the TargetModel); MMS puts it in paths and thread names.
-MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
-MODEL_NAME_RULE = "use 1-255 letters, digits, '.', '_' or '-', starting with a letter or digit"
+# SageMaker's model_name is opaque (not the TargetModel); MMS puts it in paths and thread names. 250, not
+# 255: MMS 1.1.11 and the worker put the name into file names with a few characters around it, and the
+# file system's NAME_MAX is 255 bytes (a 251-character name got no HTTP answer at all).
+MAX_MODEL_NAME_CHARS = 250
+MODEL_NAME_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_MODEL_NAME_CHARS - 1}}}$")
+MODEL_NAME_RULE = (f"use 1-{MAX_MODEL_NAME_CHARS} letters, digits, '.', '_' or '-', starting with a letter "
+                   "or digit")
+NAME_MAX = 255  # bytes in one path component (Linux)
+MAX_LOAD_KEYS = 16  # in the whole body: a load has two
 LOAD_FIELDS = ("model_name", "url")
 LIST_PARAMETERS = ("limit", "next_page_token")
 MAX_LOAD_BODY_BYTES = 64 * 1024
@@ -67,12 +78,24 @@ class LoadRequest:
         return f"/models/{self.model_name}?min_worker={workers}&max_worker={workers}&synchronous=true"
 
 
-def _unique_object(pairs: list[tuple[str, object]]) -> dict:
-    keys = [k for k, _ in pairs]
-    duplicated = sorted({k for k in keys if keys.count(k) > 1})
-    if duplicated:
-        raise BadRequestError(f"duplicate field(s) in the body: {', '.join(duplicated)}")
-    return dict(pairs)
+class _KeyCounter:
+    """``object_pairs_hook`` for json.loads: refuses duplicate keys (one set, linear) and a body with
+    more than MAX_LOAD_KEYS keys in all its objects."""
+
+    def __init__(self):
+        self.keys = 0
+
+    def __call__(self, pairs: list[tuple[str, object]]) -> dict:
+        self.keys += len(pairs)
+        if self.keys > MAX_LOAD_KEYS:
+            raise BadRequestError(f"the body has more than {MAX_LOAD_KEYS} keys; a load takes "
+                                  f"{', '.join(LOAD_FIELDS)}")
+        doc = dict(pairs)
+        if len(doc) != len(pairs):
+            seen: set[str] = set()
+            duplicated = sorted({k for k, _ in pairs if k in seen or seen.add(k)})
+            raise BadRequestError(f"duplicate field(s) in the body: {', '.join(d[:80] for d in duplicated)}")
+        return doc
 
 
 def parse_load_request(body: bytes, content_type: str | None, query: str | None,
@@ -83,7 +106,7 @@ def parse_load_request(body: bytes, content_type: str | None, query: str | None,
     if ct.media_type(content_type) != ct.JSON:
         raise UnsupportedMediaTypeError(f"POST /models needs Content-Type {ct.JSON}, got {content_type or '(none)'!r}")
     try:
-        doc = json.loads(body.decode("utf-8"), object_pairs_hook=_unique_object)
+        doc = json.loads(body.decode("utf-8"), object_pairs_hook=_KeyCounter())
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise BadRequestError(f"the body is not a JSON object: {str(e)[:200]}") from e
     if not isinstance(doc, dict):
@@ -104,10 +127,16 @@ def parse_load_request(body: bytes, content_type: str | None, query: str | None,
                               f"{model_root}; schemes (http://, s3://, file://) and relative paths are refused")
     if ".." in url.split("/"):
         raise BadRequestError(f"url {url[:200]!r} must not contain '..'")
+    if any(len(part.encode("utf-8", "surrogatepass")) > NAME_MAX for part in url.split("/")):
+        raise BadRequestError(f"url {url[:200]!r} has a path component over {NAME_MAX} bytes")
     try:
         model_dir = check_model_dir(url, model_root)
     except ModelDirError as e:
         raise (NotFoundError if e.status == 404 else BadRequestError)(str(e)) from e
+    except OSError as e:  # through a file (ENOTDIR), a symlink loop, a name too long, ...
+        raise BadRequestError(f"url {url[:200]!r} is not a model directory: {e.strerror or e}") from e
+    except RuntimeError as e:  # Path.resolve's symlink loop on Python < 3.13
+        raise BadRequestError(f"url {url[:200]!r} is not a model directory: {e}") from e
     return LoadRequest(name, url, model_dir)
 
 

@@ -18,7 +18,19 @@ SAGEMAKER_BATCH                    ``true`` inside a batch transform job        
 SAGEMAKER_MODEL_SERVER_WORKERS     python workers per model                                   see below
 SAGEMAKER_MODEL_SERVER_TIMEOUT     seconds a worker may take for one request                  60 (600 batch)
 SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT  response type when the client sends no/any Accept        application/json
-SAGEMAKER_MODEL_SERVER_VMARGS      JVM arguments for the MMS frontend (toolkit default)       -XX:-UseContainerSupport
+SAGEMAKER_MODEL_SERVER_VMARGS      JVM arguments for the MMS frontend; the default sizes its  see below
+                                   heap from the container's memory limit
+BYOC_GATE_IDLE_TIMEOUT_S           a connection with no request started is closed after this  60
+BYOC_GATE_HEAD_TIMEOUT_S           a request head not complete this long after its first      10
+                                   byte: 408, connection closed
+BYOC_GATE_BODY_TIMEOUT_S           a request body not complete (or a response not taken) in   60
+                                   this long: 408, connection closed
+BYOC_GATE_MAX_CONNECTIONS          open client connections; at the cap the one waiting        1000
+                                   longest on its client is closed (never below what the
+                                   open-files limit allows)
+BYOC_UPSTREAM_TIMEOUT_S            longest wait for MMS's answer to an invocation: JSON 504    timeout + 5
+                                   (SageMaker gives up on an invocation after 60 s)
+BYOC_LOAD_TIMEOUT_S                longest wait for a model load (POST /models): JSON 504      600
 BYOC_TORCH_THREADS                 torch intra-op threads per worker, at least                1
 BYOC_MAX_TORCH_THREADS             ... and at most: a forward pass takes the cores no other   cores
                                    worker is computing on (container_serve.core_slots)
@@ -83,7 +95,18 @@ DEFAULT_JOB_QUEUE_SIZE = 100
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 DEFAULT_MAX_IMAGES_PER_REQUEST = 64
 BATCH_STRATEGIES = ("SINGLE_RECORD", "MULTI_RECORD")
-DEFAULT_JVM_ARGS = "-XX:-UseContainerSupport"  # the sagemaker-inference toolkit's default
+# The sagemaker-inference toolkit (1.10.1, environment.py DEFAULT_VMARGS) passes -XX:-UseContainerSupport,
+# which sizes the heap from the host's memory: in a 4 GiB container two 6 MB form bodies parsed by Netty
+# grew Java past the limit and the kernel killed it. With container support the JVM reads the cgroup limit;
+# a quarter of it (Java's own default share, made explicit) leaves the rest to the python workers.
+# SAGEMAKER_MODEL_SERVER_VMARGS still replaces all of it, as with the toolkit.
+DEFAULT_JVM_ARGS = "-XX:+UseContainerSupport -XX:MaxRAMPercentage=25.0"
+DEFAULT_IDLE_TIMEOUT_S = 60
+DEFAULT_HEAD_TIMEOUT_S = 10
+DEFAULT_BODY_TIMEOUT_S = 60
+DEFAULT_MAX_CONNECTIONS = 1000
+UPSTREAM_MARGIN_S = 5   # past the worker's own timeout (SAGEMAKER_MODEL_SERVER_TIMEOUT), MMS has failed
+DEFAULT_LOAD_TIMEOUT_S = 600
 DEFAULT_MAX_BATCH_DELAY_MS = 100  # MMS's own default for max_batch_delay
 DEFAULT_CGROUP_DIR = "/sys/fs/cgroup"
 LOAD_REPORTS_ENV = "BYOC_LOAD_REPORTS_DIR"
@@ -156,6 +179,12 @@ class ServeSettings:
     core_slots_dir: Path | None = None
     omp_wait_policy: str = DEFAULT_OMP_WAIT_POLICY
     fork_server: bool = DEFAULT_FORK_SERVER
+    idle_timeout_s: int = DEFAULT_IDLE_TIMEOUT_S
+    head_timeout_s: int = DEFAULT_HEAD_TIMEOUT_S
+    body_timeout_s: int = DEFAULT_BODY_TIMEOUT_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    upstream_timeout_s: int = DEFAULT_TIMEOUT_S + UPSTREAM_MARGIN_S
+    load_timeout_s: int = DEFAULT_LOAD_TIMEOUT_S
 
     @property
     def max_payload_bytes(self) -> int:
@@ -181,6 +210,8 @@ class ServeSettings:
         wait_policy = (env.get("BYOC_OMP_WAIT_POLICY") or DEFAULT_OMP_WAIT_POLICY).strip().upper()
         if wait_policy not in OMP_WAIT_POLICIES:
             raise SettingsError(f"BYOC_OMP_WAIT_POLICY={wait_policy!r}: expected one of {OMP_WAIT_POLICIES}")
+        response_timeout = _int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT",
+                                DEFAULT_BATCH_TIMEOUT_S if batch else DEFAULT_TIMEOUT_S)
         if port > MAX_PORT:
             raise SettingsError(f"SAGEMAKER_BIND_TO_PORT={port}: not a TCP port (1-{MAX_PORT})")
         return cls(
@@ -193,8 +224,7 @@ class ServeSettings:
             batch=batch,
             workers_per_model=workers,
             torch_threads=threads,
-            response_timeout_s=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT",
-                                    DEFAULT_BATCH_TIMEOUT_S if batch else DEFAULT_TIMEOUT_S),
+            response_timeout_s=response_timeout,
             job_queue_size=_int(env, "BYOC_JOB_QUEUE_SIZE", DEFAULT_JOB_QUEUE_SIZE),
             default_accept=env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or "application/json",
             max_image_pixels=_int(env, "BYOC_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS),
@@ -210,6 +240,12 @@ class ServeSettings:
             core_slots_dir=Path(env[CORE_SLOTS_ENV]) if env.get(CORE_SLOTS_ENV) else None,
             omp_wait_policy=wait_policy,
             fork_server=_bool(env, "BYOC_FORK_SERVER", DEFAULT_FORK_SERVER),
+            idle_timeout_s=_int(env, "BYOC_GATE_IDLE_TIMEOUT_S", DEFAULT_IDLE_TIMEOUT_S),
+            head_timeout_s=_int(env, "BYOC_GATE_HEAD_TIMEOUT_S", DEFAULT_HEAD_TIMEOUT_S),
+            body_timeout_s=_int(env, "BYOC_GATE_BODY_TIMEOUT_S", DEFAULT_BODY_TIMEOUT_S),
+            max_connections=_int(env, "BYOC_GATE_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS),
+            upstream_timeout_s=_int(env, "BYOC_UPSTREAM_TIMEOUT_S", response_timeout + UPSTREAM_MARGIN_S),
+            load_timeout_s=_int(env, "BYOC_LOAD_TIMEOUT_S", DEFAULT_LOAD_TIMEOUT_S),
         )
 
     def execution_parameters(self) -> dict:
