@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import machine_note, prepare_demo_data, print_table
-from container_train.precision import cpu_bf16_flags
+from byoc_common.cpu_features import native_bf16_features
 
 
 def run_variant(work: Path, data: Path, freeze: str, amp: bool, args, round_no: int) -> dict:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--freeze", nargs="+", default=["none", "layer4"])
     args = ap.parse_args(argv)
-    flags = cpu_bf16_flags()
+    flags = native_bf16_features()
     print(f"# bench_bf16_training: {machine_note()}; CPU bf16 flags: {', '.join(flags) or 'none'}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -36,6 +36,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from byoc_common.architectures import build_classifier
 from byoc_common.artifact import WEIGHTS_FILE, ModelArtifactError, ModelConfig, read_model_metadata
+from byoc_common.cpu_features import cpu_has_bf16  # the training image asks the same probe
 from container_serve.settings import MODEL_FORM_AUTO as AUTO
 from container_serve.settings import MODEL_FORM_BF16 as BF16
 from container_serve.settings import MODEL_FORM_FP32 as FP32
@@ -48,14 +49,6 @@ logger = logging.getLogger(__name__)
 BF16_MIN_TOP1_AGREEMENT = 0.99
 BF16_MAX_PROBABILITY_DIFF = 0.15
 BF16_MEDIAN_PROBABILITY_DIFF = 0.02
-
-
-def cpu_has_bf16() -> bool:
-    """True where oneDNN runs bf16 convolutions natively (AVX-512 BF16 or AMX tiles)."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # pragma: no cover - an older torch without these probes
-        return False
 
 
 class ServedModel(nn.Module):

@@ -14,11 +14,10 @@ PyTorch's CPU autocast: https://pytorch.org/docs/stable/amp.html#cpu-op-specific
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")     # /proc/cpuinfo flags of CPUs with bf16 arithmetic
+from byoc_common import cpu_features
 
 
 @dataclass(frozen=True)
@@ -33,23 +32,15 @@ class Precision:
         return self.autocast_dtype is not None
 
 
-def cpu_bf16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
-    """The bf16 flags this CPU reports (empty off Linux or on older CPUs)."""
-    try:
-        words = set(cpuinfo.read_text().split())
-    except OSError:
-        return []
-    return [flag for flag in CPU_BF16_FLAGS if flag in words]
-
-
-def choose_precision(device: torch.device, amp: bool, freeze: str, cpu_flags: list[str] | None = None) -> Precision:
+def choose_precision(device: torch.device, amp: bool, freeze: str, cpu_flags=None) -> Precision:
+    """``cpu_flags``: the CPU's native bf16 features (default: this host's, the probe serving uses too)."""
     if not amp:
         return Precision(None, False, False, "mixed precision off (amp=false): float32")
     if device.type == "cuda":
         return Precision(torch.float16, False, True, "mixed precision: float16 autocast with a gradient scaler")
     if freeze == "head":
         return Precision(None, False, False, "float32: only the head trains (freeze=head), on cached features")
-    flags = cpu_bf16_flags() if cpu_flags is None else cpu_flags
+    flags = cpu_features.native_bf16_features() if cpu_flags is None else cpu_flags
     if not flags:
         return Precision(None, False, False, "float32: this CPU has no bfloat16 arithmetic (no AVX-512 BF16 or "
                                              "AMX), where bf16 would be slower than float32")

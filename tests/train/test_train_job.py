@@ -11,8 +11,8 @@ import torch
 
 from byoc.local.training_job import TrainingJob, run_training_job
 from byoc_common.artifact import load_model_artifact
+from byoc_common.cpu_features import cpu_has_bf16
 from container_train import contract
-from container_train.precision import cpu_bf16_flags
 from tests.train.train_helpers import FAST_HP, add_odd_images
 
 pytestmark = [pytest.mark.slow,
@@ -51,7 +51,7 @@ def test_amp_default_trains_in_bf16_where_the_cpu_has_it_and_says_so(finished_jo
     """FAST_HP leaves ``amp`` at its default (true): on a CPU with AVX-512 BF16 or AMX the job's log
     names bfloat16 autocast; elsewhere it says why it stayed float32. The artifact is float32 either way."""
     r = finished_job
-    if cpu_bf16_flags():
+    if cpu_has_bf16():
         assert "mixed precision: bfloat16 autocast and channels-last memory" in r.log_text
     else:
         assert "float32: this CPU has no bfloat16 arithmetic" in r.log_text

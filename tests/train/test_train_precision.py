@@ -7,7 +7,7 @@ import torch
 
 from container_train import engine
 from container_train.data import Batch, SkipCounter
-from container_train.precision import choose_precision, cpu_bf16_flags
+from container_train.precision import choose_precision
 
 CPU = torch.device("cpu")
 
@@ -32,13 +32,6 @@ def test_float32_when_off_or_head_only(amp, freeze, expected):
 def test_gpu_uses_float16_with_a_scaler():
     p = choose_precision(torch.device("cuda"), amp=True, freeze="none", cpu_flags=[])
     assert p.autocast_dtype is torch.float16 and p.grad_scaler
-
-
-def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
-    info = tmp_path / "cpuinfo"
-    info.write_text("flags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n")
-    assert cpu_bf16_flags(info) == ["avx512_bf16"]
-    assert cpu_bf16_flags(tmp_path / "absent") == []
 
 
 def test_a_bf16_channels_last_training_step_learns():
