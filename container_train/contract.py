@@ -122,6 +122,7 @@ PHASES = ("start-up", "data preparation", "model setup", "feature extraction", "
 # System sample fields:
 #   {"ts": unix_s, "cpu_percent": float (0-100, all cores), "cpu_per_core": [float],
 #    "mem_percent": float, "mem_used_mb": float, "proc_rss_mb": float,
+#    "proc_cpu_percent": float (the job's process tree, same 0-100 scale as cpu_percent),
 #    "gpu": [{"index", "util_percent", "mem_used_mb", "mem_total_mb"}]  (empty without a GPU)}
 
 # ---- the feature cache shared between jobs ------------------------------------------------------

@@ -41,7 +41,8 @@ def _usage_table(data: ProfileData) -> list[dict[str, str]]:
     sysd = data.system
     if sysd.empty:
         return []
-    cols = [("CPU % (all cores)", "cpu_percent"), ("busiest core %", "cpu_core_max"),
+    cols = [("machine CPU % (all cores, every process)", "cpu_percent"),
+            ("job CPU % (its own processes, same scale)", "proc_cpu_percent"), ("busiest core %", "cpu_core_max"),
             ("system memory %", "mem_percent"), ("job RSS (MB)", "proc_rss_mb")]
     for i in range(data.gpu_count):
         cols += [(f"GPU{i} util %", f"gpu{i}_util"), (f"GPU{i} memory %", f"gpu{i}_mem_percent")]
@@ -117,6 +118,23 @@ def _epoch_rows(per_epoch: pd.DataFrame, metrics: dict) -> tuple[list[str], list
     return headers, rows
 
 
+NOT_EVALUATED, PARTLY_EVALUATED = "Not evaluated", "No issues in the checks that ran"
+
+
+def shown_rule_status(result: dict) -> str:
+    """What the report shows for a Debugger rule: its status, except that "no issues" is only green
+    when something was checked. A rule that evaluated no step is "Not evaluated"; one whose notes
+    say some of its checks were skipped (no tensors for them) says so instead of a plain OK."""
+    status = result.get("status", "")
+    if status != "NoIssuesFound":
+        return status
+    if not result.get("steps_evaluated"):
+        return NOT_EVALUATED
+    if any("skipped" in note for note in result.get("notes") or []):
+        return PARTLY_EVALUATED
+    return status
+
+
 def recommendations(checks: list[ProfilerCheck], rule_results: list[dict]) -> list[dict[str, str]]:
     recs = [{"source": c.rule, "text": f"{c.finding} {c.recommendation}"} for c in checks if c.triggered]
     for r in rule_results:
@@ -139,7 +157,9 @@ def _cards(data: ProfileData, checks: list[ProfilerCheck]) -> list[dict[str, str
     cards.append({"label": "CPU cores / GPUs", "value": f"{data.cpu_count} / {data.gpu_count}"})
     cards.append({"label": "profiler rules triggered", "value": str(sum(c.triggered for c in checks))})
     issues = sum(r.get("status") == "IssuesFound" for r in data.rule_results)
-    cards.append({"label": "Debugger rules with issues", "value": f"{issues} of {len(data.rule_results)}"})
+    unchecked = sum(shown_rule_status(r) == NOT_EVALUATED for r in data.rule_results)
+    cards.append({"label": "Debugger rules with issues" + (f" ({unchecked} not evaluated)" if unchecked else ""),
+                  "value": f"{issues} of {len(data.rule_results)}"})
     return cards
 
 
@@ -148,10 +168,8 @@ def render_report(data: ProfileData) -> str:
     per_epoch = per_epoch_summary(data)
     headers, epoch_rows = _epoch_rows(per_epoch, data.metrics)
     loading = data.loading_steps()
-    share = (f"{100 * loading['data_wait_s'].sum() / max(loading['step_s'].sum(), 1e-9):.1f}%"
-             if not loading.empty else "n/a (no step read the dataset)")
-    loading_what = ("feature-extraction batches (the head trained on cached features)"
-                    if data.metrics.get("feature_cache") else "training steps")
+    share = f"{plots.wait_shares(loading)[2]:.1f}%" if not loading.empty else "n/a (no step read the dataset)"
+    loading_what = "feature-extraction batches" if data.metrics.get("feature_cache") else "training steps"
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(TEMPLATE).render(
         job_name=data.output_data_dir.name,
@@ -165,7 +183,7 @@ def render_report(data: ProfileData) -> str:
             "utilization": plots.utilization_over_time(data),
             "histogram": plots.step_duration_histogram(data),
             "timeline": plots.step_durations_over_time(data),
-            "data_wait": plots.data_wait_share_per_epoch(per_epoch),
+            "data_wait": plots.data_wait_share(loading, loading_what),
         },
         usage_table=_usage_table(data),
         step_table=_step_table(data),
@@ -175,7 +193,7 @@ def render_report(data: ProfileData) -> str:
         epoch_headers=headers,
         epoch_table=epoch_rows,
         rule_results=[{"step": None, "mode": None, "mode_step": None, "notes": [], "parameters": {},
-                       "message": "", **r} for r in data.rule_results],
+                       "message": "", **r, "shown": shown_rule_status(r)} for r in data.rule_results],
         skipped_lines=data.skipped_lines,
     )
 

@@ -47,6 +47,18 @@ class ProfilerCheck:
         return self.status == TRIGGERED
 
 
+JOB_CPU = "proc_cpu_percent"
+
+
+def job_cpu_column(system: pd.DataFrame) -> tuple[str, str]:
+    """The CPU figure a rule about the job should read, and the basis note: the job's own process
+    tree when recorded (on a shared machine the machine's CPU includes other work, which made
+    BatchSize say OK while the job itself idled), else the machine's."""
+    if JOB_CPU in system and system[JOB_CPU].notna().any():
+        return JOB_CPU, "CPU is the job's own processes, not the whole machine (which may run other work)"
+    return "cpu_percent", ""
+
+
 def _after_patience(system: pd.DataFrame) -> pd.DataFrame:
     return system.iloc[1:] if len(system) > 1 else system
 
@@ -130,18 +142,19 @@ def batch_size(data: ProfileData, cpu_threshold_p95=70, gpu_threshold_p95=70, gp
     if data.system.empty:
         return ProfilerCheck("BatchSize", NOT_APPLICABLE, desc, "No system samples.", params)
     sysd = _after_patience(data.system)
-    cpu95 = float(np.percentile(sysd["cpu_percent"], 95))
+    cpu_column, cpu_basis = job_cpu_column(sysd)
+    cpu95 = float(np.percentile(sysd[cpu_column].dropna(), 95))
     if data.has_gpu:
         gpu95 = max(float(np.percentile(sysd[c].dropna(), 95)) for c in _gpu_columns(data, "util"))
         mem95 = max(float(np.percentile(sysd[c].dropna(), 95)) for c in _gpu_columns(data, "mem_percent"))
         low = cpu95 < cpu_threshold_p95 and gpu95 < gpu_threshold_p95 and mem95 < gpu_memory_threshold_p95
         finding = f"p95: CPU {cpu95:.0f}%, GPU {gpu95:.0f}%, GPU memory {mem95:.0f}%."
-        basis = ""
+        basis = cpu_basis
     else:
         mem95 = float(np.percentile(sysd["mem_percent"], 95))
         low = cpu95 < cpu_threshold_p95 and mem95 < gpu_memory_threshold_p95
         finding = f"p95: CPU {cpu95:.0f}%, system memory {mem95:.0f}% (no GPU)."
-        basis = "CPU-only job: system memory stands in for GPU memory"
+        basis = "; ".join(b for b in ("CPU-only job: system memory stands in for GPU memory", cpu_basis) if b)
     if low:
         return ProfilerCheck("BatchSize", TRIGGERED, desc, finding, params, basis=basis,
                              recommendation=("The machine is under-used: increase `batch-size` (scale `lr` "

@@ -38,6 +38,8 @@ def utilization_over_time(data: ProfileData) -> str | None:
     fig, axes = plt.subplots(rows, 1, figsize=(10, 3.2 * rows), sharex=True, squeeze=False)
     ax = axes[0][0]
     ax.plot(t, sysd["cpu_percent"], label="CPU (all cores, whole machine)")
+    if "proc_cpu_percent" in sysd and sysd["proc_cpu_percent"].notna().any():
+        ax.plot(t, sysd["proc_cpu_percent"], label="CPU of the job's processes", color="black", linewidth=1.2)
     if sysd["cpu_core_max"].notna().any():
         ax.plot(t, sysd["cpu_core_max"], label="busiest core", alpha=0.5, linestyle="--")
     ax.plot(t, sysd["mem_percent"], label="system memory")
@@ -124,13 +126,33 @@ def step_durations_over_time(data: ProfileData) -> str | None:
     return _to_data_uri(fig)
 
 
-def data_wait_share_per_epoch(per_epoch: pd.DataFrame) -> str | None:
-    if per_epoch.empty:
+def wait_shares(loading: pd.DataFrame) -> tuple[list[str], list[float], float]:
+    """Bar labels, the share (%) of step time spent waiting for data per bar, and over all of
+    ``loading``: per epoch for training steps, ten consecutive groups of an extraction's batches."""
+    if (loading["mode"] == "TRAIN").all():
+        groups = loading.groupby("epoch")
+        labels = [f"epoch {e}" for e in groups.groups]
+    else:
+        chunk = max(1, -(-len(loading) // 10))
+        groups = loading.groupby(pd.RangeIndex(len(loading)) // chunk)
+        labels = [f"{i * chunk + 1}-{min((i + 1) * chunk, len(loading))}" for i in groups.groups]
+    shares = [100 * g["data_wait_s"].sum() / max(g["step_s"].sum(), 1e-9) for _, g in groups]
+    return labels, shares, 100 * loading["data_wait_s"].sum() / max(loading["step_s"].sum(), 1e-9)
+
+
+def data_wait_share(loading: pd.DataFrame, what: str) -> str | None:
+    """The share of the steps that read the dataset (``ProfileData.loading_steps``: the training
+    steps, or the feature extraction's batches) spent waiting for data, with the overall share the
+    report's text gives as a line: the text and the chart show the same steps and the same number."""
+    if loading.empty:
         return None
+    labels, shares, overall = wait_shares(loading)
     fig, ax = plt.subplots(figsize=(10, 3.0))
-    ax.bar(per_epoch["epoch"].astype(str), per_epoch["data_wait_share"] * 100, color="#d62728")
+    ax.bar(labels, shares, color="#d62728")
+    ax.axhline(overall, color="black", linewidth=1, linestyle="--", label=f"all of them: {overall:.1f}%")
     ax.set_ylim(0, 100)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("% of training step time")
-    ax.set_title("Share of training time spent waiting for data")
+    ax.set_xlabel("epoch" if (loading["mode"] == "TRAIN").all() else "batches, in order")
+    ax.set_ylabel("% of step time")
+    ax.set_title(f"Share of the {what}' time spent waiting for data")
+    ax.legend(fontsize=8)
     return _to_data_uri(fig)

@@ -16,7 +16,8 @@ TEMPLATE = r"""<!DOCTYPE html>
   .status { font-weight: 600; white-space: nowrap; }
   .Triggered, .IssuesFound, .Error { color: #b00020; }
   .OK, .NoIssuesFound { color: #1b7f3b; }
-  .Notapplicable { color: #888; }
+  .Notapplicable, .Notevaluated { color: #888; }
+  .Noissuesinthechecksthatran { color: #92400e; }
   .cards { display: flex; gap: 12px; flex-wrap: wrap; }
   .card { border: 1px solid #ddd; border-radius: 6px; padding: 10px 14px; min-width: 150px; }
   .card .v { font-size: 22px; font-weight: 600; } .card .k { color: #666; font-size: 12px; }
@@ -75,8 +76,8 @@ TEMPLATE = r"""<!DOCTYPE html>
 </table>{% else %}<p>No step timings recorded.</p>{% endif %}
 
 <h2 id="dataloading">Data loading</h2>
-<p>Share of the time of the {{ loading_what }} spent waiting for the next batch: <b>{{ data_wait_share }}</b>.</p>
-{% if plots.data_wait %}<img alt="data wait share per epoch" src="{{ plots.data_wait }}">{% endif %}
+<p>Share of the time of the {{ loading_what }} spent waiting for the next batch: <b>{{ data_wait_share }}</b>{% if loading_what != "training steps" %} (the head trained on cached features, so the extraction is where the images were read){% endif %}.</p>
+{% if plots.data_wait %}<img alt="share of the {{ loading_what }}' time spent waiting for data" src="{{ plots.data_wait }}">{% endif %}
 
 <h2 id="epochs">Per-epoch summary</h2>
 {% if epoch_table %}
@@ -88,7 +89,7 @@ TEMPLATE = r"""<!DOCTYPE html>
 {% if rule_results %}
 <table><tr><th>Rule</th><th>Status</th><th>Step</th><th>Message</th><th>Parameters</th></tr>
 {% for r in rule_results %}
-<tr><td>{{ r.rule }}</td><td class="status {{ r.status }}">{{ r.status }}</td>
+<tr><td>{{ r.rule }}</td><td class="status {{ r.shown | replace(' ', '') }}">{{ r.shown }}</td>
 <td>{% if r.step is not none %}{{ r.step }} ({{ r.mode }} {{ r.mode_step }}){% endif %}</td>
 <td>{{ r.message }}{% for n in r.notes %}<div class="basis">{{ n }}</div>{% endfor %}</td>
 <td>{% for k, v in r.parameters.items() %}{{ k }}={{ v }}{% if not loop.last %}, {% endif %}{% endfor %}</td></tr>
