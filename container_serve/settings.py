@@ -85,6 +85,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from byoc_common import sagemaker_paths
+from byoc_common.booleans import parse_bool
 
 DEFAULT_PORT = 8080
 MAX_PORT = 65535  # the gate listens on the port; multi-model-server only on Unix sockets
@@ -124,12 +125,13 @@ class SettingsError(ValueError):
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
-    value = env.get(name, "").strip().lower()
-    if value == "":
+    value = env.get(name, "")
+    if value.strip() == "":
         return default
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise SettingsError(f"{name}={value!r}: expected true or false")
-    return value in ("true", "1", "yes")
+    try:
+        return parse_bool(value)
+    except ValueError as e:
+        raise SettingsError(f"{name}: {e}") from None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:

@@ -22,20 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from byoc_common.arch_names import DEFAULT_ARCH, SUPPORTED_ARCHS
+from byoc_common.booleans import parse_bool
 from container_train.contract import FEATURES_CHANNEL, TASK_EXTRACT_FEATURES, TASK_TRAIN, TASKS
 
 
 class HyperparameterError(ValueError):
     """A hyperparameter is unknown or has a value the trainer cannot use."""
-
-
-def parse_bool(text: str) -> bool:
-    value = str(text).strip().lower()
-    if value in ("true", "1", "yes", "y", "on"):
-        return True
-    if value in ("false", "0", "no", "n", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from byoc_common.booleans import parse_bool
 from container_train.job_env import (
     DEFAULT_RENDEZVOUS_TIMEOUT_S,
     MASTER_ADDR_ENV,
@@ -69,7 +70,7 @@ def _enabled(value) -> bool:
         try:
             value = json.loads(value)
         except ValueError:
-            return value.strip().lower() == "true"
+            return parse_bool(value)
     return bool(value)
 
 

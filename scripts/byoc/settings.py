@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from byoc.errors import ByocError
+from byoc_common.booleans import parse_bool
 from container_serve.settings import DEFAULT_PORT
 
 DEFAULT_CONFIG_FILE = "byoc.yaml"
@@ -105,14 +106,10 @@ def _coerce(name: str, value: Any) -> Any:
     if value is None:
         return None
     if name in _BOOL_FIELDS:
-        if isinstance(value, bool):
-            return value
-        s = str(value).strip().lower()
-        if s in ("1", "true", "yes", "on"):
-            return True
-        if s in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
+        try:
+            return parse_bool(value)
+        except ValueError as e:
+            raise ConfigError(f"{name}: {e}") from None
     if name in _INT_FIELDS:
         try:
             return int(value)

@@ -24,6 +24,7 @@ from smdebug.exceptions import TensorUnavailableForStep
 from smdebug.rules.rule import Rule
 
 from byoc.errors import ByocError
+from byoc_common.booleans import parse_bool
 
 from .results import MAX_FINDINGS_KEPT, Finding
 
@@ -42,17 +43,6 @@ def _as_list(value: Any) -> list[str] | None:
     return [str(v) for v in value]
 
 
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise ValueError(f"expected True or False, got {value!r}")
-
-
 def _as_mode(value: Any) -> ModeKeys | None:
     if value is None or value == "":
         return None
@@ -65,7 +55,7 @@ def _as_mode(value: Any) -> ModeKeys | None:
 
 
 # How each kind of default converts a user value (SageMaker passes every parameter as a string).
-_CONVERTERS = {bool: _as_bool, int: lambda v: int(float(v)), float: float}
+_CONVERTERS = {bool: parse_bool, int: lambda v: int(float(v)), float: float}
 
 
 class LocalRule(Rule):
