@@ -95,6 +95,10 @@ DEFAULT_BATCH_TIMEOUT_S = 600
 DEFAULT_JOB_QUEUE_SIZE = 100
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 DEFAULT_MAX_IMAGES_PER_REQUEST = 64
+# The container spelling AWS documents for GET /execution-parameters and SAGEMAKER_BATCH_STRATEGY ("Use
+# your own inference code with batch transform"), what SageMaker reads. The SageMaker Python SDK's local
+# mode (sagemaker/local/data.py get_batch_strategy_instance) accepts only the API spelling SingleRecord /
+# MultiRecord from it, so local-mode users pass strategy= (README, "From the SageMaker Python SDK").
 BATCH_STRATEGIES = ("SINGLE_RECORD", "MULTI_RECORD")
 # The sagemaker-inference toolkit (1.10.1, environment.py DEFAULT_VMARGS) passes -XX:-UseContainerSupport,
 # which sizes the heap from the host's memory: in a 4 GiB container two 6 MB form bodies parsed by Netty

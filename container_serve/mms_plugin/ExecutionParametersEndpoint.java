@@ -5,6 +5,8 @@
  * MaxPayloadInMB. MMS 1.1.11 has no such route and its python handlers only see model requests, so this
  * tiny plugin answers it. container_serve/serve.py computes the JSON (ServeSettings.execution_parameters)
  * and passes it in the BYOC_EXECUTION_PARAMETERS environment variable; the plugin returns it verbatim.
+ * BatchStrategy is spelled SINGLE_RECORD / MULTI_RECORD, as AWS documents this response ("Use your own
+ * inference code with batch transform"); see container_serve.settings.BATCH_STRATEGIES.
  */
 package byoc.mms;
 
