@@ -11,6 +11,7 @@ S3 layout of a run (``s3://BUCKET/PREFIX/<run>/``)::
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from byoc.aws import autoscaling, batch_transform, endpoints, feature_jobs, s3_d
 from byoc.aws import training_jobs as tj
 from byoc.aws import tuning_jobs as hpo
 from byoc.aws.debugger import HOOK_HYPERPARAMETER, DebuggerSettings, settings_for_region, with_hook
+from byoc.aws.instance_types import check_amd64_instance_type
 from byoc.aws.session import AwsContext
 from byoc.backends.base import Backend, BackendError, job_hyperparameters
 from byoc.backends.local import LocalBackend
@@ -48,16 +50,21 @@ class SageMakerBackend(Backend):
 
     def dataset_location(self, root, name):
         dest_uri = s3_data.join_s3(self.settings.s3_run_prefix, name) + "/"
+        if self.ctx.is_dry_run:        # one DRY-RUN line per channel; nothing is sent or claimed
+            s3_data.upload_folder(self.ctx, root, dest_uri)
+            console.print(f"dry run: nothing uploaded; {root} would go to {dest_uri}")
+            return dest_uri
         with progress_bar(f"upload to {dest_uri}", unit="bytes") as update:
             uploaded, skipped = s3_data.upload_folder(self.ctx, root, dest_uri, on_progress=update)
         self._record_run_prefix()
         console.print(f"uploaded {uploaded} files ({skipped} already there) to {dest_uri}")
         return dest_uri
 
-    def _resources(self, data: str, instance_count: int = 1, distribution: str | None = None
-                   ) -> tj.TrainingResources:
+    def _resources(self, data: str, instance_count: int = 1, distribution: str | None = None,
+                   kind: str = "final") -> tj.TrainingResources:
         s = self.settings
         s.require("role_arn", "bucket", "train_image")
+        check_amd64_instance_type(s.train_instance_type, "train_instance_type")   # before any request
         root = (data or "").rstrip("/")
         if not root.startswith("s3://"):
             raise s3_data.S3UriError(f"on SageMaker --data must be an s3:// prefix (upload with `byoc data "
@@ -70,7 +77,7 @@ class SageMakerBackend(Backend):
         return tj.TrainingResources(image_uri=s.train_image, role_arn=s.role_arn, channels=channels,
                                     output_s3_uri=s3_data.join_s3(s.s3_run_prefix, "jobs"),
                                     instance_type=s.train_instance_type, instance_count=instance_count,
-                                    distribution=distribution)
+                                    distribution=distribution, **tj.limits_from_settings(s, kind))
 
     # ---- tuning and training -------------------------------------------------------------------
     def tune(self, data, spec, max_jobs=None, max_parallel_jobs=None, static=None, out_dir=None,
@@ -90,13 +97,17 @@ class SageMakerBackend(Backend):
         loaded = load_spec(spec).with_overrides(max_jobs=max_jobs, max_parallel_jobs=max_parallel_jobs,
                                                 static=static or None, instance_count=instance_count,
                                                 distribution=distribution)
-        resources, result = self._resources(data), {}
+        resources, result = self._resources(data, kind="trial"), {}
         not_head_only = blocker(loaded)
         if not_head_only:
             console.print(f"tuning on the images: {not_head_only}")
         else:
-            result = self._extraction(loaded, resources)
+            result = self._extraction(loaded, replace(resources, **tj.limits_from_settings(self.settings,
+                                                                                           "extraction")))
             resources = feature_jobs.on_features(resources, result["features"])
+        # The final job trains on the trials' hosts: the tuned learning rate belongs to their global batch.
+        final_resources = replace(hpo.on_spec_hosts(resources, loaded), **tj.limits_from_settings(self.settings,
+                                                                                                  "final"))
         name = tj.unique_job_name(f"byoc-{self.settings.run_name}", 32)
         hpo.send_tuning_job(self.ctx.sagemaker, hpo.build_tuning_job_request(loaded, name, resources))
         self.ctx.record("tuning_job", name)
@@ -105,7 +116,7 @@ class SageMakerBackend(Backend):
         on_features = not not_head_only and final
         if self.ctx.is_dry_run and on_features:    # the third request, with what the tuning job will choose
             placeholders = placeholder_best(loaded.parameter_names, name)
-            result["final"] = self._launch_training(loaded.static | placeholders, resources,
+            result["final"] = self._launch_training(loaded.static | placeholders, final_resources,
                                                     "final", debugger=True)
         if self.ctx.is_dry_run or not self.settings.wait:
             return result
@@ -122,7 +133,7 @@ class SageMakerBackend(Backend):
         result.update(best_training_job=best.training_job_name, best_value=best.objective_value,
                       best_hyperparameters=hps, out_dir=str(out))
         if on_features:
-            result["final"] = self._launch_training(hps, resources, "final", debugger=True)
+            result["final"] = self._launch_training(hps, final_resources, "final", debugger=True)
         return result
 
     def _extraction(self, spec, resources: tj.TrainingResources) -> dict:
@@ -141,9 +152,8 @@ class SageMakerBackend(Backend):
         tj.send_training_job(self.ctx.sagemaker, request)
         self.ctx.record("training_job", name, role=feature_jobs.ROLE, features_key=key)
         model_data = feature_jobs.model_data_uri(resources.output_s3_uri, name)
-        if not self.ctx.is_dry_run:
-            final = self._wait_for_training(name)
-            model_data = final.get("ModelArtifacts", {}).get("S3ModelArtifacts", model_data)
+        if not self.ctx.is_dry_run:      # features are whole only when the job completed
+            model_data = self._wait_for_training(name, time_limit_usable=False).model_data
         return {"extraction_job": name, "features": model_data, "features_reused": False}
     def train(self, data, hyperparameters, job_dir=None, description="training", stop_on=None, debugger=True,
               instance_count=1, distribution=None):
@@ -168,20 +178,21 @@ class SageMakerBackend(Backend):
                   "model_data": feature_jobs.model_data_uri(request["OutputDataConfig"]["S3OutputPath"], name)}
         if self.ctx.is_dry_run or not self.settings.wait:
             return result
-        final = self._wait_for_training(name)
-        result.update(status=final["TrainingJobStatus"],
-                      model_data=final.get("ModelArtifacts", {}).get("S3ModelArtifacts", result["model_data"]),
-                      failure_reason=final.get("FailureReason"))
+        finished = self._wait_for_training(name)
+        result.update(status=finished.status, model_data=finished.model_data)
+        if finished.note:
+            result["note"] = finished.note
         return result
 
-    def _wait_for_training(self, name: str) -> dict:
-        """DescribeTrainingJob until the job ends; raises unless it completed."""
-        final = tj.wait_for_training_job(self.ctx.sagemaker, name, poll_s=POLL_S, on_status=lambda a: console.print(
+    def _wait_for_training(self, name: str, time_limit_usable: bool = True) -> tj.FinishedJob:
+        """DescribeTrainingJob until the job ends; raises unless it left a usable model
+        (:func:`~byoc.aws.training_jobs.finished_job`: completed, or stopped at its time limit)."""
+        answer = tj.wait_for_training_job(self.ctx.sagemaker, name, poll_s=POLL_S, on_status=lambda a: console.print(
             f"{name}: {a['TrainingJobStatus']}"))
-        if final["TrainingJobStatus"] != "Completed":
-            raise BackendError(f"training job {name} ended {final['TrainingJobStatus']}: "
-                               f"{final.get('FailureReason', 'no reason given')}")
-        return final
+        finished = tj.finished_job(answer, time_limit_usable=time_limit_usable)
+        if finished.note:
+            console.print(f"[yellow]{finished.note}[/]")
+        return finished
 
     def _debugger_settings(self, hyperparameters: dict, enabled: bool) -> DebuggerSettings | None:
         """Debugger for the job about to start, saying why when it goes without, or when the hook
