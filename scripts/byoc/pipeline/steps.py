@@ -145,7 +145,8 @@ def ensure_endpoint(ctx: Context) -> dict:
         info = ctx.backend.start_endpoint(port=ctx.port)
         targets = {name: ctx.backend.deploy(archive, name) for name, archive in ctx.outputs("package")["models"].items()}
         ctx.endpoint = {**info, "targets": targets}
-        console.print(f"endpoint {ctx.endpoint.get('url') or ctx.endpoint.get('endpoint')} serving "
+        serving = "would serve (dry run)" if ctx.backend.settings.dry_run else "serving"
+        console.print(f"endpoint {ctx.endpoint.get('url') or ctx.endpoint.get('endpoint')} {serving} "
                       f"{', '.join(targets)}")
     return ctx.endpoint
 
