@@ -109,8 +109,9 @@ class LocalBackend(Backend):
                       best_hyperparameters=result.best_hyperparameters, leaderboard=str(result.leaderboard_csv),
                       report=str(result.report), plots={k: str(v) for k, v in result.plots.items()})
         if not not_head_only and final:
-            answer["final"] = self._run_job(channels, result.best_hyperparameters,
-                                            out / "final", "final job", None, True, 1, None)
+            # On the trials' hosts: the tuned learning rate belongs to their global batch (issue 24 item 4).
+            answer["final"] = self._run_job(channels, result.best_hyperparameters, out / "final", "final job",
+                                            None, True, loaded.instance_count, loaded.distribution)
         return answer
 
     def _extraction(self, data, spec) -> dict:
