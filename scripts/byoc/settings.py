@@ -16,6 +16,9 @@ Example ``byoc.yaml`` for the SageMaker backend::
     train_instance_type: ml.g4dn.xlarge
     endpoint_instance_type: ml.m5.large
     transform_instance_type: ml.m5.large
+    max_runtime_trial_s: 7200       # MaxRuntimeInSeconds per job kind: _extraction_s, _trial_s, _final_s (86400)
+    spot: true                      # managed spot; with it, checkpoints under <run>/jobs/checkpoints/<job>/
+    max_wait_s: 14400               # spot: MaxWaitTimeInSeconds (>= the runtime; default twice the runtime)
 
 Local mode needs none of this.
 """
