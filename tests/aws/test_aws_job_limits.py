@@ -200,3 +200,23 @@ def test_endpoint_refuses_graviton_even_when_called_directly(settings_for):
     with pytest.raises(LaunchError, match="Graviton"):
         endpoints.create_multi_model_endpoint(ctx, endpoints.MultiModelEndpoint.for_run(ctx),
                                               instance_type="ml.c7g.large")
+
+
+def test_tune_flags_set_each_kinds_limit(tmp_path, aws_env, capsys):
+    rc = main(["tune", "--data", DATA, "--spec", str(DEMO_SPEC), "--dry-run", "--max-runtime-extraction", "600",
+               "--max-runtime-trial", "1200", "--max-runtime-final", "2400", *_flags(tmp_path, aws_env)])
+    out = capsys.readouterr().out
+    assert rc == 0, out[-2000:]
+    extraction, final = _dry_requests(out, "sagemaker.CreateTrainingJob")
+    (tuning,) = _dry_requests(out, "sagemaker.CreateHyperParameterTuningJob")
+    assert [extraction["StoppingCondition"], tuning["TrainingJobDefinition"]["StoppingCondition"],
+            final["StoppingCondition"]] == [{"MaxRuntimeInSeconds": s} for s in (600, 1200, 2400)]
+
+
+def test_limits_come_from_byoc_yaml_and_the_environment(settings_for, tmp_path):
+    from byoc.settings import load_settings
+
+    (tmp_path / "byoc.yaml").write_text("max_runtime_trial_s: 5400\nspot: yes\n")
+    s = load_settings(str(tmp_path / "byoc.yaml"), environ={"BYOC_MAX_WAIT_S": "9000"},
+                      overrides={"bucket": BUCKET})
+    assert (s.max_runtime_trial_s, s.spot, s.max_wait_s, s.max_runtime_final_s) == (5400, True, 9000, 86400)
