@@ -32,9 +32,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 
+NAME_MAX = 255   # bytes in one path component (Linux)
+
+
 def temporary_name(path: Path) -> Path:
-    """A fresh, hidden name beside ``path`` (never an existing file's)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    """A fresh, hidden name beside ``path``: ``.<name>.<pid>.<random>.tmp``, the name cut short where the
+    whole would pass ``NAME_MAX`` (a 250-character model name is a valid target)."""
+    suffix = f".{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    room = NAME_MAX - 1 - len(suffix)
+    stem = path.name.encode()[:room].decode(errors="ignore")
+    return path.with_name(f".{stem}{suffix}")
 
 
 def _reserve(path: Path) -> tuple[Path, int]:

@@ -76,7 +76,7 @@ from container_serve.http1 import (
 )
 from container_serve.management import (
     MAX_LOAD_BODY_BYTES,
-    MODEL_NAME_RE,
+    check_model_name,
     list_query,
     parse_load_request,
 )
@@ -161,10 +161,10 @@ class Gate:
                     return self.load, MAX_LOAD_BODY_BYTES
                 return self._only(method, ("GET", "POST"), self.list_models), 0
             if m := INVOKE_PATH.match(path):
-                self._model_name(m.group(1))
+                check_model_name(m.group(1), "no model", NotFoundError)
                 return self._invocation(head, self.invoke), payload
             if m := MODEL_PATH.match(path):
-                self._model_name(m.group(1))
+                check_model_name(m.group(1), "no model", NotFoundError)
                 if method == "DELETE":
                     return self.unload, 0
                 return self._only(method, ("GET", "DELETE"), self.forward_management), 0
@@ -186,12 +186,6 @@ class Gate:
             accepted = ", ".join(t for t in ct.ACCEPTED_CONTENT_TYPES if t) + " or none"
             raise UnsupportedMediaTypeError(f"Content-Type {values[0][:100]!r} is not accepted; send {accepted}")
         return handler
-
-    @staticmethod
-    def _model_name(name: str) -> str:
-        if not MODEL_NAME_RE.match(name):
-            raise NotFoundError(f"no model {name[:80]!r}: model names are letters, digits, '.', '_' and '-'")
-        return name
 
     # -- handlers -------------------------------------------------------------------------------------
     async def ping(self, head: Message, body: bytes) -> Message:

@@ -51,9 +51,11 @@ MAX_URL_CHARS = 4096
 MAX_LIST_NUMBER = 1_000_000
 
 
-def check_model_name(name, what: str = "model name") -> str:
+def check_model_name(name, what: str = "model name", error: type[Exception] = BadRequestError) -> str:
+    """The one model-name rule: a load request's name (400), a path's (404 from the gate) and a folder
+    under the model root (``model_archive.deploy_model``) are checked here alike."""
     if not isinstance(name, str) or not MODEL_NAME_RE.match(name):
-        raise BadRequestError(f"{what} {str(name)[:80]!r}: {MODEL_NAME_RULE}")
+        raise error(f"{what} {str(name)[:80]!r}: {MODEL_NAME_RULE}")
     return name
 
 

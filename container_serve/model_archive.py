@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from byoc_common import durable
 from byoc_common.artifact import ARTIFACT_FILES, read_model_metadata
-from container_serve.management import MODEL_NAME_RE, MODEL_NAME_RULE
+from container_serve.management import check_model_name
 
 MAX_UNPACKED_BYTES = 4 * 1024**3
 TOP_LEVEL = ("", ".")  # the archive's own folder entry, as `tar -C dir .` writes it
@@ -86,26 +86,19 @@ def create_model_archive(model_dir: str | os.PathLike, archive: str | os.PathLik
     return archive
 
 
-def check_model_name(name: str) -> str:
-    """A model name safe as a folder under the model root (the gate's rule, :mod:`.management`)."""
-    if not MODEL_NAME_RE.match(name or ""):
-        raise UnsafeArchiveError(f"model name {name!r}: {MODEL_NAME_RULE}")
-    return name
-
-
 def deploy_model(source: str | os.PathLike, model_root: str | os.PathLike, name: str,
                  overwrite: bool = False) -> Path:
     """Place a model (a ``model.tar.gz`` or a model directory) at ``<model_root>/<name>/``.
 
     Returns that directory: the ``url`` to pass to ``POST /models`` when the server sees the same
     filesystem (process mode)."""
-    check_model_name(name)
+    check_model_name(name, error=UnsafeArchiveError)   # safe as a folder under the model root
     source, root = Path(source), Path(model_root)
     target = root / name
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    staging = Path(tempfile.mkdtemp(prefix=".deploy-", dir=root))   # not the name: 250 chars + 9 > NAME_MAX
     staging.chmod(0o755)
     try:
         if source.is_dir():

@@ -146,6 +146,16 @@ def test_temporary_names_are_unique_and_hidden(tmp_path):
     assert all(n.parent == tmp_path and n.name.startswith(".model.pth.") for n in names)
 
 
+def test_a_target_with_the_longest_name_a_folder_allows_is_written(tmp_path):
+    target = tmp_path / ("é" + "m" * 253)          # 255 bytes
+    assert durable.write_bytes(target, NEW).read_bytes() == NEW
+    staging = tmp_path / ".staging"
+    staging.mkdir()
+    (tmp_path / ("d" * 255)).mkdir()                # replaced: the old one goes aside under a temporary name
+    folder = durable.replace_dir(staging, tmp_path / ("d" * 255))
+    assert folder.is_dir() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 def test_json_is_strict_and_the_file_keeps_the_umask_mode(tmp_path):
     path = durable.write_json(tmp_path / "sub" / "metrics.json", {"acc": float("nan"), "x": [1.5, float("inf")]})
     assert path.read_text() == '{\n "acc": null,\n "x": [\n  1.5,\n  null\n ]\n}\n'
