@@ -36,25 +36,25 @@ def test_head_only_tuning_extracts_once_then_every_trial_and_the_final_job_read_
     tuned = SageMakerBackend(settings).tune(DATA, str(DEMO_SPEC), max_jobs=4, max_parallel_jobs=2)
 
     jobs = {j["TrainingJobName"]: j for j in _jobs(ctx)}
-    extraction, final = jobs[tuned["extraction_job"]], jobs[tuned["final"]["training_job"]]
+    extraction, final = jobs[tuned.extraction_job], jobs[tuned.final.job]
     assert extraction["HyperParameters"]["task"] == "extract-features"
     assert extraction["HyperParameters"]["arch"] == "efficientnet_lite0"      # the spec's feature settings
     assert _channels(extraction) == {"training": DATA + "train/", "validation": DATA + "valid/",
                                      "test": DATA + "test/"}
     assert "DebugHookConfig" not in extraction                               # it trains nothing
     features = extraction["ModelArtifacts"]["S3ModelArtifacts"]
-    assert tuned["features"] == features and features.endswith(f"/{tuned['extraction_job']}/output/model.tar.gz")
+    assert tuned.features == features and features.endswith(f"/{tuned.extraction_job}/output/model.tar.gz")
 
     definition = ctx.sagemaker.describe_hyper_parameter_tuning_job(
-        HyperParameterTuningJobName=tuned["tuning_job"])["TrainingJobDefinition"]
+        HyperParameterTuningJobName=tuned.tuning_job)["TrainingJobDefinition"]
     assert _channels(definition) == {"features": features}                    # no trial reads an image
     assert definition["StaticHyperParameters"]["freeze"] == "head"
 
     assert _channels(final) == {"features": features}
-    assert final["HyperParameters"] == {**to_sagemaker_strings(tuned["best_hyperparameters"]), "debugger": "true"}
+    assert final["HyperParameters"] == {**to_sagemaker_strings(tuned.best_hyperparameters), "debugger": "true"}
     assert final["DebugRuleConfigurations"]                                    # the final job has Debugger
     entry = next(r for r in Manifest.load_or_new(settings.run_dir, REGION).resources
-                 if r["name"] == tuned["extraction_job"])
+                 if r["name"] == tuned.extraction_job)
     assert entry["role"] == "feature-extraction" and len(entry["features_key"]) == 64
 
 
@@ -63,14 +63,14 @@ def test_a_second_tuning_on_the_same_data_reuses_the_extraction_and_new_data_doe
     _upload(ctx)
     first = SageMakerBackend(settings).tune(DATA, str(DEMO_SPEC), max_jobs=2, max_parallel_jobs=1, final=False)
     again = SageMakerBackend(settings).tune(DATA, str(DEMO_SPEC), max_jobs=2, max_parallel_jobs=1, final=False)
-    assert again["features_reused"] and again["extraction_job"] == first["extraction_job"]
-    assert f"reusing extraction job {first['extraction_job']}" in capsys.readouterr().out
-    assert "final" not in again
+    assert again.features_reused and again.extraction_job == first.extraction_job
+    assert f"reusing extraction job {first.extraction_job}" in capsys.readouterr().out
+    assert again.final is None
     assert [j["HyperParameters"].get("task") for j in _jobs(ctx)] == ["extract-features"]   # one job in all
 
     _upload(ctx, name="1.jpg")                                                 # one more image: new features
     changed = SageMakerBackend(settings).tune(DATA, str(DEMO_SPEC), max_jobs=2, max_parallel_jobs=1, final=False)
-    assert not changed["features_reused"] and changed["extraction_job"] != first["extraction_job"]
+    assert not changed.features_reused and changed.extraction_job != first.extraction_job
 
 
 def test_a_spec_that_trains_backbone_layers_tunes_on_the_images_and_says_why(ctx, settings_for, capsys):
@@ -78,7 +78,7 @@ def test_a_spec_that_trains_backbone_layers_tunes_on_the_images_and_says_why(ctx
     tuned = SageMakerBackend(settings_for()).tune(DATA, str(DEMO_SPEC), max_jobs=2, max_parallel_jobs=1,
                                                   static={"freeze": "layer4"})
     assert "tuning on the images: the spec trains backbone layers (freeze=layer4)" in capsys.readouterr().out
-    assert "extraction_job" not in tuned and not _jobs(ctx)
+    assert tuned.extraction_job is None and not _jobs(ctx)
 
 
 def test_dry_run_shows_the_extraction_the_tuning_job_and_the_final_job(tmp_path, monkeypatch, capsys):

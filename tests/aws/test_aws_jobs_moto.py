@@ -29,26 +29,26 @@ def test_tune_then_train_then_report(ctx, settings_for, tmp_path):
     _upload_splits(ctx, data)
     tuned = backend.tune(data, str(DEMO_SPEC), max_jobs=4, max_parallel_jobs=2,
                          static={"arch": "efficientnet_lite0", "freeze": "layer4"})   # not head-only: images
-    desc = ctx.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuned["tuning_job"])
+    desc = ctx.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuned.tuning_job)
     definition = desc["TrainingJobDefinition"]
     assert definition["StaticHyperParameters"]["arch"] == "efficientnet_lite0"
     assert _channels(definition) == {"training": data + "train/", "validation": data + "valid/",
                                      "test": data + "test/"}
     # moto reports a canned best job; its tuned values land on top of the static ones.
     best = read_best_hyperparameters(Path(settings.run_dir) / "tune")   # what `train --from-tuning` reads
-    assert best["arch"] == "efficientnet_lite0" and tuned["best_hyperparameters"] == best
+    assert best["arch"] == "efficientnet_lite0" and tuned.best_hyperparameters == best
 
     trained = backend.train(data, {"arch": "resnet18", "epochs": "2"})
-    assert trained["status"] == "Completed" and trained["model_data"]
-    job = ctx.sagemaker.describe_training_job(TrainingJobName=trained["training_job"])
+    assert trained.status == "Completed" and trained.model_data
+    job = ctx.sagemaker.describe_training_job(TrainingJobName=trained.job)
     assert job["HyperParameters"] == {"arch": "resnet18", "epochs": "2", "debugger": "true"}
     assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/byoc/demo/jobs"
 
-    report = backend.report(trained["job"])
-    assert report["training_job"] == trained["training_job"] and isinstance(report["rules"], dict)
+    report = backend.report(trained.job)
+    assert report.job == trained.job and isinstance(report.rules, dict)
 
     kinds = {(r["kind"], r["name"]) for r in Manifest.load_or_new(settings.run_dir, REGION).resources}
-    assert ("tuning_job", tuned["tuning_job"]) in kinds and ("training_job", trained["training_job"]) in kinds
+    assert ("tuning_job", tuned.tuning_job) in kinds and ("training_job", trained.job) in kinds
 
 
 def _channels(description: dict) -> dict[str, str]:
@@ -61,10 +61,10 @@ def test_empty_test_split_is_not_sent_and_missing_validation_stops_the_launch(ct
     data = f"s3://{BUCKET}/byoc/demo/data/"
     _upload_splits(ctx, data, ("train", "valid"))
     tuned = backend.tune(data, str(DEMO_SPEC), max_jobs=2, max_parallel_jobs=1, static={"freeze": "layer4"})
-    desc = ctx.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuned["tuning_job"])
+    desc = ctx.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuned.tuning_job)
     assert _channels(desc["TrainingJobDefinition"]) == {"training": data + "train/", "validation": data + "valid/"}
     trained = backend.train(data, {"epochs": "1"})
-    job = ctx.sagemaker.describe_training_job(TrainingJobName=trained["training_job"])
+    job = ctx.sagemaker.describe_training_job(TrainingJobName=trained.job)
     assert set(_channels(job)) == {"training", "validation"}
 
     other = f"s3://{BUCKET}/byoc/demo/only-train/"
@@ -78,7 +78,7 @@ def test_final_job_forces_the_hook_on_and_says_so(ctx, settings_for, capsys):
     data = f"s3://{BUCKET}/byoc/demo/data/"
     _upload_splits(ctx, data)
     trained = SageMakerBackend(settings_for()).train(data, {"debugger": "false", "lr": "0.01"})
-    job = ctx.sagemaker.describe_training_job(TrainingJobName=trained["training_job"])
+    job = ctx.sagemaker.describe_training_job(TrainingJobName=trained.job)
     assert job["HyperParameters"]["debugger"] == "true" and job["DebugRuleConfigurations"]
     assert "debugger=false overridden, hook on" in capsys.readouterr().out
 
@@ -93,8 +93,8 @@ def test_region_without_debugger_warns_and_trains(settings_for, capsys):
     data = f"s3://{BUCKET}/byoc/demo/data/"
     _upload_splits(c, data)
     trained = SageMakerBackend(settings).train(data, {"lr": "0.01"})
-    job = c.sagemaker.describe_training_job(TrainingJobName=trained["training_job"])
-    assert trained["status"] == "Completed"
+    job = c.sagemaker.describe_training_job(TrainingJobName=trained.job)
+    assert trained.status == "Completed"
     assert "DebugHookConfig" not in job and not job.get("DebugRuleConfigurations")
     assert job["HyperParameters"]["debugger"] == "false"
     assert "not published in ap-southeast-3" in capsys.readouterr().out

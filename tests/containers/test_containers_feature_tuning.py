@@ -59,24 +59,24 @@ def test_extraction_then_two_trials_on_the_features_channel_then_the_final_job_s
 
     result = LocalBackend(settings).tune(str(data), str(spec))
 
-    extraction = Path(result["extraction_job"])
-    assert not result["features_reused"]
+    extraction = Path(result.extraction_job)
+    assert not result.features_reused
     assert _inputs(extraction) == ["test", "training", "validation"]            # the only job on the images
     assert "features of train 36 x 1 view(s), valid 18 x 1 view(s), test 18 x 1 view(s)" in \
         (extraction / "training.log").read_text()
     trials = sorted((run / "tune" / "trials").iterdir())
     assert len(trials) == 2
-    for job in [*trials, Path(result["final"]["job_dir"])]:
+    for job in [*trials, Path(result.final.job_dir)]:
         log = (job / "training.log").read_text()
         assert _inputs(job) == ["features"], job
         assert "/opt/ml/input/data/features" in log and "train split:" not in log   # in the image, no images
         assert "feature cache on (the 'features' channel): training the head" in log
-    assert result["final"]["test"]["images"] == 18
+    assert result.final.test["images"] == 18
 
     again = LocalBackend(settings).tune(str(data), str(spec), final=False)      # same data, image, settings
-    assert again["features_reused"] and again["extraction_job"] == result["extraction_job"]
+    assert again.features_reused and again.extraction_job == result.extraction_job
 
-    final_model = Path(result["final"]["model_dir"])
+    final_model = Path(result.final.model_dir)
     file, label, probability = _most_confident_test_image(final_model, extraction / "model")
     give_back_to_user(serve_image, tmp_path)
     with LocalEndpoint(model_root=final_model, multi_model=False, image=serve_image,

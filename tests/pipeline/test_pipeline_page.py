@@ -35,7 +35,7 @@ def _finished_run(run_dir: Path) -> PipelineState:
         "report": {"rules": {"Overfit": "NoIssuesFound", "LossNotDecreasing": "NoIssuesFound"}},
         "train_second": {"test": {"accuracy": 0.9, "loss": 0.3, "images": 400}, "best_valid_acc": 0.91},
         "package": {"models": {"demo-all": "a.tar.gz", "demo-subset4": "b.tar.gz"}},
-        "serve": {"url": "http://127.0.0.1:20001", "loaded": ["demo-all", "demo-subset4"]},
+        "serve": {"address": "http://127.0.0.1:20001", "loaded": ["demo-all", "demo-subset4"]},
         "invoke": {"results": str(invocations), "count": 2},
         "batch": {"outputs": 20, "model": "demo-all"},
         "explain": {"image": str(test / "001.T-shirt_top" / "0000.jpg"), "label": "007.Shirt", "model": "demo-all"},

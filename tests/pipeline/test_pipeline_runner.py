@@ -4,14 +4,18 @@ real steps run end to end in test_pipeline_tiny.py.)"""
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import pytest
 
 from byoc.backends.base import BackendError
 from byoc.backends.local import LocalBackend
-from byoc.pipeline import runner, steps
+from byoc.backends.results import Invocation, TrainResult, TuneResult
+from byoc.pipeline import page, runner, steps, summary
+from byoc.pipeline.state import PipelineState
 from byoc.settings import load_settings
+from container_train.hyperparameters import Hyperparameters
 
 
 @pytest.fixture
@@ -79,3 +83,26 @@ def test_profile_mismatch_and_restart(tmp_path, fake_steps):
 def test_unknown_from_step(tmp_path, fake_steps):
     with pytest.raises(BackendError, match="unknown step"):
         runner.run_pipeline(_settings(tmp_path), profile="tiny", from_step="nope")
+
+
+def test_backend_results_survive_the_state_file_typed(tmp_path):
+    """What a step records is a backend's typed result as plain data; a resumed run reads the same types
+    back (nested results, validated hyperparameters), and a dry run is a field, not an empty answer."""
+    hps = Hyperparameters.parse({"lr": "0.01", "pretrained": "false", "epochs": 2})
+    tuned = TuneResult(out_dir="tune", best_hyperparameters=hps, best_value=0.9, best_trial=1,
+                       final=TrainResult(job="final", model_data="final/output/model.tar.gz", test={"images": 3}))
+    state = PipelineState.load(tmp_path)
+    state.step("tune").update(status="done", outputs=tuned.to_dict())
+    state.save()
+    again = TuneResult.from_dict(PipelineState.load(tmp_path).outputs("tune"))
+    assert again == tuned
+    assert isinstance(again.best_hyperparameters, Hyperparameters) and again.best_hyperparameters["pretrained"] is False
+    assert isinstance(again.final, TrainResult) and again.final.model_data.endswith("model.tar.gz")
+    assert TrainResult.from_dict({"job": "j", "an_older_key": 1}) == TrainResult(job="j")   # older state files
+    assert Invocation("application/json", b"{}").sent is True
+    assert Invocation("", b"", sent=False).sent is False
+
+
+def test_the_pipeline_never_asks_which_backend_runs():
+    for module in (runner, steps, page, summary):
+        assert "backend.name" not in inspect.getsource(module), module.__name__

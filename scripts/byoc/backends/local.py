@@ -14,8 +14,16 @@ import time
 from pathlib import Path
 
 from byoc.backends.base import Backend, BackendError, job_hyperparameters
+from byoc.backends.results import (
+    EndpointInfo,
+    Explanation,
+    Invocation,
+    ReportResult,
+    TrainResult,
+    TransformResult,
+    TuneResult,
+)
 from byoc.console import console, progress_bar
-from byoc.datasets import prepare as datasets
 from byoc.local.client import EndpointClient
 from byoc.local.endpoint import LocalEndpoint
 from byoc.local.multi_host import local_training_job
@@ -31,11 +39,6 @@ from container_train.hyperparameters import HYPERPARAMETERS, Hyperparameters
 
 ENDPOINT_FILE = "endpoint.json"
 PROGRESS_POLL_S = 0.5       # how often the epoch bar re-reads the job log
-
-
-def default_data_dir(source: str) -> Path:
-    name = "dogImages" if source == "dogimages" else source
-    return Path("data") / (name if name in datasets.SOURCES else Path(name).name)
 
 
 class LocalBackend(Backend):
@@ -60,22 +63,6 @@ class LocalBackend(Backend):
     def _train_image(self) -> str | None:
         return self.settings.train_image_local if self.settings.containers else None
 
-    # ---- data --------------------------------------------------------------------------------
-    def data(self, source, dest=None, num_classes=None, per_class=60, size=64, url=None):
-        dest_path = Path(dest) if dest else default_data_dir(source)
-        if source == "dogimages":
-            console.print(f"dogImages: downloading {url or datasets.DOGIMAGES_URL} into {dest_path} "
-                          "(resumes if interrupted)")
-            with progress_bar("dogImages.zip", unit="bytes") as update:
-                summary = datasets.prepare("dogimages", dest_path, url=url or datasets.DOGIMAGES_URL,
-                                           on_download=update)
-        else:
-            self.refuse("--url", url, "it is the dogImages download address")
-            summary = datasets.prepare(source, dest_path, per_class=per_class, size=size,
-                                       num_classes=num_classes)
-        summary.location = self.dataset_location(summary.root, "data")
-        return summary
-
     def dataset_location(self, root, name):
         return str(Path(root))
 
@@ -93,11 +80,11 @@ class LocalBackend(Backend):
         loaded = load_spec(spec).with_overrides(static=static or None, instance_count=instance_count,
                                                 distribution=distribution)
         out = Path(out_dir) if out_dir else self.run_dir / "tune"
-        channels, answer = channels_from_data_dir(data), {}
+        channels, features = channels_from_data_dir(data), {}
         not_head_only = blocker(loaded) if self.settings.containers else "features channels are for containers"
         if not not_head_only:
-            answer = self._extraction(data, loaded)
-            channels = {FEATURES_CHANNEL: answer["features"]}
+            features = self._extraction(data, loaded)
+            channels = {FEATURES_CHANNEL: features["features"]}
         result = run_local_tuning(loaded, channels, out, max_jobs=max_jobs,
                                   max_parallel=max_parallel_jobs, image=self._train_image(), storage=storage,
                                   study_name=study_name or DEFAULT_STUDY_NAME,
@@ -105,20 +92,22 @@ class LocalBackend(Backend):
         if not result.best_hyperparameters:
             raise BackendError(f"no tuning trial finished with a {loaded.objective.metric} value; see the "
                                f"trial logs under {out / 'trials'} and {result.leaderboard_csv}")
-        answer.update(out_dir=str(out), best_trial=result.best_trial, best_value=result.best_value,
-                      best_hyperparameters=result.best_hyperparameters, leaderboard=str(result.leaderboard_csv),
-                      report=str(result.report), plots={k: str(v) for k, v in result.plots.items()})
+        final_job = None
         if not not_head_only and final:
             # On the trials' hosts: the tuned learning rate belongs to their global batch (issue 24 item 4).
-            answer["final"] = self._run_job(channels, result.best_hyperparameters, out / "final", "final job",
-                                            None, True, loaded.instance_count, loaded.distribution)
-        return answer
+            final_job = self._run_job(channels, result.best_hyperparameters, out / "final", "final job", None,
+                                      True, loaded.instance_count, loaded.distribution)
+        return TuneResult(out_dir=str(out), best_trial=result.best_trial, best_value=result.best_value,
+                          best_hyperparameters=result.best_hyperparameters, leaderboard=str(result.leaderboard_csv),
+                          report=str(result.report), plots={k: str(v) for k, v in result.plots.items()},
+                          final=final_job, **features)
 
     def _extraction(self, data, spec) -> dict:
         """The dataset's features as a ``features`` channel folder holding the extraction job's
         ``model.tar.gz`` (what an S3Prefix channel on a SageMaker job's artifact delivers): computed
         by a task=extract-features job in the training image, or reused from this run dir when the
-        image, the data and the hyperparameters are the same (the folder is named by that key)."""
+        image, the data and the hyperparameters are the same (the folder is named by that key). Returns
+        :class:`TuneResult`'s fields about the features channel."""
         from byoc.packaging import package_job_output
         from byoc.tuning.features_flow import extraction_hyperparameters, features_key, folder_version
         from byoc.tuning.local_tuner import channels_from_data_dir
@@ -132,24 +121,24 @@ class LocalBackend(Backend):
             return {"extraction_job": str(job_dir / "job"), "features": str(archive.parent), "features_reused": True}
         summary = self._run_job(channels_from_data_dir(data), hps, job_dir / "job", "feature extraction", None,
                                 False, 1, None)
-        package_job_output(summary["model_dir"], archive)
+        package_job_output(summary.model_dir, archive)
         return {"extraction_job": str(job_dir / "job"), "features": str(archive.parent), "features_reused": False}
 
     def train(self, data, hyperparameters, job_dir=None, description="training", stop_on=None, debugger=True,
-              instance_count=1, distribution=None):
+              instance_count=1, distribution=None, name="train"):
         """One job in a SageMaker-shaped ``/opt/ml`` tree; an epoch bar; the log path on failure."""
         hyperparameters = job_hyperparameters(hyperparameters)     # before anything is created
         if not Path(data).is_dir():
             raise FileNotFoundError(f"dataset {data} does not exist (prepare one with `byoc data`)")
-        return self._run_job({"training": Path(data)}, hyperparameters, Path(job_dir) if job_dir else None,
-                             description, stop_on, debugger, instance_count, distribution)
+        return self._run_job({"training": Path(data)}, hyperparameters,
+                             Path(job_dir) if job_dir else self.run_dir / name, description, stop_on, debugger, instance_count, distribution)
 
     def _run_job(self, channels, hyperparameters, job_dir, description, stop_on, debugger, instance_count,
-                 distribution) -> dict:
+                 distribution) -> TrainResult:
         self.refuse("--no-debugger with --stop-on", bool(stop_on) and not debugger,
                     "the rules read the tensors the Debugger hook saves")
         hyperparameters = Hyperparameters.of(hyperparameters) | {HYPERPARAMETERS["debugger"].name: debugger}
-        job_dir_path = Path(job_dir) if job_dir else self.run_dir / "train"
+        job_dir_path = Path(job_dir)
         log_file = job_dir_path / "training.log"
         log_file.unlink(missing_ok=True)
         try:   # more than one host: algo-1, algo-2, ... on 127.0.0.1 (byoc.local.multi_host)
@@ -170,7 +159,11 @@ class LocalBackend(Backend):
         if not result.ok:
             raise BackendError(f"training job in {job_dir_path} failed (exit {result.returncode}): "
                                f"{result.failure_reason or 'see the log'}; log: {log_file}")
-        return _train_summary(job_dir_path, result, log_file, watcher)
+        # SageMaker tars /opt/ml/model into <job>/output/model.tar.gz when a job ends; so does this.
+        from byoc.packaging import package_model
+
+        archive = None if extracting else package_model(result.model_dir, job_dir_path / "output" / "model.tar.gz")
+        return _train_summary(job_dir_path, result, log_file, watcher, archive)
 
     def report(self, job):
         from byoc.report import build_profiler_report
@@ -181,13 +174,8 @@ class LocalBackend(Backend):
             raise FileNotFoundError(f"{output_data} does not exist: is {job} a finished training job?")
         results = run_rules(job_tensor_dir(output_data), out_dir=output_data / "rules")
         html = build_profiler_report(output_data)
-        return {"rules": {r.rule: r.status for r in results}, "rules_dir": str(output_data / "rules"),
-                "profiler_report": str(html)}
-
-    def model_artifact(self, train_result, name, out_dir):
-        from byoc.packaging import package_model
-
-        return str(package_model(train_result["model_dir"], Path(out_dir) / f"{name}.tar.gz"))
+        return ReportResult(job=str(job), rules={r.rule: r.status for r in results},
+                            rules_dir=str(output_data / "rules"), profiler_report=str(html))
 
     # ---- the endpoint --------------------------------------------------------------------------
     def start_endpoint(self, port=None, model_root=None):
@@ -201,7 +189,7 @@ class LocalBackend(Backend):
                 image=self.settings.serve_image_local if self.settings.containers else None,
                 log_file=self.run_dir / "endpoint" / "server.log").start()
             self._info = _write_endpoint_info(self.run_dir / ENDPOINT_FILE, self._endpoint)
-        return dict(self._info)
+        return EndpointInfo(address=self._info["url"], models_at=self._info["model_root"])
 
     def stop_endpoint(self):
         if self._endpoint is not None:
@@ -211,7 +199,7 @@ class LocalBackend(Backend):
 
     def serve(self, port=None, model_root=None):
         info = self.start_endpoint(port or self.settings.port, model_root)
-        console.print(f"[green]endpoint up[/] at {info['url']} (models from {info['model_root']}); "
+        console.print(f"[green]endpoint up[/] at {info.address} (models from {info.models_at}); "
                       f"recorded in {self.run_dir / ENDPOINT_FILE}")
         console.print("deploy with `byoc deploy MODEL.tar.gz --name NAME`; Ctrl-C stops it")
         stop: list[bool] = []
@@ -258,10 +246,11 @@ class LocalBackend(Backend):
 
     def invoke(self, image, target_model=None, content_type=None, accept=ct.JSON, topk=None, explain=False,
                url=None):
-        return self._client(url).classify_file(image, target_model, content_type, accept, topk, explain)
+        return Invocation(*self._client(url).classify_file(image, target_model, content_type, accept, topk, explain))
 
     def explain(self, image, target_model, content_type, output, url=None):
-        return self._client(url).explain_to_png(image, output, target_model, content_type)
+        prediction = self._client(url).explain_to_png(image, output, target_model, content_type)
+        return Explanation(label=prediction.get("label"), probability=prediction.get("probability"), png=str(output))
 
     def batch(self, input_dir, output_dir, target_model=None, model_data=None, content_type=None,
               accept=ct.JSON, max_payload_mb=6, url=None):
@@ -270,7 +259,7 @@ class LocalBackend(Backend):
         with progress_bar("batch transform") as update:
             result = self._client(url).transform_folder(input_dir, output_dir, target_model, content_type,
                                                         accept, max_payload_mb, on_progress=update)
-        return {"outputs": [str(p) for p in result.outputs], "failures": result.failures}
+        return TransformResult(outputs=[str(p) for p in result.outputs], failures=result.failures)
 
     def cleanup(self, keep_data=False):
         """Stop a ``byoc serve`` recorded for this run dir (local data is never deleted)."""
@@ -339,10 +328,11 @@ def _rule_watcher(job: TrainingJob, stop_on: dict[str, dict[str, str]] | None):
                        out_dir=job.job_dir / "output" / "data" / "rules")
 
 
-def _train_summary(job_dir: Path, result: TrainingJobResult, log_file: Path, watcher) -> dict:
+def _train_summary(job_dir: Path, result: TrainingJobResult, log_file: Path, watcher,
+                   archive: Path | None) -> TrainResult:
     metrics = result.metrics or {}
     accs = [h["valid_acc"] for h in metrics.get("history", []) if h.get("valid_acc") is not None]
-    return {"job": str(job_dir), "job_dir": str(job_dir), "model_dir": str(result.model_dir),
-            "output_data_dir": str(result.output_data_dir), "log": str(log_file),
-            "test": metrics.get("test"), "best_valid_acc": max(accs) if accs else None,
-            "stopped_by_rule": watcher.stop_reason}
+    return TrainResult(job=str(job_dir), model_data=None if archive is None else str(archive), job_dir=str(job_dir),
+                       model_dir=str(result.model_dir), output_data_dir=str(result.output_data_dir), log=str(log_file),
+                       test=metrics.get("test"), best_valid_acc=max(accs) if accs else None,
+                       stopped_by_rule=watcher.stop_reason)

@@ -22,10 +22,19 @@ from byoc.aws.debugger import HOOK_HYPERPARAMETER, DebuggerSettings, settings_fo
 from byoc.aws.instance_types import check_amd64_instance_type
 from byoc.aws.session import AwsContext
 from byoc.backends.base import Backend, BackendError, job_hyperparameters
-from byoc.backends.local import LocalBackend
+from byoc.backends.results import (
+    EndpointInfo,
+    Explanation,
+    Invocation,
+    ReportResult,
+    TrainResult,
+    TransformResult,
+    TuneResult,
+)
 from byoc.console import console, progress_bar
 from container_serve import content_types as ct
 from container_train.contract import CHANNEL_SPLITS
+from container_train.hyperparameters import sagemaker_string
 
 POLL_S = 60     # DescribeTrainingJob / DescribeHyperParameterTuningJob interval while waiting
 LOCAL_ONLY_URL = "it is the local endpoint's address; on SageMaker the endpoint is --endpoint-name"
@@ -42,12 +51,6 @@ class SageMakerBackend(Backend):
         self.ctx.record("s3_prefix", self.settings.s3_run_prefix)
 
     # ---- data --------------------------------------------------------------------------------
-    def data(self, source, dest=None, num_classes=None, per_class=60, size=64, url=None):
-        """Prepare the dataset on this machine (as the local backend does), then upload it."""
-        summary = LocalBackend(self.settings).data(source, dest, num_classes, per_class, size, url)
-        summary.location = self.dataset_location(summary.root, "data")
-        return summary
-
     def dataset_location(self, root, name):
         dest_uri = s3_data.join_s3(self.settings.s3_run_prefix, name) + "/"
         if self.ctx.is_dry_run:        # one DRY-RUN line per channel; nothing is sent or claimed
@@ -97,14 +100,14 @@ class SageMakerBackend(Backend):
         loaded = load_spec(spec).with_overrides(max_jobs=max_jobs, max_parallel_jobs=max_parallel_jobs,
                                                 static=static or None, instance_count=instance_count,
                                                 distribution=distribution)
-        resources, result = self._resources(data, kind="trial"), {}
+        resources, features = self._resources(data, kind="trial"), {}
         not_head_only = blocker(loaded)
         if not_head_only:
             console.print(f"tuning on the images: {not_head_only}")
         else:
-            result = self._extraction(loaded, replace(resources, **tj.limits_from_settings(self.settings,
-                                                                                           "extraction")))
-            resources = feature_jobs.on_features(resources, result["features"])
+            features = self._extraction(loaded, replace(resources, **tj.limits_from_settings(self.settings,
+                                                                                             "extraction")))
+            resources = feature_jobs.on_features(resources, features["features"])
         # The final job trains on the trials' hosts: the tuned learning rate belongs to their global batch.
         final_resources = replace(hpo.on_spec_hosts(resources, loaded), **tj.limits_from_settings(self.settings,
                                                                                                   "final"))
@@ -112,14 +115,13 @@ class SageMakerBackend(Backend):
         hpo.send_tuning_job(self.ctx.sagemaker, hpo.build_tuning_job_request(loaded, name, resources))
         self.ctx.record("tuning_job", name)
         self._record_run_prefix()
-        result["tuning_job"] = name
         on_features = not not_head_only and final
-        if self.ctx.is_dry_run and on_features:    # the third request, with what the tuning job will choose
-            placeholders = placeholder_best(loaded.parameter_names, name)
-            result["final"] = self._launch_training(loaded.static | placeholders, final_resources,
-                                                    "final", debugger=True)
-        if self.ctx.is_dry_run or not self.settings.wait:
-            return result
+        if self.ctx.is_dry_run:     # what the tuning job will choose goes where placeholders show
+            best = loaded.static | placeholder_best(loaded.parameter_names, name)
+            final_job = self._launch_training(best, final_resources, "final", debugger=True) if on_features else None
+            return TuneResult(tuning_job=name, best_hyperparameters=best, final=final_job, dry_run=True, **features)
+        if not self.settings.wait:
+            return TuneResult(tuning_job=name, **features)
         answer = hpo.wait_for_tuning_job(self.ctx.sagemaker, name, poll_s=POLL_S, on_status=lambda a: console.print(
             f"{name}: {a['HyperParameterTuningJobStatus']}"))
         best = hpo.best_training_job(answer)
@@ -130,15 +132,14 @@ class SageMakerBackend(Backend):
         write_best_hyperparameters(out, metric=loaded.objective.metric, direction=loaded.objective.direction,
                                    value=best.objective_value, hyperparameters=hps,
                                    tuned=best.tuned_hyperparameters, training_job=best.training_job_name)
-        result.update(best_training_job=best.training_job_name, best_value=best.objective_value,
-                      best_hyperparameters=hps, out_dir=str(out))
-        if on_features:
-            result["final"] = self._launch_training(hps, final_resources, "final", debugger=True)
-        return result
+        final_job = self._launch_training(hps, final_resources, "final", debugger=True) if on_features else None
+        return TuneResult(tuning_job=name, best_training_job=best.training_job_name, best_value=best.objective_value,
+                          best_hyperparameters=hps, out_dir=str(out), final=final_job, **features)
 
     def _extraction(self, spec, resources: tj.TrainingResources) -> dict:
         """The features of the run's dataset: a completed extraction recorded under the same key, or a
-        new extraction job, waited for (the trials need its output). Returns features + job names."""
+        new extraction job, waited for (the trials need its output). Returns :class:`TuneResult`'s fields
+        about the features channel."""
         from byoc.tuning.features_flow import extraction_hyperparameters, features_key
 
         hps = extraction_hyperparameters(spec)
@@ -156,33 +157,31 @@ class SageMakerBackend(Backend):
             model_data = self._wait_for_training(name, time_limit_usable=False).model_data
         return {"extraction_job": name, "features": model_data, "features_reused": False}
     def train(self, data, hyperparameters, job_dir=None, description="training", stop_on=None, debugger=True,
-              instance_count=1, distribution=None):
+              instance_count=1, distribution=None, name="train"):
         """CreateTrainingJob with the Debugger hook, built-in rules and the profiler report (none of
         them with ``debugger=False`` or in a region without Debugger), on ``instance_count`` hosts."""
         hyperparameters = job_hyperparameters(hyperparameters)     # before any request, S3's included
         self.refuse("--job-dir", job_dir, "a SageMaker job's files live under the run's S3 prefix")
         self.refuse("--stop-on", stop_on, "the local rule watcher stops local jobs; on SageMaker a rule's "
                     "StopTraining action is configured on the rule itself")
-        return self._launch_training(hyperparameters, self._resources(data, instance_count, distribution), "train",
+        return self._launch_training(hyperparameters, self._resources(data, instance_count, distribution), name,
                                      debugger)
 
     def _launch_training(self, hyperparameters, resources: tj.TrainingResources, suffix: str, debugger: bool
-                         ) -> dict:
+                         ) -> TrainResult:
         name = tj.unique_job_name(f"byoc-{self.settings.run_name}-{suffix}", 63)
         settings = self._debugger_settings(hyperparameters, debugger)
         request = tj.build_training_job_request(name, hyperparameters, resources, settings)
         tj.send_training_job(self.ctx.sagemaker, request)
         self.ctx.record("training_job", name)
         self._record_run_prefix()
-        result = {"job": name, "training_job": name,
-                  "model_data": feature_jobs.model_data_uri(request["OutputDataConfig"]["S3OutputPath"], name)}
-        if self.ctx.is_dry_run or not self.settings.wait:
-            return result
+        model_data = feature_jobs.model_data_uri(request["OutputDataConfig"]["S3OutputPath"], name)
+        if self.ctx.is_dry_run:
+            return TrainResult(job=name, model_data=model_data, status="NotSent", dry_run=True)
+        if not self.settings.wait:
+            return TrainResult(job=name, model_data=model_data, status="InProgress")
         finished = self._wait_for_training(name)
-        result.update(status=finished.status, model_data=finished.model_data)
-        if finished.note:
-            result["note"] = finished.note
-        return result
+        return TrainResult(job=name, model_data=finished.model_data, status=finished.status, note=finished.note)
 
     def _wait_for_training(self, name: str, time_limit_usable: bool = True) -> tj.FinishedJob:
         """DescribeTrainingJob until the job ends; raises unless it left a usable model
@@ -202,7 +201,8 @@ class SageMakerBackend(Backend):
             console.print(f"[yellow]{why}[/]")
         if with_hook(hyperparameters, on=settings is not None)[1]:
             state = "on: the job runs the Debugger rules" if settings else "off: the job has no Debugger"
-            console.print(f"[yellow]hyperparameter {HOOK_HYPERPARAMETER}={hyperparameters[HOOK_HYPERPARAMETER]} "
+            given = sagemaker_string(hyperparameters[HOOK_HYPERPARAMETER])
+            console.print(f"[yellow]hyperparameter {HOOK_HYPERPARAMETER}={given} "
                           f"overridden, hook {state}[/]")
         return settings
 
@@ -211,8 +211,8 @@ class SageMakerBackend(Backend):
         run dir once the ProfilerReport rule has written it."""
         desc = self.ctx.sagemaker.describe_training_job(TrainingJobName=job)
         statuses = desc.get("DebugRuleEvaluationStatuses", []) + desc.get("ProfilerRuleEvaluationStatuses", [])
-        result: dict = {"training_job": job,
-                        "rules": {r["RuleConfigurationName"]: r.get("RuleEvaluationStatus") for r in statuses}}
+        rules = {r["RuleConfigurationName"]: r.get("RuleEvaluationStatus") for r in statuses}
+        report = None
         output = desc.get("OutputDataConfig", {}).get("S3OutputPath")
         if output:
             prefix = s3_data.join_s3(output, job, "rule-output") + "/"
@@ -222,11 +222,8 @@ class SageMakerBackend(Backend):
                     dest = Path(self.settings.run_dir) / f"{job}-profiler-report.html"
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     self.ctx.s3.download_file(bucket, obj["Key"], str(dest))
-                    result["profiler_report"] = str(dest)
-        return result
-
-    def model_artifact(self, train_result, name, out_dir):
-        return train_result["model_data"]
+                    report = str(dest)
+        return ReportResult(job=job, rules=rules, profiler_report=report)
 
     # ---- the multi-model endpoint --------------------------------------------------------------
     @property
@@ -238,15 +235,15 @@ class SageMakerBackend(Backend):
         self.refuse("--model-root", model_root, "a multi-model endpoint loads from the run's models/ prefix")
         ep = self._endpoint
         desc = endpoints.create_multi_model_endpoint(self.ctx, ep)
-        return {"endpoint": ep.endpoint_name, "status": desc.get("EndpointStatus"),
-                "model_data_prefix": ep.model_data_prefix}
+        return EndpointInfo(address=ep.endpoint_name, models_at=ep.model_data_prefix,
+                            status=desc.get("EndpointStatus"), dry_run=self.ctx.is_dry_run)
 
     def stop_endpoint(self):
         """Nothing to stop in this process: the endpoint stays up until `byoc cleanup`."""
 
     def serve(self, port=None, model_root=None):
         info = self.start_endpoint(port, model_root)
-        console.print(f"endpoint {info['endpoint']}: {info['status']}; models go under {info['model_data_prefix']}")
+        console.print(f"endpoint {info.address}: {info.status}; models go under {info.models_at}")
         return 0
 
     def deploy(self, artifact, name, url=None, scaling=None):
@@ -274,16 +271,18 @@ class SageMakerBackend(Backend):
 
         self.refuse("--url", url, LOCAL_ONLY_URL)
         attributes = ct.format_custom_attributes(topk=topk, explain="gradcam" if explain else None) or None
-        return endpoints.invoke(self.ctx, self._endpoint.endpoint_name, Path(image).read_bytes(),
-                                content_type or content_type_for(image), accept, target_model, attributes)
+        answer = endpoints.invoke(self.ctx, self._endpoint.endpoint_name, Path(image).read_bytes(),
+                                  content_type or content_type_for(image), accept, target_model, attributes)
+        return Invocation(*answer, sent=not self.ctx.is_dry_run)
 
     def explain(self, image, target_model, content_type, output, url=None):
         from byoc.local.client import write_gradcam_png
 
-        _, body = self.invoke(image, target_model, content_type, ct.JSON, None, True, url)
-        if not body:  # dry run
-            return {"label": None}
-        return write_gradcam_png(json.loads(body), output, image)
+        answer = self.invoke(image, target_model, content_type, ct.JSON, None, True, url)
+        if not answer.sent:
+            return Explanation(dry_run=True)
+        prediction = write_gradcam_png(json.loads(answer.body), output, image)
+        return Explanation(label=prediction.get("label"), probability=prediction.get("probability"), png=str(output))
 
     def batch(self, input_dir, output_dir, target_model=None, model_data=None, content_type=None,
               accept=ct.JSON, max_payload_mb=6, url=None):
@@ -297,7 +296,8 @@ class SageMakerBackend(Backend):
         result = batch_transform.run_transform_job(self.ctx, name, model_data, input_dir,
                                                    content_type or ct.X_IMAGE, accept,
                                                    download_to=output_dir, max_payload_mb=max_payload_mb)
-        return {"outputs": result["Outputs"], "failures": {}, "transform_job": result["TransformJobName"]}
+        return TransformResult(outputs=result["Outputs"], transform_job=result["TransformJobName"],
+                               dry_run=self.ctx.is_dry_run)
 
     def cleanup(self, keep_data=False):
         from byoc.aws.cleanup import cleanup as run_cleanup

@@ -110,4 +110,6 @@ def check_local_dataset(backend, data: str) -> None:
 
 
 def print_json(result) -> None:
-    print(json.dumps(result, indent=1, default=str))
+    """A backend's answer (its ``to_dict()``, :mod:`byoc.backends.results`) or plain data, as JSON."""
+    data = result.to_dict() if hasattr(result, "to_dict") else result
+    print(json.dumps(data, indent=1, default=str))

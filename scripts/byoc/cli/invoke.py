@@ -7,6 +7,7 @@ from pathlib import Path
 
 from byoc.cli.common import add_command
 from byoc.console import console
+from container_serve import content_types as ct
 
 
 def _image_options(p) -> None:
@@ -28,7 +29,7 @@ def register(sub, common) -> None:
                     byoc invoke dog.jpg --target-model dogs --backend sagemaker
                     """)
     _image_options(p)
-    p.add_argument("--accept", default="application/json", help="application/json (default) or text/csv")
+    p.add_argument("--accept", default=ct.JSON, help="application/json (default) or text/csv")
     p.add_argument("--topk", type=int, help="number of classes in the answer")
     p.add_argument("--explain", action="store_true", help="also return a Grad-CAM heatmap (base64 PNG)")
     p.set_defaults(run=run_invoke)
@@ -47,17 +48,22 @@ def register(sub, common) -> None:
 
 
 def run_invoke(args, backend) -> int:
-    content_type, body = backend.invoke(args.image, args.target_model, args.content_type, args.accept,
-                                        args.topk, args.explain, url=args.url)
-    if content_type.startswith("application/json") and body:
-        print(json.dumps(json.loads(body), indent=1))   # plain JSON: pipe it into jq or a file
-    elif body:
-        print(body.decode(errors="replace"))
+    answer = backend.invoke(args.image, args.target_model, args.content_type, args.accept,
+                            args.topk, args.explain, url=args.url)
+    if not answer.sent:         # a dry run printed the request it did not send
+        return 0
+    if answer.content_type.startswith(ct.JSON) and answer.body:
+        print(json.dumps(json.loads(answer.body), indent=1))   # plain JSON: pipe it into jq or a file
+    elif answer.body:
+        print(answer.body.decode(errors="replace"))
     return 0
 
 
 def run_explain(args, backend) -> int:
     out = args.output or str(Path(args.image).with_suffix("")) + ".gradcam.png"
     prediction = backend.explain(args.image, args.target_model, args.content_type, out, url=args.url)
-    console.print(f"[green]Grad-CAM[/] for {prediction.get('label')!r} written to {out}")
+    if prediction.dry_run:
+        console.print(f"dry run: nothing sent, {out} not written")
+    else:
+        console.print(f"[green]Grad-CAM[/] for {prediction.label!r} written to {out}")
     return 0

@@ -100,7 +100,7 @@ def _result_text(name: str, outputs: dict) -> str:
         return f"{len(models)} model archives: {', '.join(models)}."
     if name == "serve":
         loaded = o("loaded") or []
-        return f"Endpoint at {o('url') or o('endpoint')} serving {', '.join(loaded) or 'no model'}."
+        return f"Endpoint at {o('address')} serving {', '.join(loaded) or 'no model'}."
     if name == "invoke":
         return f"{o('count')} images sent to the models; the table below marks each answer right or wrong."
     if name == "batch":

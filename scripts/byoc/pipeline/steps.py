@@ -6,9 +6,10 @@ same steps run locally (processes or the images) and on SageMaker::
     model.tar.gz) -> serve (the multi-model endpoint, both models on it) -> invoke (sample images
     against each model) -> batch (batch transform over a folder) -> explain (Grad-CAM PNG)
 
-A step returns the outputs the state file records; later steps read them from there. The endpoint
-is a process locally, not an artifact: a step that needs it brings it up (once per run) and loads
-both models again.
+A step returns the outputs the state file records (a backend's typed result as plain data,
+:mod:`byoc.backends.results`); later steps read them back typed (``TrainResult.from_dict``), so no
+step asks which backend ran or what a dict holds. The endpoint is a process locally, not an artifact:
+a step that needs it brings it up (once per run) and loads both models again.
 """
 
 from __future__ import annotations
@@ -17,16 +18,27 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from byoc.backends.base import Backend, BackendError
+from byoc.backends.results import EndpointInfo, ReportResult, Result, TrainResult, TuneResult
 from byoc.console import console
 from byoc.pipeline.profiles import Profile
 from byoc.pipeline.state import PipelineState
 from byoc.tuning.specs import DEMO_SPEC
 from container_train.contract import SPLITS
-from container_train.hyperparameters import Hyperparameters
+
+
+@dataclass(frozen=True)
+class DataOutputs(Result):
+    """What the data step records: the prepared folder and where jobs read it."""
+
+    root: str
+    location: str
+    source: str
+    classes: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -37,10 +49,22 @@ class Context:
     state: PipelineState
     data_source: str
     port: int | None
-    endpoint: dict | None = None        # where the endpoint is, once a step brought it up
+    endpoint: EndpointInfo | None = None    # where the endpoint is, once a step brought it up
+    targets: dict[str, str] = field(default_factory=dict)     # model name -> what to invoke it by
 
     def outputs(self, step: str) -> dict:
         return self.state.outputs(step)
+
+    def data(self) -> DataOutputs:
+        return DataOutputs.from_dict(self.outputs("data"))
+
+    def trained(self, step: str) -> TrainResult:
+        return TrainResult.from_dict(self.outputs(step))
+
+    @property
+    def subset_root(self) -> Path:
+        """The second model's dataset (:func:`subset_dataset`)."""
+        return self.run_dir / "data-subset"
 
 
 def step_data(ctx: Context) -> dict:
@@ -50,53 +74,37 @@ def step_data(ctx: Context) -> dict:
     if summary.note:
         console.print(f"[yellow]{summary.note}[/]")
     console.print(summary.describe())
-    return {"root": str(summary.root), "location": summary.location, "source": summary.source,
-            "classes": summary.classes, "counts": summary.counts}
+    return DataOutputs(root=str(summary.root), location=summary.location, source=summary.source,
+                       classes=summary.classes, counts=summary.counts).to_dict()
 
 
 def step_tune(ctx: Context) -> dict:
+    """The search; the train step is the final job, with the profile's epochs (a dry run's best
+    hyperparameters are placeholders where the tuned values will go)."""
     p = ctx.profile
     static = p.hyperparameters(epochs=p.tune_epochs, debugger="false")
-    result = ctx.backend.tune(ctx.outputs("data")["location"], str(DEMO_SPEC), max_jobs=p.tune_jobs,
-                              max_parallel_jobs=p.tune_parallel, static=static, out_dir=str(ctx.run_dir / "tune"),
-                              final=False)     # the train step is the final job, with the profile's epochs
-    best = result.get("best_hyperparameters")
-    if not best:
-        best = _placeholder_best(static, result)
-    return {**result, "best_hyperparameters": best}
+    return ctx.backend.tune(ctx.data().location, str(DEMO_SPEC), max_jobs=p.tune_jobs,
+                            max_parallel_jobs=p.tune_parallel, static=static, out_dir=str(ctx.run_dir / "tune"),
+                            final=False).to_dict()
 
 
-def _placeholder_best(static: dict[str, str], result: dict) -> dict[str, str]:
-    """A dry run has no best trial: the later requests show where its values would go."""
-    from byoc.tuning.best import placeholder_best
-    from byoc.tuning.spec import load_spec
-
-    return Hyperparameters.of(static) | placeholder_best(load_spec(DEMO_SPEC).parameter_names,
-                                                         result.get("tuning_job", "the tuning job"))
-
-
-def _best_hps(ctx: Context) -> Hyperparameters:
-    return Hyperparameters.of(ctx.outputs("tune")["best_hyperparameters"])
+def _best_hps(ctx: Context):
+    return TuneResult.from_dict(ctx.outputs("tune")).best_hyperparameters
 
 
 def step_train(ctx: Context) -> dict:
     p = ctx.profile
-    hps = {**_best_hps(ctx), **p.hyperparameters(epochs=p.train_epochs, debugger_save_interval=p.debugger_interval)}
-    return ctx.backend.train(ctx.outputs("data")["location"], hps, job_dir=_job_dir(ctx, "train"),
-                             description="train best", debugger=True)
-
-
-def _job_dir(ctx: Context, name: str) -> str | None:
-    """Local jobs live in the run dir; a SageMaker job's files live under its S3 prefix."""
-    return str(ctx.run_dir / name) if ctx.backend.name == "local" else None
+    hps = _best_hps(ctx) | p.hyperparameters(epochs=p.train_epochs, debugger_save_interval=p.debugger_interval)
+    return ctx.backend.train(ctx.data().location, hps, name="train", description="train best",
+                             debugger=True).to_dict()
 
 
 def step_report(ctx: Context) -> dict:
     os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")  # smdebug logs every rule step at INFO
-    result = ctx.backend.report(ctx.outputs("train")["job"])
-    for rule, status in result["rules"].items():
+    result: ReportResult = ctx.backend.report(ctx.trained("train").job)
+    for rule, status in result.rules.items():
         console.print(f"  rule {rule}: {status}")
-    return result
+    return result.to_dict()
 
 
 def subset_dataset(root: Path, dest: Path, num_classes: int) -> Path:
@@ -123,45 +131,43 @@ def _link_or_copy(src: str, dst: str) -> None:
 def step_train_second(ctx: Context) -> dict:
     """A second, different model for the multi-model endpoint: the same recipe on a class subset."""
     p = ctx.profile
-    subset = subset_dataset(Path(ctx.outputs("data")["root"]), ctx.run_dir / "data-subset", p.second_classes)
-    hps = {**_best_hps(ctx), **p.hyperparameters(epochs=p.tune_epochs)}
-    result = ctx.backend.train(ctx.backend.dataset_location(subset, "data-subset"), hps,
-                               job_dir=_job_dir(ctx, "train-subset"),
-                               description=f"train {p.second_classes}-class model", debugger=False)
-    return {**result, "root": str(subset)}
+    subset = subset_dataset(Path(ctx.data().root), ctx.subset_root, p.second_classes)
+    hps = _best_hps(ctx) | p.hyperparameters(epochs=p.tune_epochs)
+    return ctx.backend.train(ctx.backend.dataset_location(subset, "data-subset"), hps, name="train-subset",
+                             description=f"train {p.second_classes}-class model", debugger=False).to_dict()
 
 
 def step_package(ctx: Context) -> dict:
+    """Both models' ``model.tar.gz``, as their training jobs left them (named for the endpoint)."""
     first, second = ctx.profile.model_names()
-    out = ctx.run_dir / "models"
-    return {"models": {first: ctx.backend.model_artifact(ctx.outputs("train"), first, out),
-                       second: ctx.backend.model_artifact(ctx.outputs("train_second"), second, out)}}
+    return {"models": {first: ctx.trained("train").model_data, second: ctx.trained("train_second").model_data}}
 
 
-def ensure_endpoint(ctx: Context) -> dict:
-    """Bring the endpoint up (once per pipeline process) with both packaged models on it."""
+def ensure_endpoint(ctx: Context) -> dict[str, str]:
+    """Bring the endpoint up (once per pipeline process) with both packaged models on it; returns the
+    names to invoke them by."""
     if ctx.endpoint is None:
         console.print("starting the multi-model endpoint ...")
-        info = ctx.backend.start_endpoint(port=ctx.port)
-        targets = {name: ctx.backend.deploy(archive, name) for name, archive in ctx.outputs("package")["models"].items()}
-        ctx.endpoint = {**info, "targets": targets}
-        serving = "would serve (dry run)" if ctx.backend.settings.dry_run else "serving"
-        console.print(f"endpoint {ctx.endpoint.get('url') or ctx.endpoint.get('endpoint')} {serving} "
-                      f"{', '.join(targets)}")
-    return ctx.endpoint
+        ctx.endpoint = ctx.backend.start_endpoint(port=ctx.port)
+        models: dict[str, str] = ctx.outputs("package")["models"]
+        ctx.targets = {name: ctx.backend.deploy(archive, name) for name, archive in models.items()}
+        serving = "would serve (dry run)" if ctx.endpoint.dry_run else "serving"
+        console.print(f"endpoint {ctx.endpoint.address} {serving} {', '.join(ctx.targets)}")
+    return ctx.targets
 
 
 def step_serve(ctx: Context) -> dict:
-    info = ensure_endpoint(ctx)
+    targets = ensure_endpoint(ctx)
     log = ctx.run_dir / "endpoint" / "server.log"
-    return {**info, "loaded": ctx.backend.loaded_models(), "log": str(log) if log.exists() else ""}
+    return {**ctx.endpoint.to_dict(), "targets": targets, "loaded": ctx.backend.loaded_models(),
+            "log": str(log) if log.exists() else ""}
 
 
 def _sample_images(ctx: Context, model: str, n: int) -> list[Path]:
     """One test image per class of ``model`` (cycling), ``n`` in all."""
     first, _ = ctx.profile.model_names()
-    root = ctx.outputs("data" if model == first else "train_second")["root"]
-    folders = sorted(d for d in (Path(root) / "test").iterdir() if d.is_dir())
+    root = Path(ctx.data().root) if model == first else ctx.subset_root
+    folders = sorted(d for d in (root / "test").iterdir() if d.is_dir())
     picks = []
     for i in range(n):
         images = sorted(folders[i % len(folders)].iterdir())
@@ -170,14 +176,14 @@ def _sample_images(ctx: Context, model: str, n: int) -> list[Path]:
 
 
 def step_invoke(ctx: Context) -> dict:
-    targets = ensure_endpoint(ctx)["targets"]
+    targets = ensure_endpoint(ctx)
     results: dict[str, list] = {}
     for model, target in targets.items():
         for image in _sample_images(ctx, model, ctx.profile.samples_per_model):
-            _, body = ctx.backend.invoke(str(image), target, topk=3)
-            if not body:     # a dry run answers nothing
+            answer = ctx.backend.invoke(str(image), target, topk=3)
+            if not answer.sent:     # a dry run: nothing was sent, nothing answered
                 continue
-            top = json.loads(body)["predictions"][0]
+            top = json.loads(answer.body)["predictions"][0]
             results.setdefault(model, []).append({"image": str(image), "true_class": image.parent.name,
                                                   "label": top["label"], "probability": top["probability"]})
             console.print(f"  {model}: {image.parent.name}/{image.name} -> {top['label']} ({top['probability']:.2f})")
@@ -193,22 +199,22 @@ def step_batch(ctx: Context) -> dict:
         if d.exists():
             shutil.rmtree(d)
     inp.mkdir(parents=True)
-    images = sorted((Path(ctx.outputs("data")["root"]) / "test").rglob("*.jpg"))
+    images = sorted((Path(ctx.data().root) / "test").rglob("*.jpg"))
     stride = max(1, len(images) // ctx.profile.batch_images)
     for image in images[::stride][:ctx.profile.batch_images]:
         shutil.copyfile(image, inp / f"{image.parent.name}__{image.name}")
-    result = ctx.backend.batch(str(inp), str(out), target_model=ensure_endpoint(ctx)["targets"][first])
-    if result.get("failures"):
-        raise BackendError(f"batch transform failed for {len(result['failures'])} inputs: {result['failures']}")
-    return {"input": str(inp), "output": str(out), "outputs": len(result["outputs"]), "model": first}
+    result = ctx.backend.batch(str(inp), str(out), target_model=ensure_endpoint(ctx)[first])
+    if result.failures:
+        raise BackendError(f"batch transform failed for {len(result.failures)} inputs: {result.failures}")
+    return {"input": str(inp), "output": str(out), "outputs": len(result.outputs), "model": first}
 
 
 def step_explain(ctx: Context) -> dict:
     first, _ = ctx.profile.model_names()
     image = _sample_images(ctx, first, 1)[0]
     out = ctx.run_dir / "explain" / f"{image.parent.name}__{image.stem}.gradcam.png"
-    prediction = ctx.backend.explain(str(image), ensure_endpoint(ctx)["targets"][first], None, str(out))
-    return {"image": str(image), "png": str(out), "label": prediction.get("label"), "model": first}
+    prediction = ctx.backend.explain(str(image), ensure_endpoint(ctx)[first], None, str(out))
+    return {"image": str(image), "png": str(out), "label": prediction.label, "model": first}
 
 
 STEPS: list[tuple[str, Callable[[Context], dict], str]] = [

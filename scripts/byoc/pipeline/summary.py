@@ -85,4 +85,4 @@ def print_summary(state: PipelineState, run_dir: Path, page: Path) -> None:
     console.print(f"[bold]every result on one page: {shown(page)}[/]")
     rd = shown(run_dir)
     console.print(f"state: {shown(run_dir / STATE_FILE)}. Serve the models again: byoc serve --run-dir {rd} "
-                  f"then byoc deploy {rd}/models/<name>.tar.gz --name <name>")
+                  "then byoc deploy <model.tar.gz above> --name <name>")
