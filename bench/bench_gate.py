@@ -28,6 +28,7 @@ from PIL import Image
 from bench.common import machine_note, print_table
 from byoc_common.architectures import build_classifier
 from byoc_common.artifact import ModelConfig, save_model_artifact
+from container_serve import content_types as ct
 from container_serve.mms_process import INFERENCE_SOCKET
 
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     save_model_artifact(work / "model", build_classifier(a.arch, 3), ["a", "b", "c"], config)
     buf = io.BytesIO()
     Image.new("RGB", (a.source_size, a.source_size), (120, 30, 200)).save(buf, format="JPEG")
-    body, headers = buf.getvalue(), {"Content-Type": "image/jpeg", "Accept": "application/json"}
+    body, headers = buf.getvalue(), {"Content-Type": ct.JPEG, "Accept": ct.JSON}
     print(f"# bench_gate: {machine_note()}; {a.arch} at {a.image_size}px, {len(body)} byte JPEG, "
           f"{a.rounds} rounds", flush=True)
 

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from container_serve import content_types as ct
+
 
 def floor(model_dir: Path, body: bytes, threads: int, n: int, form: str) -> dict:
     import torch
@@ -28,7 +30,7 @@ def floor(model_dir: Path, body: bytes, threads: int, n: int, form: str) -> dict
     with torch.inference_mode():
         for i in range(n + 3):
             t0 = time.perf_counter()
-            x = torch.stack(decoder.decode(body, "image/jpeg"))
+            x = torch.stack(decoder.decode(body, ct.JPEG))
             t1 = time.perf_counter()
             torch.softmax(model(x), dim=1)
             t2 = time.perf_counter()

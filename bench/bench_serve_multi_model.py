@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from bench.common import print_table
+from container_serve import content_types as ct
 
 MME_RUNS = {"before": {"BYOC_FORK_SERVER": "false"}, "after": {}}
 
@@ -59,7 +60,7 @@ def multi_model_memory(model_dir: Path, body: bytes, n_models: int, env: dict[st
             reply = ep.client.load_model(name, ep.model_url(name))
             status, body_json = reply.status, reply.json()
             t1 = time.perf_counter()
-            inv_status, _, _ = ep.client.invoke(body, "image/jpeg", target_model=name)
+            inv_status, _, _ = ep.client.invoke(body, ct.JPEG, target_model=name)
             t2 = time.perf_counter()
             if status != 200 or inv_status != 200:
                 raise RuntimeError(f"loading {name}: {status} {body_json}; invoke {inv_status}")

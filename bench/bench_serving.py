@@ -47,6 +47,7 @@ from bench.loadgen import run_load
 from byoc.datasets.synthetic import draw_example
 from byoc_common.architectures import build_classifier
 from byoc_common.artifact import ModelConfig, save_model_artifact
+from container_serve import content_types as ct
 
 ARCH = "resnet50"
 CONCURRENCY = (1, 4, 16)
@@ -120,7 +121,7 @@ def side_by_side(servers: dict[str, object], body: bytes, rounds: int, requests:
         for label, server in servers.items():
             for c in CONCURRENCY:
                 res = run_load(server.url, body, concurrency=c, requests=requests[c], max_seconds=max_seconds,
-                               headers={"Content-Type": "image/jpeg"}, warmup=3)
+                               headers={"Content-Type": ct.JPEG}, warmup=3)
                 acc = out[label][c]
                 acc["lat"] += res.latencies_s
                 acc["ok"] += res.ok

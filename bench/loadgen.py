@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from container_serve import content_types as ct
+
 ALLOWED_HOST = "127.0.0.1"
 MAX_REQUESTS = 100_000
 MAX_SECONDS = 900.0
@@ -93,7 +95,7 @@ def run_load(url: str, body: bytes, *, concurrency: int, requests: int, max_seco
         raise LoadTargetError(f"requests must be 1..{MAX_REQUESTS}, got {requests}")
     if not 0 < max_seconds <= MAX_SECONDS:
         raise LoadTargetError(f"max_seconds must be in (0, {MAX_SECONDS}], got {max_seconds}")
-    headers = {"Content-Type": "application/octet-stream", **(headers or {})}
+    headers = {"Content-Type": ct.OCTET_STREAM, **(headers or {})}
     result = LoadResult(concurrency)
     lock = threading.Lock()
     budget = [requests]
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", required=True, help="http://127.0.0.1:PORT/path")
     p.add_argument("--file", type=Path, required=True, help="request body")
-    p.add_argument("--content-type", default="application/x-image")
+    p.add_argument("--content-type", default=ct.X_IMAGE)
     p.add_argument("--concurrency", "-c", type=int, default=1)
     p.add_argument("--requests", "-n", type=int, required=True)
     p.add_argument("--max-seconds", type=float, required=True)

@@ -26,6 +26,7 @@ import sys
 import traceback
 
 from byoc_common.artifact import ModelArtifactError
+from container_serve import content_types as ct
 from container_serve import load_reports
 from container_serve.errors import BadRequestError, InsufficientStorageError, InternalServerError
 from container_serve.image_classifier_handler import ImageClassifierHandler
@@ -53,7 +54,7 @@ class HandlerService:
             body = json.dumps({"error": f"internal error: {type(e).__name__}: {e}", "code": 500}).encode()
             for idx in range(len(data)):
                 context.set_response_status(code=500, phrase="Internal Server Error", idx=idx)
-                context.set_response_content_type(idx, "application/json")
+                context.set_response_content_type(idx, ct.JSON)
             return [body for _ in data]
 
 

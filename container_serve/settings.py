@@ -86,6 +86,7 @@ from pathlib import Path
 
 from byoc_common import sagemaker_paths
 from byoc_common.booleans import parse_bool
+from container_serve import content_types as ct
 
 DEFAULT_PORT = 8080
 MAX_PORT = 65535  # the gate listens on the port; multi-model-server only on Unix sockets
@@ -232,7 +233,7 @@ class ServeSettings:
             torch_threads=threads,
             response_timeout_s=response_timeout,
             job_queue_size=_int(env, "BYOC_JOB_QUEUE_SIZE", DEFAULT_JOB_QUEUE_SIZE),
-            default_accept=env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or "application/json",
+            default_accept=env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or ct.JSON,
             max_image_pixels=_int(env, "BYOC_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS),
             max_images_per_request=_int(env, "BYOC_MAX_IMAGES_PER_REQUEST", DEFAULT_MAX_IMAGES_PER_REQUEST),
             batch_strategy=strategy,

@@ -23,6 +23,7 @@ from byoc.aws.session import AwsContext
 from byoc.aws.training_jobs import unique_job_name
 from byoc.console import progress_console
 from byoc.tuning.features_flow import folder_version
+from container_serve import content_types as ct
 
 BATCH_STRATEGIES = ("SingleRecord", "MultiRecord")
 
@@ -42,7 +43,7 @@ def create_batch_model(ctx: AwsContext, name: str, model_data: str, image_uri: s
 
 
 def transform_request(job_name: str, model_name: str, input_uri: str, output_uri: str, content_type: str,
-                      accept: str = "application/json", instance_type: str = "ml.m5.large",
+                      accept: str = ct.JSON, instance_type: str = "ml.m5.large",
                       instance_count: int = 1, batch_strategy: str = "SingleRecord",
                       max_payload_mb: int = 6, max_concurrent: int = 0) -> dict:
     """The exact CreateTransformJob parameters (kept separate so tests and --dry-run can show them)."""
@@ -70,7 +71,7 @@ def transform_request(job_name: str, model_name: str, input_uri: str, output_uri
 
 
 def run_transform_job(ctx: AwsContext, name: str, model_data: str, input_folder: str | Path,
-                      content_type: str, accept: str = "application/json", download_to: str | Path | None = None,
+                      content_type: str, accept: str = ct.JSON, download_to: str | Path | None = None,
                       batch_strategy: str = "SingleRecord", max_payload_mb: int = 6,
                       wait: bool | None = None) -> dict:
     """Upload ``input_folder``, create the model and the transform job, wait, download the ``.out``s."""

@@ -21,6 +21,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from container_serve import content_types as ct
+
 # Just enough of a response for code that reads ids from what a Create* call returns.
 _FAKE_RESPONSES: dict[str, dict[str, Any]] = {
     "CreateModel": {"ModelArn": "arn:aws:sagemaker:dry-run:000000000000:model/dry-run"},
@@ -30,7 +32,7 @@ _FAKE_RESPONSES: dict[str, dict[str, Any]] = {
     "CreateTrainingJob": {"TrainingJobArn": "arn:aws:sagemaker:dry-run:000000000000:training-job/dry-run"},
     "CreateHyperParameterTuningJob": {
         "HyperParameterTuningJobArn": "arn:aws:sagemaker:dry-run:000000000000:hyper-parameter-tuning-job/dry-run"},
-    "InvokeEndpoint": {"ContentType": "application/json", "Body": None},
+    "InvokeEndpoint": {"ContentType": ct.JSON, "Body": None},
     "CreateMultipartUpload": {"UploadId": "dry-run"},
     "ListObjectsV2": {"KeyCount": 0, "IsTruncated": False},
     "DeleteObjects": {"Deleted": []},

@@ -30,6 +30,7 @@ from byoc.aws.errors import LaunchError
 from byoc.aws.instance_types import check_amd64_instance_type
 from byoc.aws.session import AwsContext
 from byoc.console import progress_console
+from container_serve import content_types as ct
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 ARTIFACT_SUFFIX = ".tar.gz"
@@ -200,7 +201,7 @@ _RETRY_DELAYS_S = (2.0, 4.0, 8.0, 15.0)     # then every 15 s until the limit
 
 
 def invoke(ctx: AwsContext, endpoint_name: str, body: bytes, content_type: str,
-           accept: str = "application/json", target_model: str | None = None,
+           accept: str = ct.JSON, target_model: str | None = None,
            custom_attributes: str | None = None, clock: Callable[[], float] = time.monotonic,
            sleep: Callable[[float], None] = time.sleep) -> tuple[str, bytes]:
     """InvokeEndpoint; returns ``(content type, body bytes)`` of the answer. A cold multi-model target
