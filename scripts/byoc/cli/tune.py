@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from byoc.cli.common import add_command, check_local_dataset, parse_hp, print_json
-from byoc.cli.train import add_scale_out_options, instance_count
+from byoc.cli.train import add_job_limit_options, add_scale_out_options, instance_count
 from byoc.tuning.schema import DEFAULT_STUDY_NAME
 from byoc.tuning.specs import DEFAULT_SPEC
 
@@ -52,6 +52,7 @@ def register(sub, common) -> None:
     p.add_argument("--study-name", metavar="NAME",
                    help=f"local: the study's name in --storage (default: {DEFAULT_STUDY_NAME})")
     add_scale_out_options(p, spec_default=True)
+    add_job_limit_options(p, ("extraction", "trial", "final"))
     p.set_defaults(run=run)
 
 
