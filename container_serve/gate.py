@@ -134,6 +134,7 @@ class Gate:
         self.server_running = server_running
         self._name_locks: dict[str, asyncio.Lock] = {}
         self._unloaded: dict[str, set[asyncio.Future]] = {}  # per model, invocations waiting on MMS
+        self._unloading: set[str] = set()
         self._waiting_on_client: dict[asyncio.StreamWriter, None] = {}  # oldest first
         self._open = 0
         self.max_connections = settings.max_connections
@@ -205,8 +206,9 @@ class Gate:
         answer = asyncio.ensure_future(self.forward_inference(head, body))
         try:
             await asyncio.wait((answer, unloaded), return_when=asyncio.FIRST_COMPLETED)
-            if answer.done():
+            if answer.done() and not (answer.result().status >= 500 and name in self._unloading):
                 return answer.result()
+            # never answered, or MMS's 500 "Worker died" for the one the unload cut short
             raise NotFoundError(f"model {name!r} was unloaded while this invocation waited for it")
         finally:
             answer.cancel()
@@ -230,8 +232,12 @@ class Gate:
     async def unload(self, head: Message, body: bytes) -> Message:
         name = MODEL_PATH.match(head.path).group(1)
         async with self._lock(name):
-            resp = await within(self.settings.upstream_timeout_s, f"DELETE /models/{name}",
-                                self.management.send("DELETE", f"/models/{name}", [], b""))
+            self._unloading.add(name)
+            try:
+                resp = await within(self.settings.upstream_timeout_s, f"DELETE /models/{name}",
+                                    self.management.send("DELETE", f"/models/{name}", [], b""))
+            finally:
+                self._unloading.discard(name)
         if resp.status < 300:  # what MMS still had queued for the model it will never answer
             for waiting in self._unloaded.get(name, ()):
                 if not waiting.done():

@@ -30,7 +30,8 @@ MAX_HEADERS = 100
 MAX_TARGET_CHARS = 8 * 1024
 DRAIN_MAX_BYTES = 64 * 1024 * 1024   # a too-large body is read and dropped up to this, then the socket closes
 READ_CHUNK = 64 * 1024
-MAX_CHUNKS = 65_536  # a 6 MB body in 4 KiB chunks needs 1,536; 2-byte chunks stop at 128 KiB
+MAX_CHUNKS = 8_192  # a 6 MB body in 1 KiB chunks needs 6,144; 2-byte chunks stop at 16 KiB
+CHUNKS_PER_YIELD = 256  # buffered chunks are parsed without a pause otherwise: let /ping in between
 MAX_LEADING_EMPTY_LINES = 4
 CONTENT_LENGTH = re.compile(rb"[0-9]{1,18}")   # ASCII only: str.isdigit() also takes "²"
 CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")  # no sign, no "0x", no "_": int(x, 16) takes all three
@@ -212,7 +213,9 @@ async def _drain(reader: asyncio.StreamReader, length: int) -> bool:
 
 async def _read_chunked(reader: asyncio.StreamReader, limit: int, keep: bool = True) -> bytes:
     body, size_so_far = bytearray(), 0
-    for _ in range(MAX_CHUNKS):
+    for count in range(1, MAX_CHUNKS + 1):
+        if count % CHUNKS_PER_YIELD == 0:
+            await asyncio.sleep(0)
         size_line = (await reader.readuntil(b"\r\n"))[:-2].split(b";", 1)[0].strip(b" \t")
         if not CHUNK_SIZE.fullmatch(size_line):
             raise HttpError(400, "malformed chunk size", close=True)

@@ -1,5 +1,9 @@
-"""The hostile client's pass against the serving image (``docker run --network host IMAGE serve``, started
-through ``byoc.local.endpoint.LocalEndpoint`` in container mode, model root mounted at /opt/ml/models).
+"""The hostile client's pass against the serving image (``docker run --network host --memory 4g IMAGE serve``,
+started through ``byoc.local.endpoint.LocalEndpoint`` in container mode, model root mounted at
+/opt/ml/models). The 4 GiB limit is the issue's: two 6 MB form bodies parsed by MMS's Netty once grew
+its JVM (heap sized from the host with ``-XX:-UseContainerSupport``) past it and the kernel killed the
+container; now the gate answers them 415, the container stays up, and the JVM's heap is a quarter of
+the container's limit.
 
 The multi-model tests are the process-mode suite's own (tests/serve/test_serve_hostile.py), run here on
 fixtures of the same names backed by the container: every attack answered 4xx with no marker written,
@@ -21,24 +25,37 @@ import pytest
 from byoc.local.client import EndpointError
 from byoc.local.endpoint import LocalEndpoint
 from byoc_common.sagemaker_paths import MULTI_MODEL_ROOT
+from container_serve.settings import DEFAULT_JVM_ARGS
 from tests.serve import hostile
 from tests.serve.hostile import attacks_fixture, mar_host_fixture, stage_fixture  # noqa: F401 - fixtures
 from tests.serve.test_serve_hostile import (  # noqa: F401 - collected here, on this module's fixtures
     _cgroup,
     test_attack_is_refused_and_runs_nothing,
     test_count_bomb_is_refused_before_work,
+    test_form_bodies_never_reach_the_model_server,
     test_gradcam_explains_the_first_image_only,
     test_invalid_artifact_is_a_400_naming_the_problem,
+    test_invocations_pending_at_an_unload_are_answered,
     test_load_refused_for_memory_is_507_and_the_retry_succeeds,
     test_octet_stream_and_no_content_type_are_read_as_images,
     test_ping_answers_while_a_model_loads,
     test_server_is_healthy_after_all_of_it,
+    test_stalled_and_idle_connections_are_closed,
     test_the_memory_probe_sees_what_a_request_allocates,
 )
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
 CGROUP_FOLDER = "cgroup-files"  # under the model root, so the container sees it at /opt/ml/models/...
+MEMORY_LIMIT = "4g"
+
+
+class LimitedEndpoint(LocalEndpoint):
+    """The image under ``docker run --memory``, as a SageMaker instance's memory bounds it."""
+
+    def _command(self) -> list[str]:
+        cmd = super()._command()
+        return [*cmd[:2], "--memory", MEMORY_LIMIT, *cmd[2:]]
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +72,9 @@ def cgroup(root):
 
 @pytest.fixture(scope="module")
 def endpoint(serve_image, root, cgroup):
-    ep = LocalEndpoint(model_root=root / "models", multi_model=True, image=serve_image,
-                       log_file=root / "endpoint.log",
-                       env={"BYOC_CGROUP_DIR": f"{MULTI_MODEL_ROOT}/{CGROUP_FOLDER}"})
+    ep = LimitedEndpoint(model_root=root / "models", multi_model=True, image=serve_image,
+                         log_file=root / "endpoint.log",
+                         env={"BYOC_CGROUP_DIR": f"{MULTI_MODEL_ROOT}/{CGROUP_FOLDER}", **hostile.GATE_ENV})
     try:
         with ep:
             hostile.load_victim(ep)
@@ -109,3 +126,12 @@ def test_serve_image_memory_check_reads_the_container_limit(serve_image, docker)
                    "-c", "from pathlib import Path; from container_serve.memory import available_bytes; "
                          "print(available_bytes(Path('/sys/fs/cgroup')).source)")
     assert "cgroup" in probe.stdout and "limit 1536 MiB" in probe.stdout, probe.stdout
+
+
+def test_serve_image_jvm_heap_follows_the_container_limit(serve_image, docker):
+    """The default JVM arguments size MMS's heap from the cgroup limit, not the host's memory."""
+    probe = docker("run", "--rm", "--network", "host", "--memory", MEMORY_LIMIT, "--entrypoint", "java",
+                   serve_image, *DEFAULT_JVM_ARGS.split(), "-XX:+PrintFlagsFinal", "-version")
+    (line,) = [ln for ln in probe.stdout.splitlines() if " MaxHeapSize " in ln]
+    heap = int(line.split("=")[1].split()[0])
+    assert heap <= 4 * 2**30 // 4 + 64 * 2**20, line   # a quarter of the limit (the host here has 24 GiB)

@@ -25,6 +25,7 @@ import http.server
 import io
 import json
 import shutil
+import socket
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -41,8 +42,12 @@ from byoc_common.artifact import ModelConfig, save_model_artifact
 CLASSES = ["cat", "dog", "fox"]
 VICTIM = "victim"  # the model every endpoint under attack has loaded
 BOMB_MEMORY_LIMIT = 100 * 1024 * 1024   # the issue: the worker grows less than 100 MB
-BOMB_SECONDS = 1.0                      # the issue: answered within a second
 EVIL_MODULE = "byoc_hostile_probe"
+PING_LIMIT_S = 2.0  # SageMaker: "your container must respond to /ping requests within 2 seconds"
+# Small gate limits, so the stalled-connection attacks end in seconds (container_serve.settings).
+GATE_ENV = {"BYOC_GATE_IDLE_TIMEOUT_S": "3", "BYOC_GATE_HEAD_TIMEOUT_S": "2", "BYOC_GATE_BODY_TIMEOUT_S": "3",
+            "BYOC_GATE_MAX_CONNECTIONS": "64"}
+ANSWER_DEADLINE_S = 60  # a socket read that gets nothing for this long fails the test (no hang)
 
 
 def write_model(model_dir: Path) -> Path:
@@ -77,18 +82,72 @@ def npy_header_only(shape: tuple[int, ...]) -> bytes:
     return buf.getvalue()
 
 
-# Count bombs: tiny bodies that would each decode into thousands of model inputs (or terabytes).
+# Count bombs: tiny bodies that would each decode into thousands of model inputs (or terabytes), or cost
+# the body checks themselves quadratic time. Each maps to (body, content type, the words of the check
+# that must refuse it: the signal that it was refused by a bound checked before any decoding).
 COUNT_BOMBS = {
-    "npy of 2000 one-pixel images (6 KB)": (lambda: npy(np.zeros((2000, 1, 1, 3), np.uint8)), "application/x-npy"),
-    "npy header claiming 1.75 TiB": (lambda: npy_header_only((7, 1024, 1024, 256, 1024)), "application/x-npy"),
-    "json list of 5000 base64 images": (lambda: json.dumps([tiny_png_b64()] * 5000).encode(), "application/json"),
+    "npy of 2000 one-pixel images (6 KB)": (lambda: npy(np.zeros((2000, 1, 1, 3), np.uint8)), "application/x-npy",
+                                            "images"),
+    "npy header claiming 1.75 TiB": (lambda: npy_header_only((7, 1024, 1024, 256, 1024)), "application/x-npy",
+                                     "bytes"),
+    "json list of 5000 base64 images": (lambda: json.dumps([tiny_png_b64()] * 5000).encode(), "application/json",
+                                        "images"),
     "json instances of 5000 base64 images": (
-        lambda: json.dumps({"instances": [tiny_png_b64()] * 5000}).encode(), "application/json"),
+        lambda: json.dumps({"instances": [tiny_png_b64()] * 5000}).encode(), "application/json", "images"),
     "json nested list of 5000 images": (lambda: json.dumps(np.zeros((5000, 1, 1, 3), int).tolist()).encode(),
-                                        "application/json"),
-    "json nested 100000 deep": (lambda: b"[" * 100_000 + b"]" * 100_000, "application/json"),
-    "json integer of 5000 digits": (lambda: b"[" + b"7" * 5000 + b"]", "application/json"),
+                                        "application/json", "images"),
+    "json nested 100000 deep": (lambda: b"[" * 100_000 + b"]" * 100_000, "application/json", "levels deep"),
+    "json integer of 5000 digits": (lambda: b"[" + b"7" * 5000 + b"]", "application/json", "characters"),
+    "json string of 12000 escaped quotes": (lambda: b'["' + b'\\"' * 12_000, "application/json", "malformed JSON"),
 }
+
+
+# ---- the wire, below the HTTP client: what a client that does not follow the protocol sends ------------------
+
+def raw_exchange(port: int, data: bytes, sock: socket.socket | None = None) -> bytes:
+    """Send ``data`` and read until the server closes the connection (``ANSWER_DEADLINE_S`` of silence
+    fails the test)."""
+    own = sock is None
+    sock = sock or socket.create_connection(("127.0.0.1", port), timeout=ANSWER_DEADLINE_S)
+    try:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        if own:
+            sock.close()
+
+
+def json_answer(raw: bytes) -> tuple[int, dict]:
+    """(status, JSON body) of the one response in ``raw``; asserts the handler's error shape."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    doc = json.loads(body)
+    assert doc["code"] == status and doc["error"], doc
+    return status, doc
+
+
+def ping_during(ep, attack, *args) -> list:
+    """Run ``attack(*args)`` in threads (one per args tuple) and ping the endpoint until all are done:
+    every ping must be answered 200 within PING_LIMIT_S (the request's own deadline). Returns the
+    attacks' results."""
+    results: list = [None] * len(args)
+
+    def run(i):
+        results[i] = attack(*args[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(args))]
+    for t in threads:
+        t.start()
+    pings = 0
+    while any(t.is_alive() for t in threads) or pings == 0:
+        assert ep.client.request("GET", "/ping", timeout=PING_LIMIT_S).status == 200
+        pings += 1
+    for t in threads:
+        t.join()
+    return results
 
 
 class MarHost:
@@ -221,8 +280,9 @@ def load_attacks(stage: Stage, mar_url: str) -> dict[str, tuple[str, str, bytes,
             model_name="evil-m", url=stage.model_with("with-torch", {"torch.py": "{code}"})), "application/json"),
         "mms package shadowing mms": ("POST", "/models", body(
             model_name="evil-n", url=stage.model_with("with-mms", {"mms/__init__.py": "{code}"})), "application/json"),
-        "hidden file": ("POST", "/models", body(
-            model_name="evil-o", url=stage.model_with("with-hidden", {".pth": "{code}"})), "application/json"),
+        "hidden file": ("POST", "/models", body(  # a hidden .py (a .pth is inert off site dirs: model_layout)
+            model_name="evil-o", url=stage.model_with("with-hidden", {".sitecustomize.py": "{code}"})),
+            "application/json"),
         "a .mar file under the root": ("POST", "/models", body(model_name="evil-p", url=_write_mar(stage)),
                                        "application/json"),
         "symlink out of the root": ("POST", "/models", body(model_name="evil-q", url=_symlink_out(stage)),
