@@ -4,8 +4,11 @@ Operator scripts import these names instead of spelling MIME types themselves.
 
 Request ``Content-Type`` (parameters such as ``; charset=utf-8`` are ignored):
 
-* ``image/jpeg``, ``image/png``, ``application/x-image`` - one encoded image (JPEG, PNG, BMP, GIF, WebP or
-  TIFF; the bytes decide, not the header).
+* ``image/jpeg``, ``image/png``, ``application/x-image`` - one encoded image in one of
+  :data:`IMAGE_FORMATS` (JPEG, PNG, BMP, GIF or WebP; the bytes decide, not the header). Not TIFF: its
+  tiles and strips size the decoder's buffers apart from the image's pixels (a 64x64 image in one
+  32768x32768 tile allocates a gigabyte), and libtiff is a large surface for a format cameras and
+  browsers do not send.
 * ``application/octet-stream`` and no ``Content-Type`` at all - read the same way, as one encoded image.
   This is what the SageMaker Python SDK sends by default: ``Predictor`` (and the predictor
   ``MultiDataModel.deploy()`` returns) serializes with ``IdentitySerializer``, whose content type is
@@ -51,6 +54,7 @@ OCTET_STREAM = "application/octet-stream"
 NO_CONTENT_TYPE = ""  # media_type() of a missing header
 
 IMAGE_TYPES = (JPEG, PNG, X_IMAGE, OCTET_STREAM, NO_CONTENT_TYPE)
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")  # Pillow format names an encoded image may be in
 ACCEPTED_CONTENT_TYPES = (*IMAGE_TYPES, NPY, JSON)
 PRODUCED_CONTENT_TYPES = (JSON, CSV, NPY)
 

@@ -50,6 +50,7 @@ class GradCam:
         weights = gradient.mean(dim=(2, 3), keepdim=True)  # one weight per channel
         cam = F.relu((weights * activation).sum(dim=1, keepdim=True))
         cam = F.interpolate(cam, size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+        cam = torch.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0)  # overflowing gradients: no heat, not NaN
         peak = cam.max()
         return cam / peak if peak > 0 else torch.zeros_like(cam)
 

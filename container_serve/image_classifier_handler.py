@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from byoc_common.architectures import last_conv_layer
-from byoc_common.artifact import WEIGHTS_FILE
+from byoc_common.artifact import WEIGHTS_FILE, network_bytes, read_model_metadata
 from container_serve import content_types as ct
 from container_serve import memory, responses
 from container_serve.core_slots import CoreSlots
@@ -100,7 +100,9 @@ class ImageClassifierHandler:
         torch.set_num_threads(self.settings.torch_threads)
         self.cores = CoreSlots(self.settings.core_slots_dir, self.settings.torch_threads,
                                self.settings.max_torch_threads)
-        needed = memory.load_needs((model_dir / WEIGHTS_FILE).stat().st_size)
+        config, _ = read_model_metadata(model_dir)  # bounded figures (ModelArtifactError: 400)
+        weights = max((model_dir / WEIGHTS_FILE).stat().st_size, network_bytes(config))
+        needed = memory.load_needs(weights, config.image_size)
         memory.check_room(needed, f"model {self.model_name}", self.settings.cgroup_dir)
         try:
             self._load(model_dir)
@@ -183,10 +185,31 @@ class ImageClassifierHandler:
         parsed = self.preprocess(data, context)
         images = [img for req in parsed if req.error is None for img in req.images]
         if images:
-            probabilities = self.inference(torch.stack(images))
+            probabilities = _refuse_non_finite(parsed, self.inference(torch.stack(images)), self.model_name)
         else:
             probabilities = torch.empty(0, len(self.classes))
         return self.postprocess(parsed, probabilities, context)
+
+
+def _refuse_non_finite(parsed: list[ParsedRequest], probabilities: torch.Tensor, model_name: str) -> torch.Tensor:
+    """Never answer NaN (not JSON, and no probability): a request whose images came out non-finite gets a
+    JSON 500, because the request was fine and the model is not (weights that overflow). Returns the rows
+    of the requests still to answer, in order."""
+    finite = torch.isfinite(probabilities).all(dim=1)
+    if bool(finite.all()):
+        return probabilities
+    keep, offset = [], 0
+    for req in (r for r in parsed if r.error is None):
+        rows = range(offset, offset + len(req.images))
+        offset = rows.stop
+        if bool(finite[rows.start:rows.stop].all()):
+            keep.extend(rows)
+        else:
+            logger.error("model %s produced non-finite probabilities (NaN or infinity)", model_name)
+            req.error = InternalServerError("the model produced non-finite probabilities (NaN or infinity) for "
+                                            "this input: the model is broken, not the request")
+            req.images = []
+    return probabilities[keep]
 
 
 def _set_status(context, idx: int, code: int, phrase: str, content_type: str) -> None:

@@ -1,9 +1,10 @@
 """The form the network is served in, made at load time from the plain weights (data, never code).
 
-``model.pth`` (the artifact contract, :mod:`byoc_common.artifact`) is read with
+``model.pth`` is read by the artifact contract's one loader (:func:`byoc_common.artifact.load_network`):
 ``torch.load(mmap=True, weights_only=True)`` into a network built on the ``meta`` device
 (``load_state_dict(assign=True)``), so the weights are not copied from a state_dict into a second set
-of tensors: the load needs the file's pages once, not twice.
+of tensors (the load needs the file's pages once, not twice), each tensor checked first (dtype, shape,
+stored densely, finite).
 
 ``BYOC_MODEL_FORM`` (:mod:`container_serve.settings`) then picks the form:
 
@@ -34,8 +35,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from byoc_common.architectures import build_classifier
-from byoc_common.artifact import WEIGHTS_FILE, ModelArtifactError, ModelConfig, read_model_metadata
+from byoc_common.artifact import ModelArtifactError, ModelConfig, load_network, read_model_metadata
 from byoc_common.cpu_features import cpu_has_bf16  # the training image asks the same probe
 from container_serve.settings import MODEL_FORM_AUTO as AUTO
 from container_serve.settings import MODEL_FORM_BF16 as BF16
@@ -79,20 +79,6 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def _read_plain(model_dir: Path, config: ModelConfig) -> nn.Module:
-    with torch.device("meta"):
-        net = build_classifier(config.arch, config.num_classes)
-    try:
-        state = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", mmap=True, weights_only=True)
-        net.load_state_dict(state, assign=True)
-    except Exception as e:  # noqa: BLE001 - any failure here means a bad artifact (or no memory: see caller)
-        raise ModelArtifactError(f"{WEIGHTS_FILE} does not load into a {config.arch}: {e}") from e
-    stray = [n for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
-    if stray:
-        raise ModelArtifactError(f"{WEIGHTS_FILE} leaves {', '.join(stray[:5])} of the {config.arch} unset")
-    return net.eval()
-
-
 def choose_form(requested: str) -> tuple[str, str | None]:
     """(form, reason for falling back or None) for the ``BYOC_MODEL_FORM`` value on this host."""
     if requested == FP32:
@@ -133,9 +119,9 @@ def load_served_model(model_dir: str | Path, requested: str = AUTO
     if reason:
         logger.warning("BYOC_MODEL_FORM=%s: %s; serving the plain float32 weights", requested, reason)
     if form == FP32:
-        return _convert(_read_plain(model_dir, config), FP32, config.image_size), classes, config
+        return _convert(load_network(model_dir, config), FP32, config.image_size), classes, config
     try:
-        return _convert(_read_plain(model_dir, config), form, config.image_size), classes, config
+        return _convert(load_network(model_dir, config), form, config.image_size), classes, config
     except ModelArtifactError:
         raise
     except Exception as e:  # noqa: BLE001 - a form the host cannot run: fall back, say why
@@ -143,4 +129,4 @@ def load_served_model(model_dir: str | Path, requested: str = AUTO
             raise  # the handler answers 507 for it; a float32 copy would not fit either
         logger.warning("BYOC_MODEL_FORM=%s: converting to %s failed (%s: %s); serving the plain float32 "
                        "weights", requested, form, type(e).__name__, e)
-    return _convert(_read_plain(model_dir, config), FP32, config.image_size), classes, config
+    return _convert(load_network(model_dir, config), FP32, config.image_size), classes, config

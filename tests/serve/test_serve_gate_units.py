@@ -380,9 +380,9 @@ def test_available_memory_reads_cgroup_v1_and_the_host(tmp_path):
 def test_check_room(tmp_path):
     _write(tmp_path / "memory.max", str(300 * memory.MIB))
     _write(tmp_path / "memory.current", "0")
-    memory.check_room(memory.load_needs(50 * memory.MIB), "a model", tmp_path)
+    memory.check_room(memory.load_needs(50 * memory.MIB, image_size=16), "a model", tmp_path)
     with pytest.raises(MemoryError, match="needs about 328 MiB"):
-        memory.check_room(memory.load_needs(100 * memory.MIB), "a model", tmp_path)
+        memory.check_room(memory.load_needs(100 * memory.MIB, image_size=16), "a model", tmp_path)
 
 
 def test_load_reports_round_trip(tmp_path):
