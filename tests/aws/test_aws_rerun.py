@@ -131,3 +131,36 @@ def test_batch_twice_reuses_its_model_and_the_uploaded_inputs(ctx, tmp_path):
     keys = [o["Key"].rsplit("/", 1)[1] for o in ctx.s3.list_objects_v2(
         Bucket=BUCKET, Prefix=third["InputUri"].split(BUCKET + "/", 1)[1])["Contents"]]
     assert "img0.jpg" not in keys and len(keys) == 3
+
+
+def test_an_untagged_endpoint_this_run_recorded_is_still_its_own(ctx):
+    """Made before resources carried the run id: the manifest says it is this run's."""
+    ctx.sagemaker.create_model(ModelName="byoc-demo-mme", ExecutionRoleArn=ctx.settings.role_arn,
+                               PrimaryContainer={"Image": ctx.settings.serve_image, "Mode": "MultiModel",
+                                                 "ModelDataUrl": f"s3://{BUCKET}/byoc/demo/models/",
+                                                 "Environment": {"SAGEMAKER_CONTAINER_LOG_LEVEL": "20"}})
+    ctx.record("model", "byoc-demo-mme")
+    calls = _record_params(ctx.sagemaker)
+    endpoints.create_multi_model_endpoint(ctx, endpoints.MultiModelEndpoint.for_run(ctx))
+    assert _creates(calls) == ["CreateEndpointConfig", "CreateEndpoint"]     # the model reused
+
+
+def test_this_runs_failed_endpoint_is_not_moved_but_explained(ctx):
+    """UpdateEndpoint needs an InService endpoint; a Failed one gets the reason and what removes it."""
+    from datetime import UTC, datetime
+
+    from botocore.stub import Stubber
+
+    arn = "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/byoc-demo"
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    with Stubber(ctx.sagemaker) as stub:
+        stub.add_response("describe_endpoint", {"EndpointName": "byoc-demo", "EndpointArn": arn,
+                                                "EndpointConfigName": "byoc-demo-config", "EndpointStatus": "Failed",
+                                                "CreationTime": now, "LastModifiedTime": now},
+                          {"EndpointName": "byoc-demo"})
+        stub.add_response("list_tags", {"Tags": [{"Key": ownership.RUN_ID_TAG, "Value": ctx.manifest.run_id}]},
+                          {"ResourceArn": arn})
+        with pytest.raises(LaunchError, match="byoc-demo is Failed on byoc-demo-config; it can move to "
+                                              "byoc-demo-config-x only when InService"):
+            ownership.ensure_endpoint(ctx, "byoc-demo", "byoc-demo-config-x", log=lambda _: None)
+        stub.assert_no_pending_responses()

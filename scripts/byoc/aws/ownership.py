@@ -73,6 +73,12 @@ def _run_id_of(ctx: AwsContext, arn: str) -> str | None:
     return next((t["Value"] for page in pages for t in page.get("Tags", []) if t["Key"] == RUN_ID_TAG), None)
 
 
+def _ours(ctx: AwsContext, kind: _Kind, name: str, existing: Mapping[str, Any]) -> bool:
+    """This run's: tagged with its id, or untagged and in its manifest (made before resources were tagged)."""
+    owner = _run_id_of(ctx, existing[kind.arn_key])
+    return owner == ctx.manifest.run_id or (owner is None and name in ctx.manifest.names(kind.what))
+
+
 def _same(existing: Any, wanted: Any) -> bool:
     """Whether every field we send has the value we send (SageMaker adds fields of its own)."""
     if isinstance(wanted, Mapping):
@@ -102,7 +108,7 @@ def ensure(ctx: AwsContext, kind: _Kind, base: str, wanted: Mapping[str, Any],
             getattr(ctx.sagemaker, kind.create)(**{kind.name_param: name, **wanted, "Tags": run_tags(ctx)})
             ctx.record(kind.what, name)
             return name
-        if _same(existing, wanted) and _run_id_of(ctx, existing[kind.arn_key]) == ctx.manifest.run_id:
+        if _same(existing, wanted) and _ours(ctx, kind, name, existing):
             log(f"{kind.what.replace('_', ' ')} {name}: this run's, same settings, reused")
             return name
     raise LaunchError(f"the {kind.what.replace('_', ' ')} names {' and '.join(candidates)} are both taken by "
@@ -118,7 +124,7 @@ def ensure_endpoint(ctx: AwsContext, name: str, config_name: str, log: Callable[
         ctx.sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=config_name, Tags=run_tags(ctx))
         ctx.record("endpoint", name)
         return "created"
-    if _run_id_of(ctx, existing["EndpointArn"]) != ctx.manifest.run_id:
+    if not _ours(ctx, ENDPOINT, name, existing):
         raise LaunchError(f"endpoint {name} already exists and this run did not make it (tag {RUN_ID_TAG}); "
                           "byoc never changes another run's endpoint: pass --endpoint-name NAME")
     if existing.get("EndpointConfigName") == config_name:
