@@ -35,7 +35,8 @@ import yaml
 
 from bench.common import machine_note, prepare_demo_data, print_table
 from byoc.tuning.specs import DEFAULT_SPEC
-from container_train.contract import parse_metric
+from byoc_common.sagemaker_paths import OUTPUT_DATA_DIR
+from container_train.contract import METRICS_FILE, parse_metric
 
 
 def spec_grid(spec_path: Path = DEFAULT_SPEC) -> list[dict]:
@@ -84,7 +85,7 @@ def run_variant(views: int | None, grid: list[dict], static: dict, data: Path, w
     accs = [parse_metric("validation:accuracy", log)[-1] for log, _ in outs]
     # metrics.json "seconds": from the built model to the saved artifact (training, validation, test,
     # and for the cache variant computing or loading the features); excludes process start-up.
-    train_s = [json.loads((work / f"{name}-trial{i}" / "output" / "data" / "metrics.json").read_text())["seconds"]
+    train_s = [json.loads((work / f"{name}-trial{i}" / OUTPUT_DATA_DIR / METRICS_FILE).read_text())["seconds"]
                for i in range(len(grid))]
     return {"wall_s": wall, "trial_s": [t for _, t in outs], "train_s": train_s, "valid_acc": accs}
 

@@ -31,7 +31,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-
 NAME_MAX = 255   # bytes in one path component (Linux)
 
 

@@ -18,7 +18,16 @@ BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 MODEL_DIR = f"{BASE_DIR}/model"                   # training output; a single-model endpoint's model
 MULTI_MODEL_ROOT = f"{BASE_DIR}/models"           # where a multi-model endpoint finds its models
 CHECKPOINT_DIR = f"{BASE_DIR}/checkpoints"        # synced to CheckpointConfig.S3Uri
-TENSOR_DIR = f"{BASE_DIR}/output/tensors"         # Debugger's default DebugHookConfig.LocalPath
+
+# Under the base dir of a training job (SageMaker's layout, and each local job dir's):
+OUTPUT_DIR = "output"
+OUTPUT_DATA_DIR = "output/data"                   # SM_OUTPUT_DATA_DIR: uploaded as output.tar.gz
+FAILURE_FILE = "output/failure"                   # its first 1024 characters: the job's FailureReason
+SUCCESS_FILE = "output/success"
+TENSORS_DIR = "output/tensors"
+TENSOR_DIR = f"{BASE_DIR}/{TENSORS_DIR}"          # Debugger's default DebugHookConfig.LocalPath
+# Not SageMaker's: where the local runners keep a job's output (CloudWatch's log stream on SageMaker).
+JOB_LOG_FILE = "training.log"
 
 
 def base_dir(environ: Mapping[str, str] | None = None) -> Path:

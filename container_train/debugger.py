@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from torch.nn.modules.loss import _Loss
 
+from byoc_common import sagemaker_paths
 from container_train.job_env import DEBUG_HOOK_CONFIG
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def point_smdebug_at(base: Path) -> None:
 
 
 def tensors_dir(base: Path) -> Path:
-    return base / "output" / TENSORS_DIR
+    return base / sagemaker_paths.TENSORS_DIR
 
 
 def rotate_previous_tensors(base: Path, resumed_after_epoch: int) -> Path | None:

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from byoc_common.sagemaker_paths import base_dir
+from byoc_common.sagemaker_paths import FAILURE_FILE, OUTPUT_DATA_DIR, OUTPUT_DIR, base_dir
 from container_train.contract import FEATURES_CHANNEL
 
 CHANNELS = ("training", "validation", "test", "pretrained", FEATURES_CHANNEL)
@@ -74,7 +74,7 @@ class JobPaths:
 
     @property
     def failure_file(self) -> Path:
-        return self.output_dir / "failure"
+        return self.base / FAILURE_FILE
 
     def channel(self, name: str) -> Path | None:
         return self.channels.get(name)
@@ -93,8 +93,8 @@ def resolve_paths(environ: dict[str, str] | None = None) -> JobPaths:
     return JobPaths(
         base=base,
         model_dir=Path(env.get("SM_MODEL_DIR", base / "model")),
-        output_data_dir=Path(env.get("SM_OUTPUT_DATA_DIR", base / "output" / "data")),
-        output_dir=base / "output",
+        output_data_dir=Path(env.get("SM_OUTPUT_DATA_DIR", base / OUTPUT_DATA_DIR)),
+        output_dir=base / OUTPUT_DIR,
         # SageMaker's default checkpoint_local_path (synced with checkpoint_s3_uri).
         checkpoint_dir=base / "checkpoints",
         config_dir=base / "input" / "config",

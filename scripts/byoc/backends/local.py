@@ -28,6 +28,7 @@ from byoc.local.client import EndpointClient
 from byoc.local.endpoint import LocalEndpoint
 from byoc.local.multi_host import local_training_job
 from byoc.local.training_job import TrainingJob, TrainingJobResult
+from byoc_common.sagemaker_paths import JOB_LOG_FILE, OUTPUT_DATA_DIR
 from container_serve import content_types as ct
 from container_train.contract import (
     FEATURE_CACHE_DIR,
@@ -139,7 +140,7 @@ class LocalBackend(Backend):
                     "the rules read the tensors the Debugger hook saves")
         hyperparameters = Hyperparameters.of(hyperparameters) | {HYPERPARAMETERS["debugger"].name: debugger}
         job_dir_path = Path(job_dir)
-        log_file = job_dir_path / "training.log"
+        log_file = job_dir_path / JOB_LOG_FILE
         log_file.unlink(missing_ok=True)
         try:   # more than one host: algo-1, algo-2, ... on 127.0.0.1 (byoc.local.multi_host)
             job = local_training_job(job_dir_path, hyperparameters, channels, instance_count,
@@ -169,7 +170,7 @@ class LocalBackend(Backend):
         from byoc.report import build_profiler_report
         from byoc.rules import job_tensor_dir, run_rules
 
-        output_data = Path(job) / "output" / "data"
+        output_data = Path(job) / OUTPUT_DATA_DIR
         if not output_data.is_dir():
             raise FileNotFoundError(f"{output_data} does not exist: is {job} a finished training job?")
         results = run_rules(job_tensor_dir(output_data), out_dir=output_data / "rules")
@@ -324,8 +325,8 @@ def _rule_watcher(job: TrainingJob, stop_on: dict[str, dict[str, str]] | None):
         return _NoWatcher()
     from byoc.rules import RuleWatcher, job_tensor_dir
 
-    return RuleWatcher(job_tensor_dir(job.job_dir / "output" / "data"), job, rules=stop_on, stop_on=list(stop_on),
-                       out_dir=job.job_dir / "output" / "data" / "rules")
+    return RuleWatcher(job_tensor_dir(job.job_dir / OUTPUT_DATA_DIR), job, rules=stop_on, stop_on=list(stop_on),
+                       out_dir=job.job_dir / OUTPUT_DATA_DIR / "rules")
 
 
 def _train_summary(job_dir: Path, result: TrainingJobResult, log_file: Path, watcher,

@@ -48,8 +48,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import container_train
-from byoc_common.sagemaker_paths import BASE_DIR, CHECKPOINT_DIR
-from container_train.contract import FEATURE_CACHE_DIR_ENV
+from byoc_common.sagemaker_paths import (
+    BASE_DIR,
+    CHECKPOINT_DIR,
+    FAILURE_FILE,
+    JOB_LOG_FILE,
+    OUTPUT_DATA_DIR,
+    SUCCESS_FILE,
+)
+from container_train.contract import FEATURE_CACHE_DIR_ENV, METRICS_FILE
 from container_train.hyperparameters import to_sagemaker_strings
 from container_train.job_env import file_mode_input_data_config, single_host_resource_config
 from container_train.toolkit_processes import user_script_processes
@@ -83,7 +90,7 @@ class TrainingJobResult:
     @property
     def metrics(self) -> dict | None:
         """``metrics.json`` written by the trainer, or None."""
-        path = self.output_data_dir / "metrics.json"
+        path = self.output_data_dir / METRICS_FILE
         return json.loads(path.read_text()) if path.is_file() else None
 
     @property
@@ -134,8 +141,7 @@ def prepare_job_dir(job_dir: Path, hyperparameters: dict, channels: dict[str, st
     for sub in ("model", "output/data"):
         (job_dir / sub).mkdir(parents=True, exist_ok=True)
     # A job dir reused for a restart must not report the previous run's outcome.
-    for stale in (job_dir / "output" / "failure", job_dir / "output" / "success",
-                  job_dir / "output" / "data" / "metrics.json"):
+    for stale in (job_dir / FAILURE_FILE, job_dir / SUCCESS_FILE, job_dir / OUTPUT_DATA_DIR / METRICS_FILE):
         stale.unlink(missing_ok=True)
     ckpt_link = job_dir / "checkpoints"
     if checkpoint_dir is None:
@@ -175,7 +181,7 @@ class TrainingJob:
         self.job_dir.mkdir(parents=True, exist_ok=True)
         self.image = image
         self.extra_env = {k: str(v) for k, v in (env or {}).items()}
-        self.log_file = Path(log_file) if log_file else self.job_dir / "training.log"
+        self.log_file = Path(log_file) if log_file else self.job_dir / JOB_LOG_FILE
         self.echo = echo
         self.channels = {name: Path(p).resolve() for name, p in channels.items()}
         self.feature_cache_dir = None if feature_cache_dir is None else Path(feature_cache_dir).resolve()
@@ -299,13 +305,13 @@ class TrainingJob:
         self._reader.join(timeout=30)
         if timed_out:
             self._lines.append(f"[byoc.local.training_job] killed after the {timeout:.0f} s timeout\n")
-        failure_file = self.job_dir / "output" / "failure"
+        failure_file = self.job_dir / FAILURE_FILE
         failure = failure_file.read_text().strip() if failure_file.is_file() else None
         if timed_out and failure is None:
             failure = f"timed out after {timeout:.0f} s"
         return TrainingJobResult(
             returncode=returncode, job_dir=self.job_dir, model_dir=self.job_dir / "model",
-            output_data_dir=self.job_dir / "output" / "data", log_text=self.log_text(),
+            output_data_dir=self.job_dir / OUTPUT_DATA_DIR, log_text=self.log_text(),
             failure_reason=failure, checkpoint_dir=self.checkpoint_dir, timed_out=timed_out,
         )
 

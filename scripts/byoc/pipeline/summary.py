@@ -8,6 +8,7 @@ from pathlib import Path
 from byoc.console import console
 from byoc.pipeline.state import STATE_FILE, PipelineState
 from byoc.tuning.best import BEST_HYPERPARAMETERS
+from byoc_common.sagemaker_paths import TENSORS_DIR
 
 
 def artifact_rows(state: PipelineState) -> list[tuple[str, str, str]]:
@@ -23,7 +24,7 @@ def artifact_rows(state: PipelineState) -> list[tuple[str, str, str]]:
     rows += [("train", f"model (best valid acc {_fmt(train.get('best_valid_acc'))})",
               train.get("model_dir") or train.get("model_data", "")),
              ("train", "training log", train.get("log", "")),
-             ("train", "Debugger tensors", str(Path(train.get("job_dir", "")) / "output" / "tensors"))]
+             ("train", "Debugger tensors", str(Path(train.get("job_dir", "")) / TENSORS_DIR))]
     rep = o("report")
     fired = [r for r, s in rep.get("rules", {}).items() if s == "IssuesFound"]
     rows += [("report", f"rule results ({len(fired)} fired: {', '.join(fired) or 'none'})", rep.get("rules_dir", "")),

@@ -44,6 +44,7 @@ from byoc.tuning.display import LiveDisplay, PlainDisplay
 from byoc.tuning.errors import TuningError
 from byoc.tuning.spec import TuningSpec, load_spec, to_dict, trial_hyperparameters
 from byoc.tuning.trial_runner import TrialOutcome, run_trial
+from byoc_common.sagemaker_paths import JOB_LOG_FILE
 from container_train.contract import CHANNEL_SPLITS, FEATURE_CACHE_DIR
 from container_train.hyperparameters import DEFAULTS
 
@@ -157,7 +158,7 @@ def recover_interrupted(study: optuna.Study, spec: TuningSpec, shared: bool = Fa
                 attrs["checkpoint_dir"] = t.user_attrs["checkpoint_dir"]
                 logs = list(t.user_attrs.get("previous_logs", []))
                 if t.user_attrs.get("job_dir"):
-                    logs.append(str(Path(t.user_attrs["job_dir"]) / "training.log"))
+                    logs.append(str(Path(t.user_attrs["job_dir"]) / JOB_LOG_FILE))
                 attrs["previous_logs"] = logs
             study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
             retry = next(w for w in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
