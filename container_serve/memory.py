@@ -9,9 +9,9 @@ instead. So the handler compares what a load will need with :func:`available_byt
 weights, and raises ``MemoryError`` (MMS answers 507) rather than letting the kernel kill a worker.
 What a load needs (:func:`load_needs`) counts the weights by the network's element count (not the file's
 size: a stride-0 tensor is small on disk) and the warm-up forward pass, which grows with the input's
-pixels: measured peak growth over a 224 px pass at 512-2048 px, one image, float32, in bytes per input
-pixel: ResNet18 ~130, ResNet50 ~200, ResNet101 ~230, EfficientNet-Lite0 ~310
-(:data:`WARMUP_BYTES_PER_INPUT_PIXEL` takes 512).
+pixels. Measured here as peak RSS growth per added input pixel between warm-ups at 512, 1024 and 2048 px
+(one image, float32, eager): ResNet18 ~120 bytes, ResNet50 ~210, ResNet101 ~230, EfficientNet-Lite0 ~330;
+:data:`WARMUP_BYTES_PER_INPUT_PIXEL` takes 512.
 
 Both cgroup versions are read, at the process's own cgroup and every ancestor up to the mount point:
 v2 ``memory.max`` / ``memory.current`` / ``memory.stat``, v1 ``memory/memory.limit_in_bytes`` /
