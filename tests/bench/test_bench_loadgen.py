@@ -14,12 +14,15 @@ from bench.loadgen import LoadTargetError, check_target, run_load
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     delay_s = 0.0
+    hold_until = 0.0        # time.monotonic() before which no answer is given
     hits = 0
 
     def do_POST(self):  # noqa: N802 - http.server API
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         type(self).hits += 1
         time.sleep(self.delay_s)
+        while time.monotonic() < self.hold_until:
+            time.sleep(0.01)
         status = 200 if body != b"bad" else 400
         payload = b'{"ok": true}'
         self.send_response(status)
@@ -33,7 +36,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    _Handler.hits, _Handler.delay_s = 0, 0.0
+    _Handler.hits, _Handler.delay_s, _Handler.hold_until = 0, 0.0, 0.0
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
@@ -69,11 +72,12 @@ def test_stops_at_request_budget(server):
 
 
 def test_stops_at_time_limit(server):
-    _Handler.delay_s = 0.05
-    start = time.monotonic()
-    r = run_load(server, b"x", concurrency=2, requests=10_000, max_seconds=0.5)
-    assert time.monotonic() - start < 3
-    assert 2 <= r.sent < 100
+    """Every answer comes only after the load's time limit has passed: each of the two workers sends
+    one request and takes no other, whatever the machine's speed."""
+    _Handler.hold_until = time.monotonic() + 2.0 + 0.5     # the limit (2 s from about now) and a margin
+    r = run_load(server, b"x", concurrency=2, requests=10_000, max_seconds=2.0)
+    assert r.sent == r.ok == _Handler.hits == 2
+    assert r.wall_s >= 2.0
 
 
 def test_errors_are_counted_not_timed(server):
