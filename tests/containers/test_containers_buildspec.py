@@ -27,6 +27,7 @@ import pytest
 import requests
 
 from byoc.local.endpoint import free_port
+from tests.helpers import required
 from tests.helpers.buildspec_runner import copy_source, run_buildspec
 from tests.helpers.moto_server import reset
 
@@ -47,10 +48,7 @@ PYPI_TORCH = {"TRAIN_TORCH_INDEX_URL": "", "SERVE_TORCH_INDEX_URL": ""}
 def registry(tmp_path_factory, docker_engine):
     """``docker-registry serve`` on 127.0.0.1 with basic auth for user AWS and ECR's token."""
     if not os.access(REGISTRY_BIN, os.X_OK):
-        message = f"{REGISTRY_BIN} is missing: apt-get install docker-registry"
-        if os.environ.get("BYOC_REQUIRE_DOCKER") == "1":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        required.missing(f"{REGISTRY_BIN} is missing: apt-get install docker-registry")
     root = tmp_path_factory.mktemp("registry")
     (root / "htpasswd").write_text(f"AWS:{bcrypt.hashpw(ECR_PASSWORD.encode(), bcrypt.gensalt()).decode()}\n")
     address = f"127.0.0.1:{free_port()}"
@@ -83,12 +81,12 @@ def registry(tmp_path_factory, docker_engine):
 
 @pytest.fixture
 def build_env(moto_url, tmp_path, registry):
-    if shutil.which("aws") is None:
-        pytest.skip("the AWS CLI is not installed here (pip install awscli)")
+    aws = required.tool("aws", "pip install awscli")
     reset(moto_url)
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DOCKER_CONFIG"))}
     (tmp_path / "docker-config").mkdir()
-    return {**keep, "AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    return {**keep, "PATH": f"{Path(aws).parent}{os.pathsep}{os.environ['PATH']}",
+            "AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "eu-west-1", "AWS_REGION": "eu-west-1",
             "REGISTRY_OVERRIDE": registry, "DOCKER_CONFIG": str(tmp_path / "docker-config")}

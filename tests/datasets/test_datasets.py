@@ -13,6 +13,7 @@ import pytest
 from byoc.cli import main
 from byoc.datasets import prepare as datasets
 from byoc.datasets.synthetic import make_dataset
+from tests.helpers import required
 
 
 def _dog_zip(tmp_path) -> bytes:
@@ -153,7 +154,7 @@ def test_empty_class_folder(tmp_path):
 
 def test_auto_prefers_fashion_mnist(tmp_path):
     if not datasets.fashion_mnist_available():
-        pytest.skip("Debian dataset-fashion-mnist is not installed")
+        required.missing("Debian dataset-fashion-mnist is not installed (make setup)")
     s = datasets.prepare("auto", tmp_path / "fm", per_class=2, size=32, num_classes=3)
     assert s.source == "fashion-mnist" and "Fashion-MNIST found" in s.note
     assert len(s.classes) == 3 and s.counts == {"train": 6, "valid": 6, "test": 6}

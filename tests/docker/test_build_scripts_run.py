@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import boto3
 import pytest
 
+from tests.helpers import required
 from tests.helpers.buildspec_runner import copy_source, run_buildspec
 from tests.helpers.moto_server import reset
 
@@ -35,15 +35,15 @@ esac
 @pytest.fixture
 def aws_cli_env(moto_url, tmp_path):
     """The real AWS CLI, pointed at moto (AWS_ENDPOINT_URL), and the recording docker first on PATH."""
-    if shutil.which("aws") is None:
-        pytest.skip("the AWS CLI is not installed here (pip install awscli)")
+    aws = required.tool("aws", "pip install awscli")
     reset(moto_url)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "docker").write_text(RECORDING_DOCKER)
     (bin_dir / "docker").chmod(0o755)
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DOCKER"))}
-    return {**keep, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "AWS_ENDPOINT_URL": moto_url,
+    return {**keep, "PATH": os.pathsep.join([str(bin_dir), str(Path(aws).parent), os.environ["PATH"]]),
+            "AWS_ENDPOINT_URL": moto_url,
             "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "AWS_EC2_METADATA_DISABLED": "true", "DOCKER_CALLS": str(tmp_path / "docker-calls")}

@@ -12,8 +12,9 @@ import subprocess
 import tomllib
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.helpers import required
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "build_and_push.sh"
@@ -58,9 +59,7 @@ def sandbox_path(tmp_path: Path, tools: list[str]) -> str:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in tools:
-        real = shutil.which(tool)
-        if real is None:
-            pytest.skip(f"{tool} is not installed here")
+        real = required.tool(tool, "make setup")
         (bin_dir / tool).symlink_to(real)
     return str(bin_dir)
 
@@ -88,11 +87,10 @@ def test_build_and_push_says_when_the_aws_cli_is_missing(tmp_path):
 
 def test_build_and_push_says_when_credentials_are_missing(tmp_path):
     """The real AWS CLI with no credentials anywhere: the script stops before touching Docker."""
-    if shutil.which("aws") is None:
-        pytest.skip("the AWS CLI is not installed here")
+    aws = required.tool("aws", "pip install awscli")
     nowhere = str(tmp_path / "none")
     env = {"AWS_CONFIG_FILE": nowhere, "AWS_SHARED_CREDENTIALS_FILE": nowhere, "AWS_EC2_METADATA_DISABLED": "true"}
-    path = os.pathsep.join([sandbox_path(tmp_path, ["docker"]), os.environ["PATH"]])
+    path = os.pathsep.join([sandbox_path(tmp_path, ["docker"]), str(Path(aws).parent), os.environ["PATH"]])
     proc = subprocess.run(["bash", str(SCRIPT), "--region", "us-east-1"], capture_output=True, text=True,
                           timeout=120, env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
                           | env | {"PATH": path})
@@ -106,9 +104,8 @@ def test_build_and_push_rejects_unknown_options(tmp_path):
 
 
 def test_build_and_push_is_shellcheck_clean():
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed here (apt-get install shellcheck)")
-    proc = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
+    shellcheck = required.tool("shellcheck", "apt-get install shellcheck")
+    proc = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
 
 

@@ -1,8 +1,8 @@
 """Screenshots with headless Chromium (Debian's ``chromium``, installed by ``make setup``): what a
 user sees when they open a report, a page or a figure, checked as pixels.
 
-Without a browser the calling test skips with the reason, unless ``BYOC_REQUIRE_BROWSER=1``, where
-it fails. ``BYOC_SCREENSHOT_DIR=<folder>`` keeps every screenshot there to look at.
+Without a browser the calling test skips with the reason, unless ``BYOC_REQUIRE_BROWSER=1`` or in CI
+(:mod:`tests.helpers.required`), where it fails. ``BYOC_SCREENSHOT_DIR=<folder>`` keeps every screenshot there to look at.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import required
+
 
 def chromium() -> str:
     """The browser's path; skips (or fails under BYOC_REQUIRE_BROWSER=1) when there is none."""
@@ -21,8 +23,8 @@ def chromium() -> str:
     if browser is None:
         if os.environ.get("BYOC_REQUIRE_BROWSER") == "1":
             pytest.fail("BYOC_REQUIRE_BROWSER=1 but no chromium on PATH")
-        pytest.skip("headless Chromium is not installed (apt-get install chromium); "
-                    "set BYOC_REQUIRE_BROWSER=1 to make this a failure")
+        required.missing("headless Chromium is not installed (apt-get install chromium); "
+                         "set BYOC_REQUIRE_BROWSER=1 to make this a failure")
     return browser
 
 

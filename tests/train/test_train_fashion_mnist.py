@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from byoc.datasets import fashion_mnist
+from tests.helpers import required
 
 
 def _write_idx(path, array):
@@ -47,9 +48,9 @@ def test_asking_for_too_many_images_or_unknown_class_is_an_error(fake_source, tm
         fashion_mnist.export_imagefolder(tmp_path / "b", classes=["Hat"], source_dir=fake_source)
 
 
-@pytest.mark.skipif(not (fashion_mnist.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),
-                    reason="Debian package dataset-fashion-mnist is not installed")
 def test_reads_the_installed_dataset():
+    if not (fashion_mnist.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file():
+        required.missing("Debian package dataset-fashion-mnist is not installed (make setup)")
     x, y = fashion_mnist.load(part="t10k")
     assert x.shape == (10000, 28, 28) and y.shape == (10000,)
     assert np.bincount(y).tolist() == [1000] * 10

@@ -9,6 +9,7 @@ import pytest
 from byoc.datasets import fashion_mnist
 from byoc.datasets.synthetic import make_dataset
 from byoc.local.training_job import run_training_job
+from tests.helpers import required
 from tests.train.train_helpers import FAST_HP
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -33,9 +34,9 @@ def test_resnet18_from_scratch_learns_visibly_different_classes(tmp_path):
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Sandal", "Bag"]
 
 
-@pytest.mark.skipif(not (fashion_mnist.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
-                    reason="Debian package dataset-fashion-mnist is not installed (make system-deps)")
 def test_pretrained_efficientnet_head_only_beats_random_weights_on_real_images(tmp_path):
+    if not (fashion_mnist.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        required.missing("Debian package dataset-fashion-mnist is not installed (make setup)")
     data = fashion_mnist.export_imagefolder(tmp_path / "fashion", classes=FASHION_CLASSES,
                                             per_class={"train": 40, "valid": 20, "test": 20}, size=64)
     hp = {**FAST_HP, "arch": "efficientnet_lite0", "freeze": "head", "epochs": 4, "image-size": 64,
