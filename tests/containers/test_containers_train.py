@@ -144,3 +144,11 @@ def test_train_image_has_the_toolkit_entry_and_no_compiler(train_image, docker):
                    "python -c 'import torchvision.ops, smdebug, container_train.train; print(\"imports-ok\")'; "
                    "command -v gcc cc c++ || echo no-compiler")
     assert probe.stdout.split() == ["/opt/venv/bin/train", "code-ok", "imports-ok", "no-compiler"], probe.stdout
+
+
+def test_train_image_refuses_serve_at_once_saying_which_image_serves(train_image, docker):
+    """What SageMaker hosting runs, and the SDK's estimator.deploy()/transformer() without image_uri."""
+    answer = docker("run", "--rm", "--network", "host", train_image, "serve", check=False)
+    assert answer.returncode == 2
+    lines = (answer.stdout + answer.stderr).splitlines()
+    assert len(lines) == 1 and "this is the byoc training image" in lines[0] and "image_uri=" in lines[0], lines
