@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import tarfile
@@ -76,3 +77,14 @@ def check_pipeline_artifacts(run: Path) -> list[str]:
         assert f"<td>{name}</td>" in page
 
     return model_classes
+
+
+def check_phases_cover_the_job(data) -> None:
+    """The trainer's timed phases (``ProfileData.phases``) follow one another from start-up to the
+    artifact save without overlapping: what the report's time by phase relies on, checked without
+    comparing durations (the untimed moments between phases depend on the machine)."""
+    rows = data.phases.sort_values("start").to_dict("records")
+    assert rows[0]["phase"] == "start-up" and rows[-1]["phase"] == "artifact save", [r["phase"] for r in rows]
+    for before, after in itertools.pairwise(rows):
+        # starts are rounded to 1 ms, durations to 0.1 ms in phases.jsonl
+        assert before["start"] + before["seconds"] <= after["start"] + 0.002, (before, after)

@@ -3,7 +3,7 @@ results a new user is shown must be worth trusting and looking at.
 
 * No Debugger rule fires on the demo's healthy run (the purpose-built bad runs that make each rule
   fire are in tests/rules).
-* The profiler report sees the whole job: phases that sum to the trainer's wall time (within 10%)
+* The profiler report sees the whole job: phases one after another from start-up to the artifact save
   and at least 20 system samples.
 * The demo model is worth showing: the test accuracy is printed with the summary, and reaches the
   demo's bar (``DEMO_TEST_ACCURACY``).
@@ -26,6 +26,7 @@ from byoc.report import load_profile
 from byoc.rules import NO_ISSUES_FOUND
 from container_train.contract import STEP_TIMINGS_FILE
 from tests.helpers.chromium import assert_not_blank, screenshot
+from tests.helpers.pipeline_checks import check_phases_cover_the_job
 
 BYOC = Path(sys.executable).with_name("byoc")
 DEMO_TEST_ACCURACY = 0.85
@@ -55,7 +56,7 @@ def test_the_profiler_report_sees_the_whole_job(demo_run):
     data = load_profile(cwd / outputs["train"]["job_dir"] / "output" / "data")
     seconds = data.phase_seconds()
     assert {"start-up", "feature extraction", "training", "validation", "test", "artifact save"} <= set(seconds)
-    assert sum(seconds.values()) == pytest.approx(data.wall_seconds(), rel=0.10)
+    check_phases_cover_the_job(data)
     assert len(data.system) >= 20
     # The feature extraction is profiled batch by batch where it ran: in this job, or in the tuning
     # trial that filled the cache this job then read.
