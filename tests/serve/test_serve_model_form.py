@@ -129,7 +129,9 @@ def test_folding_batchnorm_removes_every_batchnorm_and_keeps_the_output():
 
 def test_core_slots_give_a_lone_worker_every_core_and_a_second_one_the_rest(tmp_path):
     make_slot_files(tmp_path, 2)
-    first, second = CoreSlots(tmp_path, 1, 2), CoreSlots(tmp_path, 1, 2)
+    idle = tmp_path / "loadavg"
+    idle.write_text("0.00 0.00 0.00 1/100 4242\n")  # an idle host (test_serve_core_slots.py: a busy one)
+    first, second = CoreSlots(tmp_path, 1, 2, idle), CoreSlots(tmp_path, 1, 2, idle)
     try:
         with first.threads() as alone:
             assert alone == 2
