@@ -10,6 +10,8 @@ cost. The model is small on purpose (``--arch resnet18 --image-size 32``: a requ
 the gate's share is as large as it gets; ``/ping`` (answered by the gate alone) is measured too.
 
     .venv/bin/python -m bench.bench_gate --rounds 400
+
+The request parser alone, against h11 and httptools on the same bytes: ``bench/bench_gate_parsers.py``.
 """
 
 from __future__ import annotations

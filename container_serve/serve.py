@@ -33,6 +33,7 @@ from container_serve.gate import Gate
 from container_serve.mms_process import SINGLE_MODEL_NAME, ModelServerProcess
 from container_serve.model_layout import ModelDirError, check_model_dir
 from container_serve.settings import ServeSettings, SettingsError
+from container_serve.upstream import within
 
 logger = logging.getLogger("container_serve.serve")
 
@@ -51,7 +52,8 @@ async def _ready(gate: Gate, settings: ServeSettings, server: ModelServerProcess
     """None while starting, 0 when ready, an exit code when the single model cannot be loaded."""
     if settings.multi_model:
         try:
-            return 0 if (await gate.management.send("GET", "/models", [])).status == 200 else None
+            answer = await within(settings.upstream_timeout_s, "GET /models", gate.management.send("GET", "/models", []))
+            return 0 if answer.status == 200 else None
         except InferenceError:
             return None  # the socket is not there yet
     report = load_reports.take(server.load_reports_dir, SINGLE_MODEL_NAME)
