@@ -460,3 +460,14 @@ def test_at_the_connection_cap_the_longest_waiting_connection_goes(tmp_path):
         for conn in conns[2:]:
             assert (await _ask(port, PING, conn)).status == 200
     asyncio.run(go())
+
+
+def test_the_gate_limits_are_settings():
+    default = ServeSettings.from_env({})
+    assert (default.idle_timeout_s, default.head_timeout_s, default.body_timeout_s, default.max_connections) == \
+        (60, 10, 60, 1000)
+    assert default.upstream_timeout_s == 65                     # SageMaker's 60 s invocation limit + margin
+    assert ServeSettings.from_env({"SAGEMAKER_BATCH": "true"}).upstream_timeout_s == 605
+    assert ServeSettings.from_env({"BYOC_UPSTREAM_TIMEOUT_S": "2"}).upstream_timeout_s == 2
+    assert "+UseContainerSupport" in default.jvm_args          # the heap follows the container's limit
+    assert ServeSettings.from_env({"SAGEMAKER_MODEL_SERVER_VMARGS": "-Xmx1g"}).jvm_args == "-Xmx1g"
