@@ -147,7 +147,7 @@ class ModelServerProcess:
 
         plugins_dir = ensure_plugins_dir()
         self.load_reports_dir.mkdir()
-        make_slot_files(self.run_dir / CORE_SLOTS_DIR, cpu_count())
+        make_slot_files(self.run_dir / CORE_SLOTS_DIR, cpu_count(self.settings.cgroup_dir))
         config_file = self.run_dir / "mms.properties"
         config_file.write_text(mms_properties(self.settings, self.run_dir, plugins_dir))
         env = worker_environment(self.settings, self.run_dir, plugins_dir is not None)

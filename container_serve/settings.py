@@ -152,11 +152,21 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
-def cpu_count() -> int:
+def cpu_count(cgroup_dir: Path = Path(DEFAULT_CGROUP_DIR)) -> int:
+    """Cores this container may use: its CPU affinity, capped by a cgroup CPU quota (``docker run --cpus``,
+    cgroup v2 ``cpu.max``), which the affinity does not show: workers and threads sized from the affinity
+    alone would be throttled by the quota (issue 27)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    try:
+        quota, period = (cgroup_dir / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 @dataclass(frozen=True)
@@ -204,7 +214,7 @@ class ServeSettings:
         batch = _bool(env, "SAGEMAKER_BATCH")
         base_dir = sagemaker_paths.base_dir(env)
         root = env.get("BYOC_MODEL_ROOT") or str(base_dir / ("models" if multi_model else "model"))
-        cores = cpu_count()
+        cores = cpu_count(Path(env.get("BYOC_CGROUP_DIR") or DEFAULT_CGROUP_DIR))
         workers = _int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", 1 if multi_model else cores)
         strategy = env.get("BYOC_BATCH_STRATEGY", "SINGLE_RECORD").strip().upper()
         if strategy not in BATCH_STRATEGIES:

@@ -40,3 +40,22 @@ def test_a_busy_host_gets_the_minimum_and_leaves_the_slots_free(tmp_path):
     finally:
         for s in (busy, partly, idle):
             s.close()
+
+
+def test_a_cgroup_cpu_quota_caps_the_cores_workers_and_threads_are_sized_from(tmp_path):
+    """``docker run --cpus 1`` leaves the affinity at every host core; cgroup v2's ``cpu.max`` says 1."""
+    from container_serve.settings import ServeSettings, cpu_count
+
+    unlimited = tmp_path / "unlimited"
+    unlimited.mkdir()
+    (unlimited / "cpu.max").write_text("max 100000\n")
+    host = cpu_count(unlimited)
+    quota = tmp_path / "quota"
+    quota.mkdir()
+    (quota / "cpu.max").write_text("100000 100000\n")
+    assert cpu_count(quota) == 1 and host >= 1
+    s = ServeSettings.from_env({"BYOC_CGROUP_DIR": str(quota)})
+    assert (s.workers_per_model, s.max_torch_threads) == (1, 1)
+    (quota / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs: rounded up, as the JVM does
+    assert cpu_count(quota) == min(host, 2)
+    assert ServeSettings.from_env({"BYOC_CGROUP_DIR": str(unlimited)}).workers_per_model == host
