@@ -21,6 +21,7 @@ never calls. tests/serve/test_serve_hostile.py shows the first three do run code
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import io
 import json
@@ -331,7 +332,7 @@ def load_victim(ep) -> None:
     Stage(ep.model_root, ep.model_url).good_model(VICTIM)
     reply = ep.client.load_model(VICTIM, ep.model_url(VICTIM))
     assert reply.status == 200, reply.body
-    ep.workers_at_start = [(p.pid, p.create_time()) for p in worker_processes(VICTIM)]
+    ep.workers_at_start = [(p.pid, p.create_time()) for p in worker_processes(VICTIM, ep.port)]
     assert ep.workers_at_start, "the worker serving the model is not visible from the test"
 
 
@@ -357,15 +358,30 @@ def attacks_fixture(stage, mar_host):
 
 # ---- the worker's memory ------------------------------------------------------------------------------
 
-def worker_processes(model_name: str) -> list[psutil.Process]:
-    """MMS python workers serving ``model_name`` (the listener and its forked, model-holding child)."""
+def worker_processes(model_name: str, port: int | None = None) -> list[psutil.Process]:
+    """MMS python workers serving ``model_name`` (the listener and its forked, model-holding child); with
+    ``port``, only those of the server listening there (other test sessions on the host may serve a
+    model of the same name: seen as a flake while several suites ran at once)."""
+    mine = _server_processes(port) if port is not None else None
     found = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
         if any("model_service_worker" in c for c in cmd) and "--model-name" in cmd \
-                and cmd[cmd.index("--model-name") + 1] == model_name:
+                and cmd[cmd.index("--model-name") + 1] == model_name and (not mine or p.pid in mine):
             found.append(p)
     return found
+
+
+def _server_processes(port: int) -> set[int]:
+    """The process listening on ``port`` (the gate's, in process or container mode: --network host) and
+    all its descendants; empty when the listener is not visible to this user."""
+    pids: set[int] = set()
+    for conn in psutil.net_connections("tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                gate = psutil.Process(conn.pid)
+                pids |= {gate.pid, *(c.pid for c in gate.children(recursive=True))}
+    return pids
 
 
 class PeakMemory:

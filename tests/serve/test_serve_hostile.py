@@ -88,7 +88,7 @@ def test_count_bomb_is_refused_before_work(endpoint, name):
     make, content_type, check = hostile.COUNT_BOMBS[name]
     body = make()
     assert endpoint.client.invoke(hostile.jpeg(), "image/jpeg", target_model=VICTIM).status == 200  # warm
-    peak = hostile.PeakMemory(hostile.worker_processes(VICTIM))
+    peak = hostile.PeakMemory(hostile.worker_processes(VICTIM, endpoint.port))
     (reply,) = ping_during(endpoint, endpoint.client.invoke, (body, content_type, "application/json", VICTIM))
     growth = peak.growth_bytes()
     print(f"{name}: {len(body)} bytes -> {reply.status}, worker peak +{growth / 2**20:.1f} MiB: {reply.body[:200]}")
@@ -101,7 +101,7 @@ def test_count_bomb_is_refused_before_work(endpoint, name):
 def test_the_memory_probe_sees_what_a_request_allocates(endpoint):
     """The control for the bombs' < 100 MB: a legitimate 12-megapixel photo, decoded to 36 MB of RGB."""
     photo = hostile.jpeg(size=(4000, 3000))
-    peak = hostile.PeakMemory(hostile.worker_processes(VICTIM))
+    peak = hostile.PeakMemory(hostile.worker_processes(VICTIM, endpoint.port))
     reply = endpoint.client.invoke(photo, "image/jpeg", target_model=VICTIM)
     assert reply.status == 200, reply.body[:300]
     assert peak.growth_bytes() > 30 * 1024 * 1024
@@ -304,7 +304,8 @@ def test_server_is_healthy_after_all_of_it(endpoint, stage, mar_host):
     assert endpoint.client.request("GET", "/ping").status == 200
     reply = endpoint.client.invoke(hostile.jpeg(), "image/jpeg", target_model=VICTIM)
     assert reply.status == 200 and reply.json()["predictions"][0]["label"] in hostile.CLASSES
-    assert [(p.pid, p.create_time()) for p in hostile.worker_processes(VICTIM)] == endpoint.workers_at_start
+    assert [(p.pid, p.create_time()) for p in hostile.worker_processes(VICTIM, endpoint.port)] == \
+        endpoint.workers_at_start
     assert stage.markers_found() == [] and mar_host.hits == []
 
 
