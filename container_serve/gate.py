@@ -48,6 +48,7 @@ What the gate bounds, so that no request waits forever and ``/ping`` answers dur
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -132,7 +133,7 @@ class Gate:
         self.management = Upstream(management_socket)
         self.load_reports_dir = load_reports_dir
         self.server_running = server_running
-        self._name_locks: dict[str, asyncio.Lock] = {}
+        self._name_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # name -> (lock, users)
         self._unloaded: dict[str, set[asyncio.Future]] = {}  # per model, invocations waiting on MMS
         self._unloading: set[str] = set()
         self._waiting_on_client: dict[asyncio.StreamWriter, None] = {}  # oldest first
@@ -206,7 +207,8 @@ class Gate:
         answer = asyncio.ensure_future(self.forward_inference(head, body))
         try:
             await asyncio.wait((answer, unloaded), return_when=asyncio.FIRST_COMPLETED)
-            if answer.done() and not (answer.result().status >= 500 and name in self._unloading):
+            cut_short = name in self._unloading or unloaded.done()
+            if answer.done() and not (answer.result().status >= 500 and cut_short):
                 return answer.result()
             # never answered, or MMS's 500 "Worker died" for the one the unload cut short
             raise NotFoundError(f"model {name!r} was unloaded while this invocation waited for it")
@@ -226,8 +228,21 @@ class Gate:
         return await within(self.settings.upstream_timeout_s, "GET /models",
                             self.management.send("GET", "/models" + list_query(head.query), [], b""))
 
-    def _lock(self, name: str) -> asyncio.Lock:
-        return self._name_locks.setdefault(name, asyncio.Lock())
+    @contextlib.asynccontextmanager
+    async def _lock(self, name: str):
+        """Loads and unloads of one name, one at a time; the lock is dropped with its last user, so
+        DELETEs of a million made-up names leave nothing behind."""
+        lock, users = self._name_locks.get(name, (asyncio.Lock(), 0))
+        self._name_locks[name] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._name_locks[name]
+            if users == 1:
+                del self._name_locks[name]
+            else:
+                self._name_locks[name] = (lock, users - 1)
 
     async def unload(self, head: Message, body: bytes) -> Message:
         name = MODEL_PATH.match(head.path).group(1)

@@ -420,7 +420,7 @@ async def _gate(tmp_path, **env):
         await asyncio.start_unix_server(mms.handle, tmp_path / name)
     gate = Gate(settings, tmp_path / "i", tmp_path / "m", tmp_path)
     listener = await gate.serve("127.0.0.1", 0)
-    return mms, listener.sockets[0].getsockname()[1]
+    return mms, listener.sockets[0].getsockname()[1], gate
 
 
 async def _ask(port, raw, conn=None):
@@ -435,7 +435,7 @@ PING = b"GET /ping HTTP/1.1\r\n\r\n"
 
 def test_no_invocation_waits_forever(tmp_path):
     async def go():
-        mms, port = await _gate(tmp_path, BYOC_UPSTREAM_TIMEOUT_S="2")
+        mms, port, gate = await _gate(tmp_path, BYOC_UPSTREAM_TIMEOUT_S="2")
         late = await _ask(port, INVOKE)                   # MMS never answers: the gate's deadline does
         assert (late.status, json.loads(late.body)["code"]) == (504, 504)
         mms.invoked.clear()
@@ -445,12 +445,15 @@ def test_no_invocation_waits_forever(tmp_path):
         answer = await pending
         assert (answer.status, json.loads(answer.body)["code"]) == (404, 404), answer.body  # not the 504
         assert "unloaded" in json.loads(answer.body)["error"]
+        for name in ("x1", "x2", "x3"):  # unloads of made-up names leave no per-name state behind
+            assert (await _ask(port, b"DELETE /models/%s HTTP/1.1\r\n\r\n" % name.encode())).status == 200
+        assert gate._name_locks == {} and gate._unloaded == {}
     asyncio.run(go())
 
 
 def test_at_the_connection_cap_the_longest_waiting_connection_goes(tmp_path):
     async def go():
-        _, port = await _gate(tmp_path, BYOC_GATE_MAX_CONNECTIONS="3")
+        _, port, _ = await _gate(tmp_path, BYOC_GATE_MAX_CONNECTIONS="3")
         conns = []
         for _ in range(5):  # each answers a ping, then waits idle on its client
             conns.append(await asyncio.open_connection("127.0.0.1", port))
