@@ -196,13 +196,55 @@ def gather_features(local, ranks: Ranks):
 
 # ---- model, metrics, agreement --------------------------------------------------------------------
 
-def wrap(module: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn.Module:
+DDP_COMPRESSIONS = ("none", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class DdpOptions:
+    """The all-reduce levers of issue 27 (``bench/bench_ddp_scaling.py --variants`` measures them side by
+    side; ``tests/bench/test_bench_ddp_variants.py`` checks every one trains to the same weights):
+
+    * ``bucket_cap_mb``: gradients are all-reduced in buckets of this size as the backward pass fills
+      them; smaller buckets start the first all-reduce sooner, larger ones pay fewer per-call costs
+      (DDP's default 25);
+    * ``gradient_as_bucket_view``: ``.grad`` tensors are views into the buckets (no copy in or out);
+    * ``compression``: ``bf16`` / ``fp16`` all-reduce the buckets in 16 bits (half the bytes) and
+      divide by the world size before the cast (torch's ``default_hooks.bf16_compress_hook`` /
+      ``fp16_compress_hook``); the optimizer still steps in float32."""
+
+    bucket_cap_mb: float = 25.0
+    gradient_as_bucket_view: bool = False
+    compression: str = "none"
+
+    def __post_init__(self):
+        if self.compression not in DDP_COMPRESSIONS:
+            raise ValueError(f"DDP compression {self.compression!r}: expected one of {DDP_COMPRESSIONS}")
+        if not self.bucket_cap_mb > 0:
+            raise ValueError(f"DDP bucket size {self.bucket_cap_mb} MB: must be > 0")
+
+
+def compression_hook(compression: str):
+    """The DDP communication hook for ``compression`` (None: DDP's own float32 all-reduce)."""
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    return {"none": None, "bf16": default_hooks.bf16_compress_hook,
+            "fp16": default_hooks.fp16_compress_hook}[compression]
+
+
+def wrap(module: torch.nn.Module, ranks: Ranks, device: torch.device,
+         options: DdpOptions = DdpOptions()) -> torch.nn.Module:
     """DDP around ``module`` (rank 0's weights are broadcast to all); the module itself for one process."""
     if not ranks.enabled:
         return module
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    ddp = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                  bucket_cap_mb=options.bucket_cap_mb,
+                                  gradient_as_bucket_view=options.gradient_as_bucket_view)
+    hook = compression_hook(options.compression)
+    if hook is not None:
+        ddp.register_comm_hook(dist.group.WORLD, hook)
+    return ddp
 
 
 def reduce_result(result, ranks: Ranks):
