@@ -94,6 +94,35 @@ def completed_epochs(log_text: str) -> list[int]:
     return sorted({epoch for epoch, _ in metric_series("validation:loss", log_text) if epoch is not None})
 
 
+# ---- feature-extraction progress ----------------------------------------------------------------
+# The trainer logs where a feature extraction stands (it can take minutes before the first epoch):
+#   [extract] 3200/10000 images 21.3 img/s elapsed 0:02:30 ETA 0:05:24
+# at most every EXTRACT_PROGRESS_INTERVAL_S (and at the end); the operator side draws its bars from the
+# last such line of the job log.
+EXTRACT_PROGRESS_INTERVAL_S = 10.0
+_EXTRACT_PROGRESS_RE = re.compile(r"\[extract\] (\d+)/(\d+) images ([0-9.]+) img/s elapsed \S+ ETA (\S+)")
+
+
+def format_extract_progress(done: int, total: int, elapsed_s: float) -> str:
+    rate = done / max(elapsed_s, 1e-9)
+    eta = _hms((total - done) / rate) if rate > 0 else "?"
+    return f"[extract] {done}/{total} images {rate:.1f} img/s elapsed {_hms(elapsed_s)} ETA {eta}"
+
+
+def extract_progress(log_text: str) -> tuple[int, int, float, str] | None:
+    """The last extraction progress of a log: ``(done, total, images per second, ETA h:mm:ss)``."""
+    found = _EXTRACT_PROGRESS_RE.findall(log_text)
+    if not found:
+        return None
+    done, total, rate, eta = found[-1]
+    return int(done), int(total), float(rate), eta
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
 # ---- dataset layout -----------------------------------------------------------------------------
 # An ImageFolder per split, one folder per class (the dogImages layout). The ``training`` channel
 # may hold all three splits as sub-folders; SageMaker channels map to splits as below.

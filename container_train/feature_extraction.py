@@ -14,6 +14,7 @@ stay those of an uninterrupted run.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from container_train.contract import EXTRACT_PROGRESS_INTERVAL_S, format_extract_progress
 from container_train.data import Batch, make_loader
 from container_train.loader_limits import LoaderPlan
 from container_train.profiling import StepTimings
@@ -146,6 +148,9 @@ def compute_features(extractor: nn.Module, dataset: Dataset, *, passes: int = 1,
     was_training = extractor.training
     extractor.eval().to(device)
     started = time.monotonic()
+    # what this call has to do (a resumed extraction starts where it stopped)
+    total_images = (passes - len(done.views)) * len(dataset) - done.next_index
+    counted, last_line = 0, -math.inf
     try:
         with torch.random.fork_rng(devices=[]):
             for v in range(len(done.views), passes):
@@ -160,10 +165,15 @@ def compute_features(extractor: nn.Module, dataset: Dataset, *, passes: int = 1,
                     done.add(batch, None if out is None else out.reshape(out.shape[0], -1).float().cpu())
                     if timings:
                         timings.step_done(0, step, "EXTRACT", len(batch))
+                    counted += len(batch) + len(batch.skipped)   # as next_index counts
+                    if log and time.monotonic() - last_line >= EXTRACT_PROGRESS_INTERVAL_S:
+                        last_line = time.monotonic()    # first batch, then every interval: bars and logs
+                        log(format_extract_progress(counted, total_images, last_line - started))
                     if stop:
                         raise ExtractionStopped(done, len(dataset), passes)
                 done.finish_view()
                 if log:
+                    log(format_extract_progress(counted, total_images, time.monotonic() - started))
                     log(f"feature cache: view {v + 1}/{passes}: {len(done.labels)} images, "
                         f"dim {done.views[-1].shape[1]}, {time.monotonic() - started:.1f}s")
     finally:

@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 
 from byoc.tuning import leaderboard
-from byoc.tuning.display import LiveDisplay
+from byoc.tuning.display import LiveDisplay, PlainDisplay
 from byoc.tuning.spec import parse_spec
 
 
@@ -43,3 +43,18 @@ def test_leaderboard_table_lists_rows_in_rank_order():
     assert "validation:loss (minimize)" in text
     assert text.index("complete") < text.index("failed")
     assert "exited with code 1: boom" in text
+
+
+def test_a_trials_feature_extraction_shows_images_per_second_and_eta():
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=200)
+    with LiveDisplay(2, "validation:accuracy", console=console) as show:
+        show.trial_started(0, {"lr": 0.002}, epochs=3)
+        show.trial_extracting(0, 3200, 10000, 21.3, "0:05:19")
+        show._progress.refresh()
+        live = out.getvalue()
+    assert "lr=0.002 | extracting features 3200/10000 images, 21.3 img/s, ETA 0:05:19" in live
+
+    lines: list[str] = []
+    PlainDisplay(2, "validation:accuracy", print_fn=lines.append).trial_extracting(1, 10, 100, 2.5, "0:00:36")
+    assert lines == ["trial 1 extracting features 10/100 images, 2.5 img/s, ETA 0:00:36"]      # a log line

@@ -67,12 +67,14 @@ def test_local_tuning_runs_trials_in_parallel_and_ranks_them(data_dir, tmp_path)
     ends = sorted((Path(r["job_dir"]) / "training.log").stat().st_mtime for r in result.leaderboard)
     assert starts[1] < ends[0]
 
-    # The tuning report: Optuna's optimization history and parameter importances, inline in one page.
-    assert set(result.plots) == {"history", "importances"}
-    for png in result.plots.values():
-        assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 5000
+    # The tuning report: the optimization history inline; no importances from 4 trials of 2 parameters
+    # (byoc.tuning.report.TRIALS_PER_PARAMETER: a forest fitted to 4 points ranks noise), and it says why.
+    assert set(result.plots) == {"history"}
+    assert result.plots["history"].read_bytes().startswith(b"\x89PNG")
+    assert result.plots["history"].stat().st_size > 5000
     page = result.report.read_text()
-    assert page.count('src="data:image/png;base64,') == 2 and "Leaderboard" in page
+    assert page.count('src="data:image/png;base64,') == 1 and "Leaderboard" in page
+    assert "need 6 completed trials for 2 tuned parameter(s) (3 each), and 4 completed" in page
 
     with open(result.leaderboard_csv) as f:
         csv_rows = list(csv.DictReader(f))

@@ -15,6 +15,10 @@ def _params_text(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+def _extracting_text(done: int, total: int, rate: float, eta: str) -> str:
+    return f"extracting features {done}/{total} images, {rate:.1f} img/s, ETA {eta}"
+
+
 class PlainDisplay:
     def __init__(self, total: int, metric: str, print_fn=print):
         self.total, self.metric, self._print = total, metric, print_fn
@@ -35,6 +39,10 @@ class PlainDisplay:
 
     def trial_epoch(self, number: int, epoch: int, value: float) -> None:
         self.message(f"trial {number} epoch {epoch}: {self.metric}={value:.4f}")
+
+    def trial_extracting(self, number: int, done: int, total: int, rate: float, eta: str) -> None:
+        """Where the trial's feature extraction stands: minutes of work before its first epoch."""
+        self.message(f"trial {number} {_extracting_text(done, total, rate, eta)}")
 
     def trial_finished(self, number: int, state: str, value: float | None, note: str = "") -> None:
         shown = "" if value is None else f" {self.metric}={value:.4f}"
@@ -73,6 +81,11 @@ class LiveDisplay(PlainDisplay):
         task, text = self._tasks.get(number, (None, ""))
         if task is not None:
             self._progress.update(task, completed=epoch, info=f"{text} | {self.metric}={value:.4f}")
+
+    def trial_extracting(self, number: int, done: int, total: int, rate: float, eta: str) -> None:
+        task, text = self._tasks.get(number, (None, ""))
+        if task is not None:
+            self._progress.update(task, info=f"{text} | {_extracting_text(done, total, rate, eta)}")
 
     def trial_finished(self, number: int, state: str, value: float | None, note: str = "") -> None:
         task, _ = self._tasks.pop(number, (None, ""))

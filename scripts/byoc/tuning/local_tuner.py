@@ -81,6 +81,13 @@ def channels_from_data_dir(data_dir: str | Path) -> dict[str, str]:
     return channels
 
 
+def trial_channels(channels: dict[str, str]) -> dict[str, str]:
+    """A local trial's channels: all but ``test``. The objective is a validation metric and nothing
+    reads a trial's test figures, while its test pass ran the test split through the whole network
+    (59-87 s a trial in issue 25's demo run); the final job, which is tested, gets every channel."""
+    return {name: path for name, path in channels.items() if name != "test"}
+
+
 # ---- study bookkeeping ----------------------------------------------------------------------------
 
 def _lock(out_dir: Path):
@@ -328,11 +335,12 @@ def _trial_worker(run: _Run, trial: optuna.Trial) -> TrialOutcome:
             trial.set_user_attr("container", job.container_name)
 
     try:
-        return run_trial(trial, hyperparameters, run.channels, job_dir, run.spec.objective.metric,
+        return run_trial(trial, hyperparameters, trial_channels(run.channels), job_dir, run.spec.objective.metric,
                          image=run.image, checkpoint_dir=checkpoint_dir, timeout_s=run.timeout_s, env=run.env,
                          feature_cache_dir=run.feature_cache_dir, distribution=run.spec.distribution,
                          last_step=epochs, previous_log=previous_log, on_start=on_start,
-                         on_progress=lambda step, value: run.show.trial_epoch(trial.number, step, value))
+                         on_progress=lambda step, value: run.show.trial_epoch(trial.number, step, value),
+                         on_extract=lambda progress: run.show.trial_extracting(trial.number, *progress))
     finally:
         with run.jobs_lock:
             run.jobs.pop(trial.number, None)

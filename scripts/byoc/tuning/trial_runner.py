@@ -44,12 +44,14 @@ def run_trial(trial: optuna.Trial, hyperparameters: dict[str, Any], channels: di
               feature_cache_dir: Path | None = None, last_step: int | None = None, previous_log: str = "",
               distribution: str | None = None,
               on_start: Callable[[TrainingJob], None] | None = None,
-              on_progress: Callable[[int, float], None] | None = None) -> TrialOutcome:
+              on_progress: Callable[[int, float], None] | None = None,
+              on_extract: Callable[[tuple[int, int, float, str]], None] | None = None) -> TrialOutcome:
     """Run the training job for ``trial``; never raises for a failing job (see the outcome).
 
     ``last_step``: the job's final epoch; a trial is not pruned there (its result is complete).
     ``previous_log``: the log of an interrupted run this job resumes from its checkpoint; its
     metric lines count as this job's (SageMaker keeps one metric history across spot restarts).
+    ``on_extract``: each new feature-extraction progress of the job (``contract.extract_progress``).
     """
     started = time.monotonic()
     outcome = TrialOutcome(state="FAIL", value=None, job_dir=str(job_dir))
@@ -65,7 +67,7 @@ def run_trial(trial: optuna.Trial, hyperparameters: dict[str, Any], channels: di
     if on_start is not None:
         on_start(job)
     deadline = None if timeout_s is None else started + timeout_s
-    watch = _Watch(trial, metric, outcome, last_step, on_progress)
+    watch = _Watch(trial, metric, outcome, last_step, on_progress, on_extract)
     pruned = watch.follow(job, previous_log, deadline)
     remaining = None if deadline is None else max(1.0, deadline - time.monotonic())
     result = job.wait(timeout=STOP_GRACE_S if pruned else remaining)
@@ -83,9 +85,11 @@ class _Watch:
     """Feeds a running job's objective values to Optuna, one step at a time, in log order."""
 
     def __init__(self, trial: optuna.Trial, metric: str, outcome: TrialOutcome, last_step: int | None,
-                 on_progress: Callable[[int, float], None] | None):
+                 on_progress: Callable[[int, float], None] | None,
+                 on_extract: Callable[[tuple[int, int, float, str]], None] | None = None):
         self.trial, self.metric, self.outcome = trial, metric, outcome
-        self.last_step, self.on_progress = last_step, on_progress
+        self.last_step, self.on_progress, self.on_extract = last_step, on_progress, on_extract
+        self.extraction: tuple[int, int, float, str] | None = None
         self.seen = 0                          # series entries handled so far
         self.reported: set[int] = set()
 
@@ -93,7 +97,9 @@ class _Watch:
         """Read the log until the job ends, is pruned (stopped; returns True) or passes ``deadline``."""
         while True:
             running = job.running()
-            series = contract.metric_series(self.metric, previous_log + job.log_text())
+            log = job.log_text()
+            series = contract.metric_series(self.metric, previous_log + log)
+            self._extraction(log)
             while self.seen < len(series):
                 if self._step(series, running):
                     job.stop()
@@ -101,6 +107,14 @@ class _Watch:
             if not running or (deadline is not None and time.monotonic() > deadline):
                 return False
             time.sleep(POLL_S)
+
+    def _extraction(self, log: str) -> None:
+        if self.on_extract is None:
+            return
+        progress = contract.extract_progress(log)
+        if progress is not None and progress != self.extraction:
+            self.extraction = progress
+            self.on_extract(progress)
 
     def _step(self, series: list[tuple[int | None, float]], running: bool) -> bool:
         """Handle the next series entry; True when the pruner says stop."""
