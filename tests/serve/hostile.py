@@ -353,9 +353,6 @@ def attacks_fixture(stage, mar_host):
     return load_attacks(stage, mar_host.url)
 
 
-
-
-
 # ---- the worker's memory ------------------------------------------------------------------------------
 
 def worker_processes(model_name: str, port: int | None = None) -> list[psutil.Process]:

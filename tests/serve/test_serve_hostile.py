@@ -294,6 +294,7 @@ def test_invocations_pending_at_an_unload_are_answered(endpoint, stage):
         replies = pool.map(invoke, range(12))
         assert first_answered.wait(hostile.ANSWER_DEADLINE_S)   # the worker is busy, the rest queue behind it
         assert endpoint.client.unload_model("unloading").status == 200
+        assert endpoint.client.request("GET", "/ping", timeout=PING_LIMIT_S).status == 200
         statuses = [r.status for r in replies]
     print("answers after the unload:", statuses)
     assert set(statuses) <= {200, 404, 503}, statuses
