@@ -43,17 +43,19 @@ from torch import nn
 
 from byoc_common import durable
 from byoc_common.architectures import IMAGENET_MEAN, IMAGENET_STD, build_classifier, check_arch
-from byoc_common.artifact_files import ARTIFACT_FILES, CLASSES_FILE, CONFIG_FILE, WEIGHTS_FILE
+from byoc_common.artifact_files import (
+    ARTIFACT_FILES,
+    CLASSES_FILE,
+    CONFIG_FILE,
+    MAX_IMAGE_SIZE,
+    MAX_NUM_CLASSES,
+    MAX_RESIZE_SIZE,
+    MIN_IMAGE_SIZE,
+    WEIGHTS_FILE,
+)
 
 FORMAT_VERSION = 1
 
-# Bounds on what model_config.json may ask for (the training job's own checks: image-size >= 16,
-# resize-size >= image-size). image_size sizes every forward pass (the warm-up alone at 6000 px needs
-# ~12 GB), resize_size each request's resize, num_classes the head (ImageNet-21k has 21,843 classes).
-MIN_IMAGE_SIZE = 16
-MAX_IMAGE_SIZE = 1024
-MAX_RESIZE_SIZE = 2048
-MAX_NUM_CLASSES = 100_000
 MAX_METADATA_BYTES = 16 * 1024 * 1024  # classes.json / model_config.json are read whole: bounded first
 
 

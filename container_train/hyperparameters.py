@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from byoc_common.arch_names import DEFAULT_ARCH, SUPPORTED_ARCHS
+from byoc_common.artifact_files import MAX_IMAGE_SIZE, MAX_RESIZE_SIZE, MIN_IMAGE_SIZE
 from byoc_common.booleans import parse_bool
 from container_train.contract import FEATURES_CHANNEL, TASK_EXTRACT_FEATURES, TASK_TRAIN, TASKS
 
@@ -114,11 +115,13 @@ _TABLE: tuple[Hyperparameter, ...] = (
                    check=_non_negative, check_text=">= 0", resume_must_match=False),
     # --- data ----------------------------------------------------------------------------------
     Hyperparameter("image-size", int, 224, "training crop size in pixels (eval: resize then centre crop)",
-                   check=lambda v: v >= 16, check_text=">= 16"),
+                   check=lambda v: MIN_IMAGE_SIZE <= v <= MAX_IMAGE_SIZE,
+                   check_text=f"in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] (the endpoint's bounds)"),
     Hyperparameter("resize-size", int, 0,
                    "evaluation resize before the centre crop, in pixels: 0 = image-size x 256/224 (ImageNet's "
                    "87.5%% crop), image-size = no crop (items that fill the frame); the endpoint does the same",
-                   check=_non_negative, check_text=">= 0"),
+                   check=lambda v: 0 <= v <= MAX_RESIZE_SIZE,
+                   check_text=f"in [0, {MAX_RESIZE_SIZE}] (the endpoint's bound)"),
     Hyperparameter("workers", int, 2,
                    "DataLoader worker processes (0 = load in the main process; fewer when /dev/shm is small)",
                    check=_non_negative, check_text=">= 0", resume_must_match=False),

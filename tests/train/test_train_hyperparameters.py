@@ -40,6 +40,10 @@ def test_values_arrive_as_strings_the_way_the_toolkit_passes_them():
     (["--freeze", "all"], "freeze='all' is not one of: head, layer4, none"),
     (["--momentum", "1.5"], "momentum='1.5' must be in [0, 1)"),
     (["--epochs"], "expected one argument"),
+    # The endpoint's bounds on model_config.json (byoc_common.artifact_files): a job never trains a
+    # model the server would refuse to load.
+    (["--image-size", "1025"], "image-size='1025' must be in [16, 1024]"),
+    (["--resize-size", "4096"], "resize-size='4096' must be in [0, 2048]"),
 ])
 def test_bad_hyperparameters_are_clear_errors(argv, message):
     with pytest.raises(HyperparameterError) as e:
