@@ -12,7 +12,14 @@ share of the 2-rank step spent in gradient all-reduce two ways: *busy* (a DDP co
 each bucket's all-reduce from launch to completion, summed; it overlaps the backward pass) and
 *exposed* (step time with all-reduce minus step time under ``no_sync()``, over the step time).
 
+``--variants`` (issue 27 item 2) runs the ``full`` workload's 2 ranks once per
+:class:`container_train.distributed.DdpOptions` variant, all against the same 1-rank run, and prints their
+efficiencies side by side: ``default``, ``bucket=MB``, ``view`` (gradient_as_bucket_view), ``bf16`` /
+``fp16`` (compression hooks), joined with ``+`` (``bf16+view+bucket=5``). Their training answers are
+checked in ``tests/bench/test_bench_ddp_variants.py``.
+
     .venv/bin/python -m bench.bench_ddp_scaling --steps 12 --batch 16 --image-size 64
+    .venv/bin/python -m bench.bench_ddp_scaling --variants default,bucket=5,bucket=100,view,bf16,fp16+view
 """
 
 from __future__ import annotations
@@ -44,12 +51,30 @@ def _batch(kind: str, batch: int, size: int, step: int):
     return x, torch.randint(0, 10, (batch,), generator=g)
 
 
+def parse_variant(spec: str):
+    """``"bf16+view+bucket=5"`` -> DdpOptions(compression="bf16", gradient_as_bucket_view=True, bucket_cap_mb=5)."""
+    from container_train.distributed import DdpOptions
+
+    kw: dict = {}
+    for part in (x.strip() for x in spec.split("+") if x.strip() and x.strip() != "default"):
+        if part == "view":
+            kw["gradient_as_bucket_view"] = True
+        elif part.startswith("bucket="):
+            kw["bucket_cap_mb"] = float(part.split("=", 1)[1])
+        else:
+            kw["compression"] = part
+    return DdpOptions(**kw)
+
+
 def _timed_allreduce(state, bucket):
-    """DDP's default all-reduce, timed from launch to completion (per bucket)."""
+    """The variant's all-reduce (DDP's own, or a compression hook), timed from launch to completion."""
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
+    from container_train.distributed import compression_hook
+
+    hook = compression_hook(state["compression"]) or default_hooks.allreduce_hook
     start = time.perf_counter()
-    fut = default_hooks.allreduce_hook(None, bucket)
+    fut = hook(dist.group.WORLD if hook is not default_hooks.allreduce_hook else None, bucket)
 
     def done(f):
         state["busy_s"] += time.perf_counter() - start
@@ -79,17 +104,19 @@ def _steps(module, kind, args, sync: bool) -> float:
     return time.perf_counter() - start
 
 
-def _worker(rank: int, world: int, port: int, kind: str, args, out):
+def _worker(rank: int, world: int, port: int, kind: str, args, out, variant: str = "default"):
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
     module = _model(kind)
-    state = {"busy_s": 0.0}
+    options = parse_variant(variant)
+    state = {"busy_s": 0.0, "compression": options.compression}
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         dist.init_process_group("gloo", rank=rank, world_size=world)
-        module = DistributedDataParallel(module)
-        module.register_comm_hook(state, _timed_allreduce)
+        module = DistributedDataParallel(module, bucket_cap_mb=options.bucket_cap_mb,
+                                         gradient_as_bucket_view=options.gradient_as_bucket_view)
+        module.register_comm_hook(state, _timed_allreduce)  # the variant's hook, timed
     seconds = _steps(module, kind, args, sync=True)
     busy = state["busy_s"]
     unsynced = _steps(module, kind, args, sync=False) if world > 1 else seconds
@@ -99,10 +126,10 @@ def _worker(rank: int, world: int, port: int, kind: str, args, out):
         out.put({"seconds": seconds, "busy_s": busy, "nosync_s": unsynced})
 
 
-def measure(kind: str, world: int, args, port: int) -> dict:
+def measure(kind: str, world: int, args, port: int, variant: str = "default") -> dict:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, world, port, kind, args, out)) for r in range(world)]
+    procs = [ctx.Process(target=_worker, args=(r, world, port, kind, args, out, variant)) for r in range(world)]
     for p in procs:
         p.start()
     result = out.get(timeout=1800)
@@ -121,18 +148,33 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=16, help="per-rank batch (global = batch x ranks)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--port", type=int, default=29631)
+    p.add_argument("--variants", default="", help="comma-separated DDP variants of the full workload (see above)")
     args = p.parse_args(argv)
     print(machine_note(), flush=True)
-    rows = []
-    for i, kind in enumerate(("full", "head")):
-        one = measure(kind, 1, args, args.port + 2 * i)
-        two = measure(kind, 2, args, args.port + 2 * i + 1)
-        rows.append([kind, one[IMAGES_PER_S], two[IMAGES_PER_S], two[IMAGES_PER_S] / (2 * one[IMAGES_PER_S]),
-                     two["seconds"] / args.steps, 100 * two[BUSY], 100 * two[EXPOSED]])
-    print_table(f"DDP scaling, 1 vs 2 ranks x 1 thread (batch {args.batch}/rank, {args.image_size} px, "
-                f"{args.steps} steps)",
-                ["workload", "1 rank img/s", "2 ranks img/s", "efficiency", "2-rank step s",
-                 "all-reduce busy %", "all-reduce exposed %"], rows)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not variants:  # the two workloads, as before
+        rows = []
+        for i, kind in enumerate(("full", "head")):
+            one = measure(kind, 1, args, args.port + 2 * i)
+            two = measure(kind, 2, args, args.port + 2 * i + 1)
+            rows.append([kind, one[IMAGES_PER_S], two[IMAGES_PER_S], two[IMAGES_PER_S] / (2 * one[IMAGES_PER_S]),
+                         two["seconds"] / args.steps, 100 * two[BUSY], 100 * two[EXPOSED]])
+        print_table(f"DDP scaling, 1 vs 2 ranks x 1 thread (batch {args.batch}/rank, {args.image_size} px, "
+                    f"{args.steps} steps)",
+                    ["workload", "1 rank img/s", "2 ranks img/s", "efficiency", "2-rank step s",
+                     "all-reduce busy %", "all-reduce exposed %"], rows)
+    else:
+        for v in variants:
+            parse_variant(v)  # refuse a typo before an hour of runs
+        one = measure("full", 1, args, args.port + 10)
+        rows = []
+        for i, v in enumerate(variants):
+            two = measure("full", 2, args, args.port + 11 + i, v)
+            rows.append([v, one[IMAGES_PER_S], two[IMAGES_PER_S], two[IMAGES_PER_S] / (2 * one[IMAGES_PER_S]),
+                         100 * two[BUSY], 100 * two[EXPOSED]])
+        print_table("DDP variants, full fine-tuning, 2 ranks vs the same 1-rank run (target efficiency >= 0.85)",
+                    ["variant", "1 rank img/s", "2 ranks img/s", "efficiency", "all-reduce busy %",
+                     "all-reduce exposed %"], rows)
     print(machine_note().replace("at start", "at end"))
 
 
