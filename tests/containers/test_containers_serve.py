@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import time
 
 import pytest
 from PIL import Image
@@ -24,7 +23,6 @@ from byoc_common.artifact import ModelConfig, save_model_artifact
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
 CLASSES = ["cat", "dog", "fox"]
-STOP_LIMIT_S = 10.0
 
 
 def write_model(model_dir):
@@ -75,12 +73,11 @@ def test_serve_image_multi_model_endpoint(serve_image, tmp_path, give_back_to_us
         print(endpoint.log_text()[-6000:])
         raise
     finally:
-        started = time.monotonic()
-        returncode = endpoint.stop()      # docker stop: SIGTERM to the container's PID 1
-        stop_seconds = time.monotonic() - started
+        returncode = endpoint.stop()      # docker stop: SIGTERM to the container's PID 1, SIGKILL after 60 s
 
-    print(f"serving container stopped in {stop_seconds:.2f} s (exit {returncode})")
-    assert stop_seconds < STOP_LIMIT_S, f"SIGTERM took {stop_seconds:.1f} s to stop the container"
+    # The stop was handled, not forced: serve.py stopped MMS and exited 0 (137 would be docker's SIGKILL).
+    assert returncode == 0, f"the container did not stop on SIGTERM (exit {returncode})"
+    assert "model server stopped" in endpoint.log_text()
     leftover = docker("ps", "-aq", "--filter", f"name=^{endpoint._container_name}$").stdout.strip()
     assert not leftover, "the container is still there after stop()"
 
