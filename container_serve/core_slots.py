@@ -15,7 +15,7 @@ Only cores the whole host leaves free: the slots know this server's workers, not
 another model server on the same instance. Under such load a pass split over two threads waits at every
 barrier for the thread whose core is taken (OpenMP's static split): measured on 2 cores at a load of 9-12,
 a ResNet50 pass with 2 threads took 1.5-2.1x the wall time of 1 thread and 1.2-1.45x its CPU time
-(``bench/RESULTS.md`` section 3c). So before taking more than the minimum it reads the host's runnable
+(``bench/RESULTS.md`` section 10a). So before taking more than the minimum it reads the host's runnable
 count (``/proc/loadavg``'s fourth field, this process included) and takes at most the cores nothing else
 is running on; on an idle host that is all of them, as before.
 

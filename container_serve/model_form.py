@@ -96,8 +96,8 @@ def _convert(net: nn.Module, form: str, image_size: int) -> ServedModel:
     if form == BF16:
         net = fold_batchnorm(net).to(torch.bfloat16)
     # channels_last (NHWC), the layout oneDNN's convolutions compute in: in NCHW every convolution
-    # reordered its input and output, 60% of a bf16 ResNet50 pass (ONEDNN_VERBOSE); NHWC measured
-    # 1.8x less CPU time per bf16 pass, 1.2x per float32 one (bench/RESULTS.md section 3c). Same values.
+    # reordered its input and output, 60-78% of a bf16 ResNet50 pass (ONEDNN_VERBOSE); NHWC measured
+    # 1.7-1.8x less CPU time per bf16 pass, float32 within noise (bench/RESULTS.md section 10a). Same values.
     net = net.to(memory_format=torch.channels_last)
     served = ServedModel(net, form).eval()
     for p in served.parameters():
