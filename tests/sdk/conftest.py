@@ -21,7 +21,8 @@ from tests.sdk.local_mode import AWS_ENV, host_network_compose, local_session
 HYPERPARAMETERS = {"arch": "resnet18", "pretrained": False, "freeze": "none", "epochs": 1, "image-size": 32,
                    "batch-size": 8, "workers": 0, "max-steps-per-epoch": 2, "debugger": False,
                    "checkpoint": False, "seed": 3}
-CLASSES = ["001.Alpha", "002.Beta", "003.Gamma"]
+CLASSES = ["001.Alpha", "002.Beta", "003.Gamma"]   # folder names, dogImages style
+LABELS = ["Alpha", "Beta", "Gamma"]                # what the model answers: the trainer drops "NNN."
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +62,13 @@ def upload_folder(s3, folder: Path, prefix: str) -> str:
 @pytest.fixture(scope="module")
 def data_uris(s3, dataset) -> dict[str, str]:
     """The dataset on moto: one prefix holding train/ valid/ test/, and one prefix per split."""
-    return {"all": upload_folder(s3, dataset, "sdk/data/all"),
+    uris = {"all": upload_folder(s3, dataset, "sdk/data/all"),
             **{split: upload_folder(s3, dataset / split, f"sdk/data/{split}") for split in ("train", "valid", "test")}}
+    # Batch input: the test images side by side. SDK local mode transforms only the objects directly under
+    # the prefix (sagemaker/local/data.py LocalFileDataSource lists one level; SageMaker takes them all).
+    for path in sorted((dataset / "test").rglob("*.jpg")):
+        s3.upload_file(str(path), BUCKET, f"sdk/data/batch/{path.parent.name}-{path.name}")
+    return {**uris, "batch": f"s3://{BUCKET}/sdk/data/batch/"}
 
 
 @pytest.fixture(scope="module")
