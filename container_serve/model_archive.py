@@ -1,10 +1,11 @@
 """``model.tar.gz`` <-> model directories, and placing models under a model root the way SageMaker does.
 
 A ``model.tar.gz`` is the trainer's model directory tarred flat (``model.pth``, ``classes.json``,
-``model_config.json`` at the top level; see :mod:`byoc_common.artifact`), and nothing else: the server
-refuses a model directory holding anything beyond those files (:mod:`container_serve.model_layout`),
-because multi-model-server would take a ``MAR-INF/MANIFEST.json`` or a ``.py`` file next to the weights
-as code to run. So :func:`create_model_archive` writes only the artifact files, and unpacking
+``model_config.json`` at the top level; see :mod:`byoc_common.artifact`), and nothing else. The server
+ignores inert extra files beside them but refuses whatever could choose code or a location
+(:mod:`container_serve.model_layout` states the rule), because multi-model-server would take a
+``MAR-INF/MANIFEST.json`` or a ``.py`` file next to the weights as code to run. Our own archives carry
+nothing to ignore: :func:`create_model_archive` writes only the artifact files, and unpacking
 (:mod:`container_serve.tar_unpack`, on every Python the project allows) refuses an archive with any other
 member, more members than the artifact has, and every member that could write outside the destination or
 is not plain data: absolute paths, ``..`` components, symbolic and hard links, devices and FIFOs. A model
