@@ -129,6 +129,17 @@ def _hms(seconds: float) -> str:
 SPLITS = ("train", "valid", "test")
 SPLIT_FOLDER_ALIASES = {"train": ("train",), "valid": ("valid", "validation", "val"), "test": ("test",)}
 CHANNEL_SPLITS = {"training": "train", "validation": "valid", "test": "test"}   # channel -> split folder
+_CLASS_FOLDER_PREFIX = re.compile(r"^\d+[._-](.+)$")
+
+
+def class_name_from_folder(folder: str) -> str:
+    """``001.Affenpinscher`` -> ``Affenpinscher``; names without a numeric prefix stay as they are. The
+    model's class names (classes.json) are its class folders' names through this, so the operator side
+    compares an answer with an image's folder through it too."""
+    m = _CLASS_FOLDER_PREFIX.match(folder)
+    return m.group(1) if m else folder
+
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 # ---- output data dir (SM_OUTPUT_DATA_DIR) -----------------------------------------------------

@@ -24,7 +24,6 @@ returns it guarded, so a dead or stuck worker fails the job with a reason instea
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,20 +34,11 @@ from torchvision.transforms import v2 as T
 
 from byoc_common.artifact import ModelConfig
 from byoc_common.preprocessing import to_rgb
-from container_train.contract import IMAGE_SUFFIXES, SPLIT_FOLDER_ALIASES, quote_path
+from container_train.contract import IMAGE_SUFFIXES, SPLIT_FOLDER_ALIASES, class_name_from_folder, quote_path
 from container_train.errors import DataError
 from container_train.loader_limits import GuardedLoader, LoaderPlan
 
 log = logging.getLogger(__name__)
-
-_PREFIX = re.compile(r"^\d+[._-](.+)$")
-
-
-def class_name_from_folder(folder: str) -> str:
-    """``001.Affenpinscher`` -> ``Affenpinscher``; names without a numeric prefix stay as they are."""
-    m = _PREFIX.match(folder)
-    return m.group(1) if m else folder
-
 
 def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")

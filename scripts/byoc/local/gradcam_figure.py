@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from byoc_common.arch_names import LAST_CONV_STRIDE
-from container_train.contract import SPLIT_FOLDER_ALIASES
+from container_train.contract import SPLIT_FOLDER_ALIASES, class_name_from_folder
 
 FIGURE_INCHES = (13.0, 4.8)
 FIGURE_DPI = 110
@@ -44,10 +44,10 @@ def _original(image_path: str | os.PathLike) -> Image.Image:
 
 
 def true_class_of(image_path: str | os.PathLike) -> str | None:
-    """The class of an image in a dataset split (``.../test/<class>/<file>``), else None: the folder
-    layout the trainer reads is the only label this side knows."""
+    """The class of an image in a dataset split (``.../test/001.T-shirt_top/<file>`` -> ``T-shirt_top``,
+    named as the model names it), else None: the folder layout is the only label this side knows."""
     path = Path(image_path)
-    return path.parent.name if path.parent.parent.name in SPLIT_NAMES else None
+    return class_name_from_folder(path.parent.name) if path.parent.parent.name in SPLIT_NAMES else None
 
 
 def map_resolution(input_size: tuple[int, int], map_size: tuple[int, int] | None = None) -> str:

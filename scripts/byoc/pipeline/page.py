@@ -14,6 +14,7 @@ import jinja2
 
 from byoc.pipeline.state import PipelineState
 from byoc.pipeline.summary import artifact_rows, timing_sentence
+from container_train.contract import class_name_from_folder
 
 PAGE_FILE = "index.html"
 
@@ -116,9 +117,11 @@ def _image_name(image) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
-def _verdict(label, true_class: str) -> str:
-    if not true_class:
+def _verdict(label, folder: str) -> str:
+    """Right or wrong by the image's class folder, named as the model names its classes."""
+    if not folder:
         return ""
+    true_class = class_name_from_folder(folder)
     return " (right)" if label == true_class else f" (wrong: the image is a {true_class})"
 
 
@@ -146,7 +149,7 @@ def _invocations(state: PipelineState, run_dir: Path) -> list[dict]:
     if not path or not Path(path).is_file():
         return []
     return [{**row, "model": model, "image": _rel(row["image"], run_dir),
-             "right": row.get("label") == row.get("true_class")}
+             "right": row.get("label") == class_name_from_folder(str(row.get("true_class", "")))}
             for model, rows in json.loads(Path(path).read_text()).items() for row in rows]
 
 
