@@ -17,19 +17,16 @@ a model directory with a manifest, and the load-time memory check reads the cont
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import pytest
 
 from byoc.local.client import EndpointError
 from byoc.local.endpoint import LocalEndpoint
-from byoc_common.sagemaker_paths import MULTI_MODEL_ROOT
 from container_serve.settings import DEFAULT_JVM_ARGS
+from tests.containers.limited_endpoint import MEMORY_LIMIT, cgroup_folder, running_endpoint
 from tests.serve import hostile
 from tests.serve.hostile import attacks_fixture, mar_host_fixture, stage_fixture  # noqa: F401 - fixtures
 from tests.serve.test_serve_hostile import (  # noqa: F401 - collected here, on this module's fixtures
-    _cgroup,
     test_attack_is_refused_and_runs_nothing,
     test_count_bomb_is_refused_before_work,
     test_form_bodies_never_reach_the_model_server,
@@ -46,18 +43,6 @@ from tests.serve.test_serve_hostile import (  # noqa: F401 - collected here, on 
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
-CGROUP_FOLDER = "cgroup-files"  # under the model root, so the container sees it at /opt/ml/models/...
-MEMORY_LIMIT = "4g"
-
-
-class LimitedEndpoint(LocalEndpoint):
-    """The image under ``docker run --memory``, as a SageMaker instance's memory bounds it."""
-
-    def _command(self) -> list[str]:
-        cmd = super()._command()
-        return [*cmd[:2], "--memory", MEMORY_LIMIT, *cmd[2:]]
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     return tmp_path_factory.mktemp("hostile-image")
@@ -65,32 +50,12 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cgroup(root):
-    folder = root / "models" / CGROUP_FOLDER
-    _cgroup(folder, "max")
-    return folder
+    return cgroup_folder(root)
 
 
 @pytest.fixture(scope="module")
 def endpoint(serve_image, root, cgroup):
-    ep = LimitedEndpoint(model_root=root / "models", multi_model=True, image=serve_image,
-                         log_file=root / "endpoint.log",
-                         env={"BYOC_CGROUP_DIR": f"{MULTI_MODEL_ROOT}/{CGROUP_FOLDER}", **hostile.GATE_ENV})
-    try:
-        with ep:
-            hostile.load_victim(ep)
-            yield ep
-    finally:
-        print(ep.log_text()[-4000:])
-        _hand_back(serve_image, root)
-
-
-def _hand_back(image: str, folder) -> None:
-    """The container ran as root: hand what it wrote back to this user (conftest's give_back_to_user,
-    which is function-scoped, for this module-scoped endpoint)."""
-    if os.getuid() != 0:
-        subprocess.run(["docker", "run", "--rm", "--network", "host", "--entrypoint", "chown", "-v",
-                        f"{folder}:/owned", image, "-R", f"{os.getuid()}:{os.getgid()}", "/owned"],
-                       capture_output=True, timeout=120)
+    yield from running_endpoint(serve_image, root, hostile.GATE_ENV)
 
 
 def test_serve_image_single_model_loads_no_model_over_http(serve_image, tmp_path, give_back_to_user):

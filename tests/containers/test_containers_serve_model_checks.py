@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from byoc_common.sagemaker_paths import MULTI_MODEL_ROOT
-from tests.containers.test_containers_serve_hostile import LimitedEndpoint, _hand_back
-from tests.serve import hostile
+from tests.containers.limited_endpoint import cgroup_folder, running_endpoint
 from tests.serve.test_serve_bombs import test_bomb_is_refused_before_work_and_the_worker_keeps_serving  # noqa: F401
 from tests.serve.test_serve_model_checks import (  # noqa: F401 - collected here, on this module's fixtures
-    _cgroup,
     test_a_model_whose_outputs_overflow_answers_a_json_500_and_keeps_serving,
     test_a_stride0_head_is_counted_by_its_elements_and_refused,
     test_config_figures_out_of_bounds_are_400,
@@ -25,8 +22,6 @@ from tests.serve.test_serve_model_checks import (  # noqa: F401 - collected here
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
-CGROUP_FOLDER = "cgroup-files"  # under the model root, so the container sees it at /opt/ml/models/...
-
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
@@ -35,20 +30,9 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cgroup(root):
-    folder = root / "models" / CGROUP_FOLDER
-    _cgroup(folder, "max")
-    return folder
+    return cgroup_folder(root)
 
 
 @pytest.fixture(scope="module")
 def endpoint(serve_image, root, cgroup):
-    ep = LimitedEndpoint(model_root=root / "models", multi_model=True, image=serve_image,
-                         log_file=root / "endpoint.log",
-                         env={"BYOC_CGROUP_DIR": f"{MULTI_MODEL_ROOT}/{CGROUP_FOLDER}"})
-    try:
-        with ep:
-            hostile.load_victim(ep)
-            yield ep
-    finally:
-        print(ep.log_text()[-4000:])
-        _hand_back(serve_image, root)
+    yield from running_endpoint(serve_image, root)

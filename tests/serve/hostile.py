@@ -400,3 +400,12 @@ def _status_kib(pid: int, key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     raise KeyError(key)
+
+
+def write_cgroup(folder, limit: str) -> None:
+    """Write the two cgroup v2 files a model load reads (``memory.current``, ``memory.max``) into
+    ``folder``, the test's stand-in for the container's cgroup (``BYOC_CGROUP_DIR``): a 507 then
+    depends on the figure the test chose, not on this machine's free memory."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "memory.current").write_text("0\n")
+    (folder / "memory.max").write_text(limit + "\n")

@@ -44,12 +44,6 @@ from tests.serve.hostile import (  # noqa: F401 - fixtures
 pytestmark = pytest.mark.slow
 
 
-def _cgroup(folder, limit: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "memory.current").write_text("0\n")
-    (folder / "memory.max").write_text(limit + "\n")
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     return tmp_path_factory.mktemp("hostile")
@@ -58,7 +52,7 @@ def root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cgroup(root):
     folder = root / "cgroup"
-    _cgroup(folder, "max")
+    hostile.write_cgroup(folder, "max")
     return folder
 
 
@@ -129,7 +123,7 @@ def test_gradcam_explains_the_first_image_only(endpoint):
 
 def test_load_refused_for_memory_is_507_and_the_retry_succeeds(endpoint, stage, cgroup):
     url = stage.good_model("needs-memory")
-    _cgroup(cgroup, "1048576")  # 1 MiB left in the (test's) cgroup
+    hostile.write_cgroup(cgroup, "1048576")  # 1 MiB left in the (test's) cgroup
     try:
         reply = endpoint.client.load_model("needs-memory", url)
         assert reply.status == 507, reply.body
@@ -138,7 +132,7 @@ def test_load_refused_for_memory_is_507_and_the_retry_succeeds(endpoint, stage, 
         assert endpoint.client.describe_model("needs-memory").status == 404
         assert "needs-memory" not in {m["modelName"] for m in endpoint.client.list_models().json()["models"]}
     finally:
-        _cgroup(cgroup, "max")  # memory is free again (SageMaker would have evicted other models)
+        hostile.write_cgroup(cgroup, "max")  # memory is free again (SageMaker would have evicted other models)
     reply = endpoint.client.load_model("needs-memory", url)
     assert reply.status == 200, reply.body
     assert endpoint.client.invoke(hostile.jpeg(), "image/jpeg", target_model="needs-memory").status == 200
@@ -178,7 +172,7 @@ def test_ping_answers_while_a_model_loads(endpoint, stage, cgroup):
     finally:
         if fifo.exists():
             fifo.unlink()
-        _cgroup(cgroup, "max")
+        hostile.write_cgroup(cgroup, "max")
     assert result["load"].status == 200, result["load"].body
     assert endpoint.client.unload_model("slow-load").status == 200
 

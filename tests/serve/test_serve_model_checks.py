@@ -27,16 +27,10 @@ TIGHT = 320 * 1024 * 1024  # bytes memory.max allows in the tight case
 WIDE_HEAD = 50_000         # classes of the stride-0 head: 102 MB as float32, a few kB in the file
 
 
-def _cgroup(folder, limit: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "memory.current").write_text("0\n")
-    (folder / "memory.max").write_text(limit + "\n")
-
-
 @pytest.fixture(scope="module")
 def cgroup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cgroup")
-    _cgroup(folder, "max")
+    hostile.write_cgroup(folder, "max")
     return folder
 
 
@@ -93,11 +87,11 @@ def test_config_figures_out_of_bounds_are_400(endpoint, config, named):
 
 def test_the_warm_up_pass_is_counted(endpoint, cgroup):
     url = _model(endpoint, "large-input", image_size=1024)  # weights 45 MB; the 1024 px warm-up is not
-    _cgroup(cgroup, str(TIGHT))
+    hostile.write_cgroup(cgroup, str(TIGHT))
     try:
         reply = _refused(endpoint, "large-input", url, 507, "not enough memory")
     finally:
-        _cgroup(cgroup, "max")
+        hostile.write_cgroup(cgroup, "max")
     needed_mib = int(re.search(r"needs about (\d+) MiB", reply).group(1))
     assert needed_mib > 512 + 128, reply  # the warm-up's 512 MiB counted (the weights' estimate alone: ~213)
     assert endpoint.client.load_model("large-input", url).status == 200
@@ -109,11 +103,11 @@ def test_a_stride0_head_is_counted_by_its_elements_and_refused(endpoint, cgroup)
     url = _model(endpoint, "wide-head", classes=WIDE_HEAD, edit=_stride0_head)
     file_mib = (endpoint.model_root / "wide-head" / WEIGHTS_FILE).stat().st_size / 2**20
     assert file_mib < 50  # what the estimate counted before: the file
-    _cgroup(cgroup, str(TIGHT))
+    hostile.write_cgroup(cgroup, str(TIGHT))
     try:
         _refused(endpoint, "wide-head", url, 507, "not enough memory")  # 147 MB of weights by element count
     finally:
-        _cgroup(cgroup, "max")
+        hostile.write_cgroup(cgroup, "max")
     _refused(endpoint, "wide-head", url, 400, "fc.weight", "not stored densely")
 
 
