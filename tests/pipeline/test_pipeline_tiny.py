@@ -53,7 +53,7 @@ def test_pipeline_tiny_end_to_end(tiny_run):
 @pytest.mark.timeout(600)
 def test_cli_serve_deploy_invoke_batch_explain(tiny_run):
     """The one-step commands against `byoc serve` running in another process, as a user would."""
-    cwd, run, _, proc, _ = tiny_run
+    cwd, run, _, proc = tiny_run
     assert proc.returncode == 0, proc.stdout[-3000:]
     models = json.loads((run / "state.json").read_text())["steps"]["package"]["outputs"]["models"]
     data = Path(json.loads((run / "state.json").read_text())["steps"]["data"]["outputs"]["root"])
