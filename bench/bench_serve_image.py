@@ -139,7 +139,8 @@ class ImageEndpoint:
 
 def alternating_rounds(servers: dict, body: bytes, rounds: int, requests: dict[int, int],
                        max_seconds: float) -> dict:
-    """{condition: {label: {c: acc}}}: every round runs quiet then loaded, every server in each."""
+    """{condition: {label: {c: acc}}}: every round runs quiet then loaded, every server in each (the
+    servers' order rotated by one each round)."""
     raw = {cond: {lb: {c: {"lat": [], "ok": 0, "sent": 0, "wall_s": 0.0, "per_round": []} for c in LEVELS}
                   for lb in servers} for cond in CONDITIONS}
     budget = len(servers) * len(LEVELS) * (max_seconds + 30)
@@ -147,7 +148,9 @@ def alternating_rounds(servers: dict, body: bytes, rounds: int, requests: dict[i
         for cond in CONDITIONS:
             with background_load(cond == "loaded", budget):
                 load = os.getloadavg()[0]
-                for label, server in servers.items():
+                items = list(servers.items())
+                k = r % len(items)  # rotate who goes first each round: a burst of outside load hits all alike
+                for label, server in items[k:] + items[:k]:
                     for c in LEVELS:
                         res = run_load(server.url, body, concurrency=c, requests=requests[c],
                                        max_seconds=max_seconds, headers={"Content-Type": ct.JPEG}, warmup=3)
