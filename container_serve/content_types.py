@@ -38,6 +38,7 @@ ignored (SageMaker lets clients put their own data there):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from container_serve.errors import BadRequestError, NotAcceptableError
@@ -141,3 +142,13 @@ def format_custom_attributes(topk: int | None = None, all_probabilities: bool = 
     if explain:
         parts.append(f"explain={explain}")
     return ", ".join(parts)
+
+
+# What a client sends for a file it reads (the operator's ``byoc invoke``/``batch``, either backend):
+# by suffix, and SageMaker's generic ``application/x-image`` otherwise (the handler sniffs the bytes).
+CONTENT_TYPE_BY_SUFFIX = {".jpg": JPEG, ".jpeg": JPEG, ".png": PNG, ".npy": NPY, ".json": JSON}
+
+
+def content_type_for(path) -> str:
+    """The Content-Type a client sends for the file at ``path``."""
+    return CONTENT_TYPE_BY_SUFFIX.get(os.path.splitext(os.fspath(path))[1].lower(), X_IMAGE)

@@ -11,3 +11,12 @@ from __future__ import annotations
 
 class ByocError(Exception):
     """A command failed for a reason the user can act on; the message says which and what to do."""
+
+
+class EndpointError(ByocError):
+    """The endpoint answered with an error (status and its JSON message), is unreachable, or its answer
+    is not what was asked for. Here, below both backends, because both talk to endpoints."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status

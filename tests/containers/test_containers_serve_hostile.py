@@ -20,7 +20,7 @@ import json
 
 import pytest
 
-from byoc.local.client import EndpointError
+from byoc.errors import EndpointError
 from byoc.local.endpoint import LocalEndpoint
 from container_serve.settings import DEFAULT_JVM_ARGS
 from tests.containers.limited_endpoint import MEMORY_LIMIT, cgroup_folder, running_endpoint

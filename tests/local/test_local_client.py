@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from byoc.local.client import EndpointError, transform_folder, write_gradcam_png
+from byoc.errors import EndpointError
+from byoc.gradcam import write_gradcam_png
+from byoc.local.client import transform_folder
 
 
 def test_transform_folder_writes_one_out_per_input(tmp_path):
@@ -82,7 +84,7 @@ def test_gradcam_figure_shows_image_heat_map_and_overlay_with_the_answer(tmp_pat
 
 
 def test_gradcam_figure_names_the_maps_resolution_and_marks_a_wrong_answer(tmp_path):
-    from byoc.local.gradcam_figure import map_resolution, title_of, true_class_of
+    from byoc.gradcam.figure import map_resolution, title_of, true_class_of
 
     assert map_resolution((96, 96)) == "3x3 map for a 96x96 input"        # EfficientNet-Lite0 at the demo's size
     assert map_resolution((224, 224)) == "7x7 map for a 224x224 input"

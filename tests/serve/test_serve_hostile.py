@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from byoc.local.client import EndpointError
+from byoc.errors import EndpointError
 from byoc.local.endpoint import LocalEndpoint
 from container_serve.mms_process import ModelServerProcess
 from container_serve.settings import ServeSettings

@@ -31,7 +31,7 @@ SOURCES = {"byoc_common": REPO / "byoc_common", "container_train": REPO / "conta
 LAYERS = {
     "byoc_common": 0, "container_train": 1, "container_serve": 1,
     "byoc": 2, "byoc.errors": 2,
-    "byoc.settings": 3, "byoc.console": 3, "byoc.packaging": 3,
+    "byoc.settings": 3, "byoc.console": 3, "byoc.packaging": 3, "byoc.gradcam": 3,
     "byoc.datasets": 4, "byoc.local": 4,
     "byoc.rules": 5, "byoc.report": 5, "byoc.tuning": 5,
     "byoc.aws": 6, "byoc.backends": 7, "byoc.pipeline": 8, "byoc.cli": 9, "byoc.__main__": 10,

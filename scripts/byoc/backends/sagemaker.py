@@ -32,6 +32,7 @@ from byoc.backends.results import (
     TuneResult,
 )
 from byoc.console import console, progress_bar
+from byoc.gradcam import write_gradcam_png
 from container_serve import content_types as ct
 from container_train.contract import CHANNEL_SPLITS
 from container_train.hyperparameters import sagemaker_string
@@ -267,17 +268,13 @@ class SageMakerBackend(Backend):
 
     def invoke(self, image, target_model=None, content_type=None, accept=ct.JSON, topk=None, explain=False,
                url=None):
-        from byoc.local.client import content_type_for
-
         self.refuse("--url", url, LOCAL_ONLY_URL)
         attributes = ct.format_custom_attributes(topk=topk, explain="gradcam" if explain else None) or None
         answer = endpoints.invoke(self.ctx, self._endpoint.endpoint_name, Path(image).read_bytes(),
-                                  content_type or content_type_for(image), accept, target_model, attributes)
+                                  content_type or ct.content_type_for(image), accept, target_model, attributes)
         return Invocation(*answer, sent=not self.ctx.is_dry_run)
 
     def explain(self, image, target_model, content_type, output, url=None):
-        from byoc.local.client import write_gradcam_png
-
         answer = self.invoke(image, target_model, content_type, ct.JSON, None, True, url)
         if not answer.sent:
             return Explanation(dry_run=True)

@@ -16,7 +16,6 @@ Only ever talks to the URL it is given (the local endpoint on 127.0.0.1).
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import os
@@ -26,26 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from byoc.errors import ByocError
+from byoc.errors import EndpointError
+from byoc.gradcam import write_gradcam_png
 from container_serve import content_types as ct
+from container_serve.content_types import content_type_for
 from container_train.contract import IMAGE_SUFFIXES
 
-CONTENT_TYPE_BY_SUFFIX = {".jpg": ct.JPEG, ".jpeg": ct.JPEG, ".png": ct.PNG, ".npy": ct.NPY, ".json": ct.JSON}
 BATCH_SUFFIXES = frozenset(IMAGE_SUFFIXES) | {".npy", ".json"}
 DEFAULT_TIMEOUT_S = 120.0
-
-
-class EndpointError(ByocError):
-    """The endpoint answered with an error (status and its JSON message) or is unreachable."""
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.status = status
-
-
-def content_type_for(path: str | os.PathLike) -> str:
-    """What a client would send for this file: by extension, ``application/x-image`` otherwise."""
-    return CONTENT_TYPE_BY_SUFFIX.get(Path(path).suffix.lower(), ct.X_IMAGE)
 
 
 class Reply(NamedTuple):
@@ -177,31 +164,6 @@ class EndpointClient:
 
         return transform_folder(invoke, input_dir, output_dir, target_model, content_type, accept,
                                 max_payload_mb, on_progress)
-
-
-def write_gradcam_png(answer: dict, out: str | os.PathLike, image: str | os.PathLike | None = None) -> dict:
-    """Write the ``gradcam`` entry of a JSON answer as a PNG: with the ``image`` that was sent, the
-    three-panel figure (:mod:`byoc.local.gradcam_figure`); without it, the server's overlay."""
-    try:
-        prediction = answer["predictions"][0]
-        cam = prediction["gradcam"]
-    except (KeyError, IndexError, TypeError) as e:
-        raise EndpointError(f"the answer holds no Grad-CAM heatmap ({e}): {json.dumps(answer)[:300]}") from e
-    png = base64.b64decode(cam["data"])
-    heatmap = base64.b64decode(cam["heatmap"]) if cam.get("heatmap") else b""
-    if not png.startswith(b"\x89PNG") or (heatmap and not heatmap.startswith(b"\x89PNG")):
-        raise EndpointError("the Grad-CAM data is not a PNG image")
-    out = Path(out)
-    if image is not None and heatmap:
-        from byoc.local.gradcam_figure import draw_figure
-
-        map_size = cam.get("map_size")    # the feature map's rows and columns, when the server says
-        draw_figure(image, heatmap, cam.get("label", prediction.get("label")), prediction.get("probability"), out,
-                    map_size=tuple(map_size) if map_size else None)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(png)
-    return {k: v for k, v in prediction.items() if k != "gradcam"} | {"gradcam_label": cam.get("label")}
 
 
 @dataclass

@@ -33,7 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from byoc.local.client import EndpointClient, EndpointError
+from byoc.errors import EndpointError
+from byoc.local.client import EndpointClient
 from byoc_common.sagemaker_paths import MODEL_DIR, MULTI_MODEL_ROOT
 
 CONTAINER_MODEL_ROOT = {True: MULTI_MODEL_ROOT, False: MODEL_DIR}
