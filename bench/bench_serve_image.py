@@ -47,7 +47,7 @@ from pathlib import Path
 from bench.bench_serve_torchserve import TorchServe, free_port, make_archive
 from bench.bench_serving import make_artifact, make_jpeg, parse_env, summarise
 from bench.common import machine_note, print_table
-from bench.loadgen import run_load
+from bench.loadgen import new_tally, run_load, tally
 from container_serve import content_types as ct
 
 CONDITIONS = ("quiet", "loaded")
@@ -141,7 +141,7 @@ def alternating_rounds(servers: dict, body: bytes, rounds: int, requests: dict[i
                        max_seconds: float) -> dict:
     """{condition: {label: {c: acc}}}: every round runs quiet then loaded, every server in each (the
     servers' order rotated by one each round)."""
-    raw = {cond: {lb: {c: {"lat": [], "ok": 0, "sent": 0, "wall_s": 0.0, "per_round": []} for c in LEVELS}
+    raw = {cond: {lb: {c: new_tally() for c in LEVELS}
                   for lb in servers} for cond in CONDITIONS}
     budget = len(servers) * len(LEVELS) * (max_seconds + 30)
     for r in range(rounds):
@@ -154,12 +154,7 @@ def alternating_rounds(servers: dict, body: bytes, rounds: int, requests: dict[i
                     for c in LEVELS:
                         res = run_load(server.url, body, concurrency=c, requests=requests[c],
                                        max_seconds=max_seconds, headers={"Content-Type": ct.JPEG}, warmup=3)
-                        acc = raw[cond][label][c]
-                        acc["lat"] += res.latencies_s
-                        acc["ok"] += res.ok
-                        acc["sent"] += res.sent
-                        acc["wall_s"] += res.wall_s
-                        acc["per_round"].append(round(res.requests_per_s, 2))
+                        tally(raw[cond][label][c], res)
                         print(f"# round {r + 1} {cond} (load {load:.1f}) {label} c={c}: {res.summary()}", flush=True)
     return raw
 

@@ -43,7 +43,7 @@ import torch
 from bench.bench_serve_multi_model import MME_RUNS, run_multi_model
 from bench.bench_serve_torchserve import TorchServe, make_archive
 from bench.common import machine_note, print_table
-from bench.loadgen import run_load
+from bench.loadgen import new_tally, run_load, tally
 from byoc.datasets.synthetic import draw_example
 from byoc_common.architectures import build_classifier
 from byoc_common.artifact import ModelConfig, save_model_artifact
@@ -115,19 +115,14 @@ class OurEndpoint:
 def side_by_side(servers: dict[str, object], body: bytes, rounds: int, requests: dict[int, int],
                  max_seconds: float) -> dict:
     """{label: {c: {"lat": [...], "ok", "sent", "wall_s", "per_round": [req/s...]}}}, interleaved."""
-    out = {label: {c: {"lat": [], "ok": 0, "sent": 0, "wall_s": 0.0, "per_round": []} for c in CONCURRENCY}
+    out = {label: {c: new_tally() for c in CONCURRENCY}
            for label in servers}
     for r in range(rounds):
         for label, server in servers.items():
             for c in CONCURRENCY:
                 res = run_load(server.url, body, concurrency=c, requests=requests[c], max_seconds=max_seconds,
                                headers={"Content-Type": ct.JPEG}, warmup=3)
-                acc = out[label][c]
-                acc["lat"] += res.latencies_s
-                acc["ok"] += res.ok
-                acc["sent"] += res.sent
-                acc["wall_s"] += res.wall_s
-                acc["per_round"].append(round(res.requests_per_s, 2))
+                tally(out[label][c], res)
                 print(f"# round {r + 1} {label} c={c}: {res.summary()}", flush=True)
     return out
 

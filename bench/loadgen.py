@@ -80,6 +80,21 @@ class LoadResult:
                 "mean_ms": round(statistics.fmean(self.latencies_s) * 1e3, 2) if self.latencies_s else None}
 
 
+def new_tally() -> dict:
+    """Where a bench adds up one server's rounds at one concurrency (:func:`tally`)."""
+    return {"lat": [], "ok": 0, "sent": 0, "wall_s": 0.0, "per_round": []}
+
+
+def tally(acc: dict, res: LoadResult) -> None:
+    """Add one round's :class:`LoadResult` to ``acc`` (from :func:`new_tally`): latencies, counts,
+    wall time, and the round's req/s, so a bench can show the spread between rounds."""
+    acc["lat"] += res.latencies_s
+    acc["ok"] += res.ok
+    acc["sent"] += res.sent
+    acc["wall_s"] += res.wall_s
+    acc["per_round"].append(round(res.requests_per_s, 2))
+
+
 def run_load(url: str, body: bytes, *, concurrency: int, requests: int, max_seconds: float,
              headers: dict[str, str] | None = None, method: str = "POST", timeout_s: float = 30.0,
              warmup: int = 0) -> LoadResult:
