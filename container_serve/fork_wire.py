@@ -47,7 +47,11 @@ def send(sock: socket.socket, message: dict, fds: tuple[int, ...] = ()) -> None:
     if fds:
         sent = socket.send_fds(sock, [data], list(fds))
         data = data[sent:]
-    sock.sendall(data)
+    if data:
+        # Never a send of nothing after send_fds took it all: the server may already have read the
+        # message, answered (a refusal) and closed, and a zero-byte send to a closed peer is EPIPE,
+        # which would hide the answer waiting to be read.
+        sock.sendall(data)
 
 
 def _read_exactly(sock: socket.socket, n: int, got: bytes = b"") -> bytes:

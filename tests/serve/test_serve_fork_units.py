@@ -198,3 +198,24 @@ def test_the_knob_and_the_mms_command(tmp_path):
     assert forked[:4] == [sys.executable, "-m", "container_serve.mms_launcher", str(tmp_path / "mms-python")]
     assert forked[4:] == plain[1:]
     assert signal.SIGTERM in fork_wire.FORWARDED_SIGNALS
+
+
+def test_send_survives_a_peer_that_read_everything_and_closed(monkeypatch):
+    """The fork server reads a request whole, may refuse it and close at once; the client's send must not
+    then fail on a zero-byte send (EPIPE) before it reads the refusal. The peer's read and close are put
+    between send_fds and the rest of send, where the race fell in CI."""
+    client, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    real_send_fds = socket.send_fds
+
+    def send_fds_then_the_peer_reads_and_closes(sock, buffers, fds):
+        sent = real_send_fds(sock, buffers, fds)
+        message, got = fork_wire.recv(server, max_fds=len(fork_wire.STDIO_FDS))
+        fork_wire.close_all(got)
+        fork_wire.send(server, {"error": f"refused {message['argv'][0]}"})
+        server.close()
+        return sent
+
+    monkeypatch.setattr(socket, "send_fds", send_fds_then_the_peer_reads_and_closes)
+    with client:
+        fork_wire.send(client, {"argv": ["/bin/sh"], "env": {}, "cwd": "/"}, fork_wire.STDIO_FDS)
+        assert fork_wire.recv(client)[0] == {"error": "refused /bin/sh"}
