@@ -156,9 +156,11 @@ PROFILER_REPORT_FILE = "profiler-report.html"
 #    "data_wait_s": float, "compute_s": float, "step_s": float}
 # (EXTRACT: a batch of the feature-cache extraction, epoch 0: images loaded, backbone forward.)
 # Phase record fields: {"phase": one of PHASES, "start": unix_s, "seconds": float, "epoch": int (some)}
-# The phases cover the trainer process from its start to its end, so they sum to its wall time.
-PHASES = ("start-up", "data preparation", "model setup", "feature extraction", "training", "validation",
-          "checkpoint", "test", "artifact save")
+# The phases cover the trainer process from its start to its end, one after another, so they sum to its
+# wall time; except "waiting" (for another process's feature-cache lock), which lies inside a "feature
+# extraction" record: extraction proper = feature extraction - waiting.
+PHASES = ("start-up", "data preparation", "model setup", "feature extraction", "waiting", "training",
+          "validation", "checkpoint", "test", "artifact save")
 # System sample fields:
 #   {"ts": unix_s, "cpu_percent": float (0-100, all cores), "cpu_per_core": [float],
 #    "mem_percent": float, "mem_used_mb": float, "proc_rss_mb": float,

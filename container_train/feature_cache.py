@@ -26,9 +26,17 @@ this module's format version. Change any of them and a new file is computed; sta
 never reused. Files are written atomically (:mod:`byoc_common.durable`) under an exclusive
 ``fcntl.flock`` so concurrent processes compute a given cache once.
 
+A split the cache has not seen may still hold images it has: on a miss, the evaluation view of
+each image another cache file of the same spec holds is copied from there, matched by the SHA-256
+of the image's bytes, and only the others are computed (:mod:`container_train.feature_reuse`).
+
 Stopping: the extraction honours the job's stop flag and keeps what it computed
 (:mod:`container_train.feature_extraction`); the cache stores that progress as
-``<split>-<key>.partial.pt`` until a restarted job completes it.
+``<split>-<key>.partial.pt`` until a restarted job completes it (an extraction that reused rows
+keeps none: see :mod:`container_train.feature_reuse`).
+
+A process that waits for another's lock reports the wait (``on_wait``): the trainer records it as
+its own ``waiting`` phase, so the time a trial idles is not taken for extraction.
 
 The head trains as the model's own head module (:func:`head_module`), so the trainer saves the
 normal full classifier and serving needs nothing special.
@@ -53,6 +61,7 @@ from torch.utils.data import Dataset
 from byoc_common import durable
 from byoc_common.architectures import head_name, split_backbone_head
 from byoc_common.preprocessing import eval_transform
+from container_train import feature_reuse
 from container_train.contract import FEATURE_CACHE_DIR, FEATURE_CACHE_DIR_ENV, quote_path
 from container_train.data import Batch, ImageFolderDataset, train_transform
 from container_train.feature_extraction import (
@@ -115,40 +124,53 @@ class FeatureSpec:
     torch_version: str = torch.__version__
     format_version: int = CACHE_FORMAT_VERSION
 
+    def digest(self) -> str:
+        """SHA-256 of the spec alone: cache files with equal digests hold interchangeable rows."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
     def key(self, split: str, files_sha256: str) -> str:
         payload = json.dumps({"spec": asdict(self), "split": split, "files": files_sha256}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
 class FeatureCache:
-    """A directory of ``<split>-<key>.pt`` files, each written once under an exclusive lock."""
+    """A directory of ``<split>-<key>.pt`` files, each written once under an exclusive lock.
+    ``on_wait(start_unix_s, seconds)`` hears of every wait for another process's lock over 0.5 s."""
 
-    def __init__(self, cache_dir: str | os.PathLike):
+    def __init__(self, cache_dir: str | os.PathLike, on_wait: Callable[[float, float], None] | None = None):
         self.dir = Path(cache_dir)
+        self.on_wait = on_wait
 
     def path(self, split: str, key: str) -> Path:
         return self.dir / f"{split}-{key[:24]}.pt"
 
     def get_or_compute(self, split: str, key: str, compute: Callable[[Extraction | None], FeatureSet],
-                       log: Callable[[str], None] | None = print) -> tuple[FeatureSet, bool]:
+                       log: Callable[[str], None] | None = print,
+                       on_ready: Callable[[Path, FeatureSet], None] | None = None) -> tuple[FeatureSet, bool]:
         """(features, computed_here). Holds ``<file>.lock`` while checking and computing, so a
         second process asking for the same key blocks until the first has written the file,
         then loads it. ``compute(progress)`` resumes a stopped extraction's ``progress`` (None:
-        from the start); when it raises :class:`ExtractionStopped`, the progress is kept for next time."""
+        from the start); when it raises :class:`ExtractionStopped`, the progress is kept for next
+        time unless it is empty. ``on_ready(file, features)`` runs, still under the lock, once the
+        file is loaded or written (the sidecar of :mod:`container_train.feature_reuse`)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         target = self.path(split, key)
         partial = target.with_suffix(".partial.pt")
         with open(target.with_suffix(".lock"), "a+") as lock:
-            waited = time.monotonic()
+            start, waited = time.time(), time.monotonic()
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 waited = time.monotonic() - waited
+                if waited > 0.5 and self.on_wait:
+                    self.on_wait(start, waited)
                 if target.exists():
                     try:
                         fs = self._load(target, key)
                         if log:
                             extra = f" after waiting {waited:.1f}s" if waited > 0.5 else ""
                             log(f"feature cache: hit {target.name} ({len(fs)} images){extra}")
+                        if on_ready:
+                            on_ready(target, fs)
                         return fs, False
                     except FeatureCacheError as e:
                         if log:
@@ -157,14 +179,18 @@ class FeatureCache:
                 try:
                     fs = compute(progress)
                 except ExtractionStopped as stopped:
-                    self._store(partial, key, split, stopped.progress.to_state())
-                    stopped.kept_in = partial
+                    stopped.kept_in = self.dir        # an empty progress (reused rows) stores nothing
+                    if stopped.progress.views or stopped.progress.next_index:
+                        self._store(partial, key, split, stopped.progress.to_state())
+                        stopped.kept_in = partial
                     raise
                 self._store(target, key, split, {"features": fs.features.contiguous(), "labels": fs.labels,
                                                  "skipped_files": [list(x) for x in fs.skipped_files]})
                 partial.unlink(missing_ok=True)
                 if log:
                     log(f"feature cache: wrote {quote_path(target)}")
+                if on_ready:
+                    on_ready(target, fs)
                 return fs, True
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -223,16 +249,29 @@ def cached_split_features(cache: FeatureCache, split: str, *, extractor: nn.Modu
                           spec: FeatureSpec, log: Callable[[str], None] | None = print, **extraction
                           ) -> FeatureSet:
     """Features of one split from the cache, computing them (``max(1, spec.views)`` passes of
-    ``dataset``) when absent. ``dataset`` must apply the transform ``spec.transform`` describes;
-    ``extraction`` holds :func:`compute_features`' loading options (batch_size, plan, seed,
-    device, stop, timings)."""
+    ``dataset``) when absent; with ``views=0``, images other cache files of this spec hold are
+    reused, not computed (:mod:`container_train.feature_reuse`). ``dataset[i]`` must be
+    ``samples[i]`` through the transform ``spec.transform`` describes; ``extraction`` holds
+    :func:`compute_features`' loading options (batch_size, plan, seed, device, stop, timings)."""
     key = spec.key(split, files_fingerprint(samples, root))
+    identities = feature_reuse.Identities(samples) if spec.views == 0 else None
 
     def compute(progress: Extraction | None) -> FeatureSet:
+        if identities is not None and progress is None:
+            fs = feature_reuse.compute_reusing(cache.dir, spec.digest(), identities, extractor=extractor,
+                                               dataset=dataset, log=log, **extraction)
+            if fs is not None:
+                return fs
         return compute_features(extractor, dataset, passes=max(1, spec.views), log=log, progress=progress,
                                 exact_resume=spec.views == 0, **extraction)
 
-    fs, _ = cache.get_or_compute(split, key, compute, log=log)
+    def record_rows(target: Path, fs: FeatureSet) -> None:
+        rows = identities.rows(fs) if not feature_reuse.sidecar_path(target).exists() else None
+        if rows is not None:
+            feature_reuse.write_sidecar(target, key, spec.digest(), rows)
+
+    fs, _ = cache.get_or_compute(split, key, compute, log=log,
+                                 on_ready=None if identities is None else record_rows)
     return fs
 
 
@@ -273,16 +312,18 @@ def split_specs(model: nn.Module, arch: str, config, names: Sequence[str], *, vi
 
 def features_for_splits(cache_dir: str | os.PathLike, splits: dict, model: nn.Module, arch: str,
                         config, *, views: int = 0, names: Sequence[str] = ("train", "valid"),
-                        log: Callable[[str], None] | None = print, **extraction) -> dict[str, FeatureSet]:
+                        log: Callable[[str], None] | None = print,
+                        on_wait: Callable[[float, float], None] | None = None, **extraction) -> dict[str, FeatureSet]:
     """Cached features of the splits ``names`` (``container_train.data.Split``; default ``train`` and
     ``valid``) for ``model``'s backbone: the trainer's one call. Views as :func:`split_specs` says.
 
     ``config`` is the run's ``ModelConfig`` (image size, resize size, normalisation). Unreadable
     images are skipped as in the image loop.
+    ``on_wait``: as :class:`FeatureCache`'s.
     ``extraction``: :func:`compute_features`' batch_size, plan, seed, device, stop and timings.
     """
     extractor, _ = split_backbone_head(model, arch)
-    cache = FeatureCache(cache_dir)
+    cache = FeatureCache(cache_dir, on_wait)
     out = {}
     for name, (spec, transform) in split_specs(model, arch, config, names, views=views).items():
         split = splits[name]

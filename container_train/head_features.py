@@ -87,14 +87,15 @@ def prepare(ctx: Context, data: Data, net: Network) -> tuple[Data, Network]:
 
 def extract(ctx: Context, data: Data, net: Network, cache_dir: Path, names) -> dict:
     """Features of the splits ``names`` through the cache: each rank computes its shard, then every
-    rank holds all of them."""
+    rank holds all of them. Time spent waiting for another process's cache lock is also recorded as
+    a ``waiting`` phase, inside this ``feature extraction`` one."""
     args, ranks = ctx.args, ctx.ranks
     with ctx.phases.phase("feature extraction"):
         feats = feature_cache.features_for_splits(
             cache_dir, {n: distributed.shard_split(data.splits[n], ranks) for n in names}, net.model, args.arch,
             data.config, views=args.feature_cache_views, names=names, batch_size=args.batch_size, plan=data.plan,
             seed=args.seed, device=ctx.device, stop=distributed.local_stop(ctx.stop), timings=ctx.timings,
-            log=log.info)
+            log=log.info, on_wait=lambda start, seconds: ctx.phases.record("waiting", start, seconds))
         return {name: distributed.gather_features(fs, ranks) for name, fs in feats.items()}
 
 
