@@ -157,8 +157,8 @@ PROFILER_REPORT_FILE = "profiler-report.html"
 # (EXTRACT: a batch of the feature-cache extraction, epoch 0: images loaded, backbone forward.)
 # Phase record fields: {"phase": one of PHASES, "start": unix_s, "seconds": float, "epoch": int (some)}
 # The phases cover the trainer process from its start to its end, one after another, so they sum to its
-# wall time; except "waiting" (for another process's feature-cache lock), which lies inside a "feature
-# extraction" record: extraction proper = feature extraction - waiting.
+# wall time. "waiting" (for another process's feature-cache lock) happens inside a "feature extraction"
+# block; its seconds are taken out of that block's record, so no second counts twice.
 PHASES = ("start-up", "data preparation", "model setup", "feature extraction", "waiting", "training",
           "validation", "checkpoint", "test", "artifact save")
 # System sample fields:
@@ -190,3 +190,28 @@ FEATURE_HYPERPARAMETERS = ("arch", "pretrained", "pretrained-weights", "image-si
 # ---- checkpoints (/opt/ml/checkpoints, SageMaker syncs it to S3 for spot training) ------------
 CHECKPOINT_FILE = "checkpoint.pth"
 PREVIOUS_CHECKPOINT_FILE = "checkpoint.previous.pth"   # the one before, kept for a corrupt latest
+
+
+def read_json_lines(path) -> tuple[list[dict], int]:
+    """The records of one of the profiler's JSON-lines files (phases, step timings, system samples) and
+    how many lines could not be read: a torn last line (the job was killed mid-write) is skipped, counted."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    records, bad = [], 0
+    if not path.is_file():
+        return records, bad
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad += 1
+    return records, bad

@@ -30,6 +30,11 @@ from container_train.loader_limits import LoaderPlan
 from container_train.profiling import StepTimings
 
 IN_MAIN_PROCESS = LoaderPlan(0)
+# The backbone runs channels-last on a CPU: oneDNN's convolutions want NHWC and otherwise spend much of
+# the pass reordering (issue 27's profile of the served form). Same float32 arithmetic, so the features
+# equal the NCHW ones up to summation order (tests/train/test_train_extract_progress.py checks it);
+# the extraction's img/s against the bare forward pass is bench/bench_extraction.py's.
+EXTRACTION_MEMORY_FORMAT = {"cpu": torch.channels_last}
 
 
 class FeatureCacheError(RuntimeError):
@@ -146,7 +151,9 @@ def compute_features(extractor: nn.Module, dataset: Dataset, *, passes: int = 1,
     if not exact_resume:
         done.restart_view()
     was_training = extractor.training
-    extractor.eval().to(device)
+    device = torch.device(device)
+    memory_format = EXTRACTION_MEMORY_FORMAT.get(device.type, torch.contiguous_format)
+    extractor.eval().to(device, memory_format=memory_format)
     started = time.monotonic()
     # what this call has to do (a resumed extraction starts where it stopped)
     total_images = (passes - len(done.views)) * len(dataset) - done.next_index
@@ -161,7 +168,9 @@ def compute_features(extractor: nn.Module, dataset: Dataset, *, passes: int = 1,
                 for step, batch in enumerate(make_loader(todo, batch_size, False, plan, seed + v), 1):
                     if timings:
                         timings.data_ready()
-                    out = extractor(batch.images.to(device, non_blocking=True)) if len(batch) else None
+                    out = None
+                    if len(batch):     # a batch of only unreadable files has no 4-d images to convert
+                        out = extractor(batch.images.to(device, non_blocking=True, memory_format=memory_format))
                     done.add(batch, None if out is None else out.reshape(out.shape[0], -1).float().cpu())
                     if timings:
                         timings.step_done(0, step, "EXTRACT", len(batch))
@@ -176,6 +185,6 @@ def compute_features(extractor: nn.Module, dataset: Dataset, *, passes: int = 1,
                     log(format_extract_progress(counted, total_images, time.monotonic() - started))
                     log(f"feature cache: view {v + 1}/{passes}: {len(done.labels)} images, "
                         f"dim {done.views[-1].shape[1]}, {time.monotonic() - started:.1f}s")
-    finally:
-        extractor.train(was_training)
+    finally:   # the model goes on training and is saved as it came
+        extractor.train(was_training).to(memory_format=torch.contiguous_format)
     return done.result()

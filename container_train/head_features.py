@@ -70,7 +70,9 @@ def prepare(ctx: Context, data: Data, net: Network) -> tuple[Data, Network]:
         source = f"the '{contract.FEATURES_CHANNEL}' channel"
     else:
         cache_dir = feature_cache.default_cache_dir(ctx.paths.checkpoint_dir, args.feature_cache_dir)
-        feats = extract(ctx, data, net, cache_dir, ("train", "valid"))
+        # The test split too: the test pass then runs the head on its cached features, which an earlier
+        # job (a task=extract-features job, another model on the same images) may have computed already.
+        feats = extract(ctx, data, net, cache_dir, [n for n in contract.SPLITS if n in data.splits])
         source = contract.quote_path(cache_dir)
     shard = dict(rank=ranks.rank, world_size=ranks.world_size)
     loaders = {**data.loaders, "train": feature_cache.FeatureBatches(feats["train"], args.batch_size, shuffle=True,
@@ -88,7 +90,7 @@ def prepare(ctx: Context, data: Data, net: Network) -> tuple[Data, Network]:
 def extract(ctx: Context, data: Data, net: Network, cache_dir: Path, names) -> dict:
     """Features of the splits ``names`` through the cache: each rank computes its shard, then every
     rank holds all of them. Time spent waiting for another process's cache lock is also recorded as
-    a ``waiting`` phase, inside this ``feature extraction`` one."""
+    a ``waiting`` phase, and taken out of this ``feature extraction`` one (``profiling.Phases``)."""
     args, ranks = ctx.args, ctx.ranks
     with ctx.phases.phase("feature extraction"):
         feats = feature_cache.features_for_splits(

@@ -194,23 +194,32 @@ class SystemSampler:
 
 class Phases:
     """Wall time by phase: ``with phases.phase("training", epoch=3): ...`` writes one record
-    ``{"phase", "start", "seconds", **fields}`` when the block ends (also when it raises)."""
+    ``{"phase", "start", "seconds", **fields}`` when the block ends (also when it raises).
+
+    A record made inside an open block (``waiting`` for another process's cache lock, inside
+    ``feature extraction``) is taken out of that block's seconds, so every second of the job is in
+    exactly one phase and the records still sum to its wall time."""
 
     def __init__(self, output_data_dir: Path):
         self._out = _JsonLines(output_data_dir / PHASES_FILE)
+        self._inside: list[float] = []       # seconds recorded inside each open block, innermost last
 
     def record(self, name: str, start: float, seconds: float, **fields) -> None:
         if name not in PHASES:
             raise ValueError(f"unknown phase {name!r}; phases: {', '.join(PHASES)}")
         self._out.write({"phase": name, "start": round(start, 3), "seconds": round(seconds, 4), **fields})
+        if self._inside:
+            self._inside[-1] += seconds
 
     @contextmanager
     def phase(self, name: str, **fields) -> Iterator[None]:
         start, began = time.time(), time.perf_counter()
+        self._inside.append(0.0)
         try:
             yield
         finally:
-            self.record(name, start, time.perf_counter() - began, **fields)
+            inside = self._inside.pop()
+            self.record(name, start, max(0.0, time.perf_counter() - began - inside), **fields)
 
     def close(self) -> None:
         self._out.close()

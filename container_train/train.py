@@ -111,7 +111,8 @@ def run(args, paths: JobPaths, stop: engine.StopFlag) -> dict:
     print_metrics_here(ranks.is_main)
     ctx = Context(args, paths, distributed.agreed_stop(stop, ranks), device,
                   choose_precision(device, args.amp, args.freeze), ranks, phases, StepTimings(paths.output_data_dir))
-    log.info("device: %s; %s; hyperparameters: %s", device, ctx.precision.note, json.dumps(to_dict(args)))
+    log.info("device: %s (%d intra-op threads); %s; hyperparameters: %s", device, torch.get_num_threads(),
+             ctx.precision.note, json.dumps(to_dict(args)))
     extracting = args.task == contract.TASK_EXTRACT_FEATURES
     with SystemSampler(paths.output_data_dir):
         with phases.phase("data preparation"):

@@ -26,3 +26,26 @@ def test_extraction_logs_progress_the_operator_side_parses(tmp_path, monkeypatch
     assert (done, total) == (2 * len(dataset), 2 * len(dataset)) and rate > 0 and eta == "0:00:00"
     assert [p[0] for p in progress] == sorted(p[0] for p in progress)
     assert contract.extract_progress("\n".join(["noise", *lines, "epoch 1/2 ..."])) == progress[-1]
+
+
+def test_channels_last_extraction_gives_the_nchw_features_and_leaves_the_model_as_it_came(tmp_path):
+    """The CPU extraction runs the backbone channels-last (EXTRACTION_MEMORY_FORMAT); the features are the
+    plain NCHW forward pass's up to float32 summation order, and the model's weights go back to the
+    contiguous layout the trainer saves."""
+    import torch
+
+    from byoc_common.architectures import build_classifier, split_backbone_head
+
+    root = make_dataset(tmp_path / "ds", num_classes=2, per_class=3, size=64)
+    dataset = ImageFolderDataset(scan_split("train", root / "train"), transforms.ToTensor())
+    torch.manual_seed(0)
+    model = build_classifier("efficientnet_lite0", 2)
+    extractor, _ = split_backbone_head(model, "efficientnet_lite0")
+    assert feature_extraction.EXTRACTION_MEMORY_FORMAT["cpu"] == torch.channels_last
+    fs = feature_extraction.compute_features(extractor, dataset, batch_size=4, log=None)
+
+    with torch.inference_mode():
+        images = torch.stack([dataset[i][0][0] for i in range(len(dataset))])
+        reference = extractor.eval()(images).flatten(1)
+    torch.testing.assert_close(fs.features[0], reference, rtol=1e-4, atol=1e-4)
+    assert all(p.is_contiguous() for p in model.parameters())

@@ -259,7 +259,7 @@ def _blocked_on(inode: int) -> bool:
     return False
 
 
-def test_waiting_for_another_process_lock_is_recorded_inside_feature_extraction(cache_data, cache_config, model,
+def test_waiting_for_another_process_lock_is_recorded_as_its_own_phase(cache_data, cache_config, model,
                                                                               tmp_path):
     cache, out = tmp_path / "cache", tmp_path / "out"
     valid = load_splits({"training": cache_data})["valid"]
@@ -287,5 +287,5 @@ def test_waiting_for_another_process_lock_is_recorded_inside_feature_extraction(
     assert [r["phase"] for r in records] == ["waiting", "feature extraction"]   # written as each ends
     waiting, extraction = records
     assert waiting["seconds"] > 0.5
-    assert extraction["start"] <= waiting["start"] + 0.002
-    assert waiting["start"] + waiting["seconds"] <= extraction["start"] + extraction["seconds"] + 0.002
+    assert extraction["start"] <= waiting["start"] + 0.002      # the wait happened inside the extraction block
+    # (whose record leaves the wait's seconds out: tests/train/test_train_profiling.py)

@@ -39,6 +39,20 @@ def test_phases_are_recorded_even_when_the_block_raises(tmp_path):
     assert records[1]["epoch"] == 1 and records[1]["seconds"] >= 0
 
 
+def test_a_record_made_inside_a_block_is_taken_out_of_the_block(tmp_path):
+    """A 61 s wait recorded inside a feature extraction that lasted far less in this test: the block's own
+    record keeps none of it (never below 0), so the records still sum to the job's wall time."""
+    phases = Phases(tmp_path)
+    with phases.phase("feature extraction"):
+        phases.record("waiting", 0.0, 61.0)
+    with phases.phase("training", epoch=1):
+        pass
+    phases.close()
+    records = [json.loads(line) for line in (tmp_path / PHASES_FILE).read_text().splitlines()]
+    assert [(r["phase"], r["seconds"]) for r in records][:2] == [("waiting", 61.0), ("feature extraction", 0.0)]
+    assert records[2]["phase"] == "training"         # the next block is not charged for the wait
+
+
 def test_the_sampler_writes_samples_while_it_runs(tmp_path):
     """Paced by the file itself: wait until three samples are there, then stop (never a sleep race)."""
     path = tmp_path / SYSTEM_METRICS_FILE

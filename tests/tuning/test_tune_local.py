@@ -67,13 +67,15 @@ def test_local_tuning_runs_trials_in_parallel_and_ranks_them(data_dir, tmp_path)
     ends = sorted((Path(r["job_dir"]) / "training.log").stat().st_mtime for r in result.leaderboard)
     assert starts[1] < ends[0]
 
-    # The tuning report: the optimization history inline; no importances from 4 trials of 2 parameters
-    # (byoc.tuning.report.TRIALS_PER_PARAMETER: a forest fitted to 4 points ranks noise), and it says why.
-    assert set(result.plots) == {"history"}
+    # The tuning report: the optimization history and where each trial's time went, inline; no importances
+    # from 4 trials of 2 parameters (byoc.tuning.report.TRIALS_PER_PARAMETER: a forest fitted to 4 points
+    # ranks noise), and it says why.
+    assert set(result.plots) == {"history", "trial_time"}
     assert result.plots["history"].read_bytes().startswith(b"\x89PNG")
     assert result.plots["history"].stat().st_size > 5000
+    assert all(r["training_s"] > 0 and r["waiting_s"] == 0 for r in result.leaderboard)
     page = result.report.read_text()
-    assert page.count('src="data:image/png;base64,') == 1 and "Leaderboard" in page
+    assert page.count('src="data:image/png;base64,') == 2 and "Leaderboard" in page
     assert "need 6 completed trials for 2 tuned parameter(s) (3 each), and 4 completed" in page
 
     with open(result.leaderboard_csv) as f:
@@ -243,6 +245,8 @@ def test_trials_share_one_feature_cache(data_dir, tmp_path):
     assert all(f"feature cache on ({quote_path(cache)})" in log for log in logs.values())
     assert "feature cache: wrote" in logs[0] and "feature cache: hit" not in logs[0]
     assert logs[1].count("feature cache: hit") == 2 and "feature cache: wrote" not in logs[1]
+    # one trial at a time: it gets every core as torch threads (thread_share)
+    assert f"({len(os.sched_getaffinity(0))} intra-op threads)" in logs[0]
 
 
 @pytest.mark.slow

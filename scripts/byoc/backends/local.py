@@ -35,11 +35,20 @@ from container_train.contract import (
     FEATURES_CHANNEL,
     TASK_EXTRACT_FEATURES,
     completed_epochs,
+    extract_progress,
 )
 from container_train.hyperparameters import HYPERPARAMETERS, Hyperparameters
 
 ENDPOINT_FILE = "endpoint.json"
 PROGRESS_POLL_S = 0.5       # how often the epoch bar re-reads the job log
+
+
+def _job_progress(log_text: str, extracting: bool) -> tuple[int, int | None]:
+    """(done, total) for a job's bar: images of a feature extraction (its ``[extract]`` lines), else epochs."""
+    if extracting:
+        latest = extract_progress(log_text)
+        return (0, None) if latest is None else (latest[0], latest[1])
+    return len(completed_epochs(log_text)), None
 
 
 class LocalBackend(Backend):
@@ -71,8 +80,8 @@ class LocalBackend(Backend):
     def tune(self, data, spec, max_jobs=None, max_parallel_jobs=None, static=None, out_dir=None,
              instance_count=None, distribution=None, storage=None, study_name=None, final=True):
         """Optuna on this machine (:mod:`byoc.tuning.local_tuner`); resumable; with ``storage``,
-        one of several tuners sharing a study. With the containers and a head-only spec, the trials
-        read a features channel as on SageMaker (:mod:`byoc.tuning.features_flow`)."""
+        one of several tuners sharing a study. With a head-only spec the trials read a features
+        channel, as on SageMaker (:mod:`byoc.tuning.features_flow`)."""
         from byoc.tuning.features_flow import blocker
         from byoc.tuning.local_tuner import channels_from_data_dir, run_local_tuning
         from byoc.tuning.search import DEFAULT_STUDY_NAME
@@ -82,7 +91,9 @@ class LocalBackend(Backend):
                                                 distribution=distribution)
         out = Path(out_dir) if out_dir else self.run_dir / "tune"
         channels, features = channels_from_data_dir(data), {}
-        not_head_only = blocker(loaded) if self.settings.containers else "features channels are for containers"
+        # Head-only: extract once, then every trial trains on the features (processes and containers alike),
+        # so no trial idles while another runs the backbone (issue 25: trial 1 waited 61 s for trial 0's).
+        not_head_only = blocker(loaded)
         if not not_head_only:
             features = self._extraction(data, loaded)
             channels = {FEATURES_CHANNEL: features["features"]}
@@ -114,7 +125,7 @@ class LocalBackend(Backend):
         from byoc.tuning.local_tuner import channels_from_data_dir
 
         hps = extraction_hyperparameters(spec)
-        key = features_key(self.settings.train_image_local, folder_version(data), hps)
+        key = features_key(self._train_image() or "process mode", folder_version(data), hps)
         job_dir = self.run_dir / "features" / key[:16]
         archive = job_dir / "channel" / "model.tar.gz"
         if archive.is_file():
@@ -148,15 +159,15 @@ class LocalBackend(Backend):
                                      feature_cache_dir=self.feature_cache_dir)
         except ValueError as e:
             raise BackendError(str(e)) from None
-        extracting = hyperparameters.get("task") == TASK_EXTRACT_FEATURES      # no epochs to count
+        extracting = hyperparameters.get("task") == TASK_EXTRACT_FEATURES      # images, not epochs, to count
         with progress_bar(description, total=None if extracting else int(hyperparameters.get("epochs", 5))) as update:
             job.start()
             with _rule_watcher(job, stop_on) as watcher:
                 while job.running():
-                    update(len(completed_epochs(job.log_text())))
+                    update(*_job_progress(job.log_text(), extracting))
                     time.sleep(PROGRESS_POLL_S)
             result = job.wait()
-            update(len(completed_epochs(result.log_text)))
+            update(*_job_progress(result.log_text, extracting))
         if not result.ok:
             raise BackendError(f"training job in {job_dir_path} failed (exit {result.returncode}): "
                                f"{result.failure_reason or 'see the log'}; log: {log_file}")

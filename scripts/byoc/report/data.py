@@ -30,6 +30,7 @@ from container_train.contract import (
     RULE_RESULTS_FILE,
     STEP_TIMINGS_FILE,
     SYSTEM_METRICS_FILE,
+    read_json_lines,
 )
 
 
@@ -76,21 +77,6 @@ class ProfileData:
         return self.steps[self.steps["mode"] == mode]
 
 
-def _read_jsonl(path: Path) -> tuple[list[dict], int]:
-    """Records of a JSON-lines file; a torn last line (job killed mid-write) is skipped, counted."""
-    records, bad = [], 0
-    if not path.is_file():
-        return records, bad
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            bad += 1
-    return records, bad
-
-
 def _flatten_system(records: list[dict]) -> tuple[pd.DataFrame, int]:
     rows, gpu_count = [], 0
     for r in records:
@@ -120,8 +106,8 @@ def _read_json(path: Path) -> Any:
 
 def load_profile(output_data_dir: str | Path) -> ProfileData:
     out = Path(output_data_dir)
-    step_records, bad1 = _read_jsonl(out / STEP_TIMINGS_FILE)
-    system_records, bad2 = _read_jsonl(out / SYSTEM_METRICS_FILE)
+    step_records, bad1 = read_json_lines(out / STEP_TIMINGS_FILE)
+    system_records, bad2 = read_json_lines(out / SYSTEM_METRICS_FILE)
     if not step_records and not system_records:
         raise ProfileDataError(
             f"no profiler records in {out} (expected {STEP_TIMINGS_FILE} and {SYSTEM_METRICS_FILE}); "
@@ -131,7 +117,7 @@ def load_profile(output_data_dir: str | Path) -> ProfileData:
     if not steps.empty:
         steps = steps.sort_values("ts").reset_index(drop=True)
     system, gpu_count = _flatten_system(system_records)
-    phase_records, bad3 = _read_jsonl(out / PHASES_FILE)
+    phase_records, bad3 = read_json_lines(out / PHASES_FILE)
     cores = int(system["cores"].max()) if not system.empty and system["cores"].max() else (os.cpu_count() or 1)
 
     rules = _read_json(out / RULE_RESULTS_FILE) or {}

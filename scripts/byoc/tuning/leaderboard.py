@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from byoc.tuning import trial_time
 from byoc.tuning.best import write_best_hyperparameters
 from byoc.tuning.budget import INTERRUPTED_ATTR, SURPLUS_ATTR
 from byoc.tuning.spec import TuningSpec, trial_hyperparameters
@@ -64,6 +65,7 @@ def rows(study: optuna.Study, spec: TuningSpec) -> list[dict[str, Any]]:
             "epochs_reported": len(t.intermediate_values),
             **{p.name: t.params.get(p.name) for p in spec.parameters},
             "duration_s": round(t.user_attrs["duration_s"], 1) if "duration_s" in t.user_attrs else None,
+            **trial_time.split(t.user_attrs.get("job_dir", ""), t.user_attrs.get("duration_s")),
             "job_dir": t.user_attrs.get("job_dir", ""),
             "failure_reason": t.user_attrs.get("failure_reason", ""),
         }

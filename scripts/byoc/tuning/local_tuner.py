@@ -88,6 +88,18 @@ def trial_channels(channels: dict[str, str]) -> dict[str, str]:
     return {name: path for name, path in channels.items() if name != "test"}
 
 
+def thread_share(parallel: int, cores: int | None = None) -> dict[str, str]:
+    """Each of ``parallel`` trials' share of this machine's cores, as ``OMP_NUM_THREADS`` (torch's
+    intra-op threads). On SageMaker every trial has its own instance; here they share one, and torch's
+    default (a thread per core in every trial) made OpenMP threads spin against each other: a head-only
+    epoch took 8 s instead of 2 with two trials on 2 cores (issue 25). A value already in this
+    process's environment wins."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return {}
+    cores = cores or len(os.sched_getaffinity(0))
+    return {"OMP_NUM_THREADS": str(max(1, cores // max(1, parallel)))}
+
+
 # ---- study bookkeeping ----------------------------------------------------------------------------
 
 def _lock(out_dir: Path):
@@ -240,7 +252,8 @@ def run_local_tuning(spec: TuningSpec | str | Path, channels: dict[str, str], ou
         show = LiveDisplay(spec.max_jobs, spec.objective.metric, done) if progress else \
             PlainDisplay(spec.max_jobs, spec.objective.metric)
         cache = Path(feature_cache_dir).resolve() if feature_cache_dir else out_dir / FEATURE_CACHE_DIR
-        run = _Run(study, spec, channels, out_dir, show, image, trial_timeout_s, env or {}, tuner, cache)
+        run = _Run(study, spec, channels, out_dir, show, image, trial_timeout_s,
+                   {**thread_share(spec.max_parallel_jobs), **(env or {})}, tuner, cache)
         with show:
             if not new_study:
                 show.message(f"continuing the study in {where}: {done} of {spec.max_jobs} trials "

@@ -9,7 +9,9 @@ Written next to the leaderboard in the tuning output dir:
   (``plot_param_importances``, Optuna's fANOVA evaluator, a random forest fitted to the trials); only
   with :data:`TRIALS_PER_PARAMETER` completed trials per tuned parameter and a tuned value that
   varied, since a forest fitted to a handful of points ranks noise; otherwise the page says why;
-* ``tuning-report.html``: one self-contained page (pictures inline) with both and the leaderboard.
+* ``trial_time.png``: each trial's time split into waiting for another job's work, feature extraction,
+  training and the rest (:mod:`byoc.tuning.trial_time`; the same figures are leaderboard columns);
+* ``tuning-report.html``: one self-contained page (pictures inline) with these and the leaderboard.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from byoc.tuning import trial_time
 from byoc.tuning.spec import TuningSpec
 
 HISTORY_PNG = "optimization_history.png"
 IMPORTANCES_PNG = "param_importances.png"
+TRIAL_TIME_PNG = "trial_time.png"
 REPORT_HTML = "tuning-report.html"
 FIGURE_DPI = 110
 TRIALS_PER_PARAMETER = 3
@@ -148,6 +152,8 @@ def _cell(v: Any) -> str:
 def write_report(study: optuna.Study, spec: TuningSpec, rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
     """Plots and ``tuning-report.html``; returns their paths by name (``history``, ``importances``, ``html``)."""
     plots, notes = write_plots(study, spec, out_dir)
+    if (time_png := trial_time.figure(rows, out_dir / TRIAL_TIME_PNG)) is not None:
+        plots["trial_time"] = time_png
     pictures = "".join(f"<figure>{_img(p)}</figure>" for p in plots.values())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Tuning report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
