@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import multiprocessing
 import os
 import random
 import shutil
@@ -41,42 +40,18 @@ import subprocess
 import tempfile
 import time
 import uuid
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 from bench.bench_serve_torchserve import TorchServe, free_port, make_archive
 from bench.bench_serving import make_artifact, make_jpeg, parse_env, summarise
-from bench.common import machine_note, print_table
+from bench.common import background_load, machine_note, print_table
 from bench.loadgen import new_tally, run_load, tally
 from container_serve import content_types as ct
 
 CONDITIONS = ("quiet", "loaded")
 LEVELS = (1, 16)
 START_TIMEOUT_S = 180
-MAX_BACKGROUND_S = 900   # a busy process never outlives this, whatever happens to the bench
-
-
-def _spin(deadline: float) -> None:
-    while time.monotonic() < deadline:
-        pass
-
-
-@contextmanager
-def background_load(on: bool, seconds: float):
-    """One busy process per core for the block (at most ``seconds``); nothing when ``on`` is false."""
-    procs = []
-    if on:
-        deadline = time.monotonic() + min(seconds, MAX_BACKGROUND_S)
-        ctx = multiprocessing.get_context("fork")
-        procs = [ctx.Process(target=_spin, args=(deadline,), daemon=True) for _ in range(os.cpu_count() or 1)]
-        for p in procs:
-            p.start()
-    try:
-        yield
-    finally:
-        for p in procs:
-            p.kill()
-            p.join(10)
 
 
 def _http(port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None,

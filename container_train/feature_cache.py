@@ -121,6 +121,7 @@ class FeatureSpec:
     resize_size: int
     transform: str          # repr() of the transform the dataset applies
     views: int = 0          # 0 = one evaluation view; n >= 1 = n training-transform views
+    autocast: str = "none"  # the dtype the backbone ran in (container_train.precision.extraction_autocast)
     torch_version: str = torch.__version__
     format_version: int = CACHE_FORMAT_VERSION
 
@@ -287,13 +288,18 @@ def enabled(freeze: str, feature_cache: str = "auto") -> bool:
     return freeze == "head" and value != "false"
 
 
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """``bfloat16`` for ``torch.bfloat16``, ``none`` for float32 (no autocast)."""
+    return "none" if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def head_module(model: nn.Module, arch: str) -> nn.Module:
     """The model's own head module: what trains (and what the loops call) when the cache is on."""
     return getattr(model, head_name(arch))
 
 
-def split_specs(model: nn.Module, arch: str, config, names: Sequence[str], *, views: int = 0
-                ) -> dict[str, tuple[FeatureSpec, Callable]]:
+def split_specs(model: nn.Module, arch: str, config, names: Sequence[str], *, views: int = 0,
+                autocast_dtype: torch.dtype | None = None) -> dict[str, tuple[FeatureSpec, Callable]]:
     """Split name -> (its :class:`FeatureSpec`, the transform it applies) for ``model``'s backbone:
     ``train`` one evaluation view (``views=0``) or ``views`` passes of the training transform, every
     other split one evaluation view. The one place that decides what a split's features are, for
@@ -306,30 +312,33 @@ def split_specs(model: nn.Module, arch: str, config, names: Sequence[str], *, vi
         else:
             transform, n = eval_transform(config), 0
         out[name] = (FeatureSpec(arch=arch, weights_sha256=weights, image_size=config.image_size,
-                                 resize_size=config.resize_size, transform=repr(transform), views=n), transform)
+                                 resize_size=config.resize_size, transform=repr(transform), views=n,
+                                 autocast=dtype_name(autocast_dtype)), transform)
     return out
 
 
 def features_for_splits(cache_dir: str | os.PathLike, splits: dict, model: nn.Module, arch: str,
                         config, *, views: int = 0, names: Sequence[str] = ("train", "valid"),
-                        log: Callable[[str], None] | None = print,
+                        autocast_dtype: torch.dtype | None = None, log: Callable[[str], None] | None = print,
                         on_wait: Callable[[float, float], None] | None = None, **extraction) -> dict[str, FeatureSet]:
     """Cached features of the splits ``names`` (``container_train.data.Split``; default ``train`` and
     ``valid``) for ``model``'s backbone: the trainer's one call. Views as :func:`split_specs` says.
 
     ``config`` is the run's ``ModelConfig`` (image size, resize size, normalisation). Unreadable
     images are skipped as in the image loop.
+    ``autocast_dtype``: the backbone runs under ``torch.autocast`` with it (None: float32); recorded in the spec.
     ``on_wait``: as :class:`FeatureCache`'s.
     ``extraction``: :func:`compute_features`' batch_size, plan, seed, device, stop and timings.
     """
     extractor, _ = split_backbone_head(model, arch)
     cache = FeatureCache(cache_dir, on_wait)
     out = {}
-    for name, (spec, transform) in split_specs(model, arch, config, names, views=views).items():
+    specs = split_specs(model, arch, config, names, views=views, autocast_dtype=autocast_dtype)
+    for name, (spec, transform) in specs.items():
         split = splits[name]
         out[name] = cached_split_features(
             cache, name, extractor=extractor, dataset=ImageFolderDataset(split, transform),
-            samples=split.samples, root=split.root, spec=spec, log=log, **extraction)
+            samples=split.samples, root=split.root, spec=spec, log=log, autocast_dtype=autocast_dtype, **extraction)
     return out
 
 

@@ -136,7 +136,8 @@ class ExtractionStopped(Exception):
 def compute_features(extractor: nn.Module, dataset: Dataset, *, passes: int = 1, batch_size: int = 64,
                      plan: LoaderPlan = IN_MAIN_PROCESS, seed: int = 0, device: str | torch.device = "cpu",
                      log: Callable[[str], None] | None = print, stop=None, progress: Extraction | None = None,
-                     exact_resume: bool = True, timings: StepTimings | None = None) -> FeatureSet:
+                     exact_resume: bool = True, timings: StepTimings | None = None,
+                     autocast_dtype: torch.dtype | None = None) -> FeatureSet:
     """Run ``extractor`` (eval mode) over ``dataset`` ``passes`` times; each pass is one view.
 
     ``dataset`` yields items as :class:`container_train.data.ImageFolderDataset` does (unreadable
@@ -146,6 +147,7 @@ def compute_features(extractor: nn.Module, dataset: Dataset, *, passes: int = 1,
     after every batch: when set, :class:`ExtractionStopped` carries the work done, which
     ``progress`` resumes (mid-view only when ``exact_resume``: a deterministic transform).
     ``timings`` records each batch as an ``EXTRACT`` step (data wait vs backbone forward).
+    ``autocast_dtype``: run the backbone under ``torch.autocast`` with it (features are returned float32).
     """
     done = progress or Extraction()
     if not exact_resume:
@@ -170,7 +172,9 @@ def compute_features(extractor: nn.Module, dataset: Dataset, *, passes: int = 1,
                         timings.data_ready()
                     out = None
                     if len(batch):     # a batch of only unreadable files has no 4-d images to convert
-                        out = extractor(batch.images.to(device, non_blocking=True, memory_format=memory_format))
+                        images = batch.images.to(device, non_blocking=True, memory_format=memory_format)
+                        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                            out = extractor(images)
                     done.add(batch, None if out is None else out.reshape(out.shape[0], -1).float().cpu())
                     if timings:
                         timings.step_done(0, step, "EXTRACT", len(batch))

@@ -27,6 +27,7 @@ from container_train import contract, distributed, engine, feature_cache, featur
 from container_train.feature_cache import files_fingerprint
 from container_train.hyperparameters import HyperparameterError
 from container_train.job_parts import Context, Data, FeaturesChannel, Network
+from container_train.precision import extraction_autocast
 
 log = logging.getLogger("container_train")
 
@@ -97,14 +98,15 @@ def extract(ctx: Context, data: Data, net: Network, cache_dir: Path, names) -> d
             cache_dir, {n: distributed.shard_split(data.splits[n], ranks) for n in names}, net.model, args.arch,
             data.config, views=args.feature_cache_views, names=names, batch_size=args.batch_size, plan=data.plan,
             seed=args.seed, device=ctx.device, stop=distributed.local_stop(ctx.stop), timings=ctx.timings,
-            log=log.info, on_wait=lambda start, seconds: ctx.phases.record("waiting", start, seconds))
+            autocast_dtype=extraction_autocast(ctx.device, args.amp), log=log.info, on_wait=lambda start, seconds: ctx.phases.record("waiting", start, seconds))
         return {name: distributed.gather_features(fs, ranks) for name, fs in feats.items()}
 
 
 def _specs(ctx: Context, data: Data, net: Network, names) -> dict:
     """Split name -> the fingerprint this job's backbone and settings give its features."""
     return {name: spec for name, (spec, _) in feature_cache.split_specs(
-        net.model, ctx.args.arch, data.config, names, views=ctx.args.feature_cache_views).items()}
+        net.model, ctx.args.arch, data.config, names, views=ctx.args.feature_cache_views,
+        autocast_dtype=extraction_autocast(ctx.device, ctx.args.amp)).items()}
 
 
 def _read_channel(ctx: Context, data: Data, net: Network) -> dict:

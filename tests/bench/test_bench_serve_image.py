@@ -8,7 +8,8 @@ import psutil
 import pytest
 
 from bench.bench_ddp_scaling import parse_variant
-from bench.bench_serve_image import background_load, ratio_rows, varied_jpegs
+from bench.bench_serve_image import ratio_rows, varied_jpegs
+from bench.common import background_load
 from container_train.distributed import DdpOptions
 
 

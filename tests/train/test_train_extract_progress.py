@@ -49,3 +49,30 @@ def test_channels_last_extraction_gives_the_nchw_features_and_leaves_the_model_a
         reference = extractor.eval()(images).flatten(1)
     torch.testing.assert_close(fs.features[0], reference, rtol=1e-4, atol=1e-4)
     assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_bf16_extraction_is_close_to_float32_and_keyed_apart(tmp_path):
+    """With autocast_dtype=bfloat16 the features are the float32 ones to bf16's precision, and the spec
+    (so the cache key and a features channel's fingerprint) names the dtype: the two never mix."""
+    import torch
+
+    from byoc_common.architectures import build_classifier, split_backbone_head
+    from byoc_common.artifact import ModelConfig
+    from container_train.feature_cache import split_specs
+
+    root = make_dataset(tmp_path / "ds", num_classes=2, per_class=3, size=64)
+    dataset = ImageFolderDataset(scan_split("train", root / "train"), transforms.ToTensor())
+    torch.manual_seed(0)
+    model = build_classifier("efficientnet_lite0", 2)
+    extractor, _ = split_backbone_head(model, "efficientnet_lite0")
+    fp32 = feature_extraction.compute_features(extractor, dataset, batch_size=4, log=None).features[0]
+    bf16 = feature_extraction.compute_features(extractor, dataset, batch_size=4, log=None,
+                                               autocast_dtype=torch.bfloat16).features[0]
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)
+    cosine = torch.nn.functional.cosine_similarity(bf16, fp32, dim=1)
+    assert cosine.min() > 0.99, cosine
+
+    config = ModelConfig("efficientnet_lite0", 2, 64, 64)
+    plain = split_specs(model, "efficientnet_lite0", config, ["train"])["train"][0]
+    low = split_specs(model, "efficientnet_lite0", config, ["train"], autocast_dtype=torch.bfloat16)["train"][0]
+    assert (plain.autocast, low.autocast) == ("none", "bfloat16") and plain.key("train", "x") != low.key("train", "x")

@@ -7,7 +7,7 @@ import torch
 
 from container_train import engine
 from container_train.data import Batch, SkipCounter
-from container_train.precision import choose_precision
+from container_train.precision import choose_precision, extraction_autocast
 
 CPU = torch.device("cpu")
 
@@ -27,6 +27,17 @@ def test_cpu_without_bf16_stays_float32_and_says_why():
 def test_float32_when_off_or_head_only(amp, freeze, expected):
     p = choose_precision(CPU, amp=amp, freeze=freeze, cpu_flags=["amx_bf16"])
     assert not p.mixed and expected in p.note
+
+
+def test_a_frozen_backbone_computes_its_features_in_the_precision_it_would_train_in():
+    """freeze=head: the head trains in float32; the features come from the backbone's own precision
+    (bf16 where the CPU has it, as the serving image runs it), and the job's log line says so."""
+    assert extraction_autocast(CPU, True, cpu_flags=["amx_bf16"]) is torch.bfloat16
+    assert extraction_autocast(CPU, True, cpu_flags=[]) is None
+    assert extraction_autocast(CPU, False, cpu_flags=["amx_bf16"]) is None
+    assert extraction_autocast(torch.device("cuda"), True, cpu_flags=[]) is torch.float16
+    note = choose_precision(CPU, amp=True, freeze="head", cpu_flags=["amx_bf16"]).note
+    assert "freeze=head" in note and "bfloat16 autocast" in note
 
 
 def test_gpu_uses_float16_with_a_scaler():
