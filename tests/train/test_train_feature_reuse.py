@@ -239,7 +239,7 @@ WAITER = textwrap.dedent("""
 
     data, cache_dir, out = map(Path, sys.argv[1:])
     model = frozen_model(0)
-    args = types.SimpleNamespace(arch=CACHE_ARCH, feature_cache_views=0, batch_size=16, seed=0)
+    args = types.SimpleNamespace(arch=CACHE_ARCH, feature_cache_views=0, batch_size=16, seed=0, amp=False)
     phases = Phases(out)
     ctx = Context(args=args, paths=None, stop=engine.StopFlag(), device=torch.device("cpu"), precision=None,
                   ranks=distributed.SINGLE, phases=phases, timings=StepTimings(out))
