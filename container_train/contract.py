@@ -173,6 +173,11 @@ PHASES = ("start-up", "data preparation", "model setup", "feature extraction", "
 FEATURE_CACHE_DIR_ENV = "BYOC_FEATURE_CACHE_DIR"
 # The cache's folder name: under a job's checkpoint dir (the default), and in a local run or tuning dir.
 FEATURE_CACHE_DIR = "feature-cache"
+# The version of what decides and holds a backbone's features (feature_cache.FeatureSpec, the cache files,
+# a features channel): 2 added the dtype the backbone ran in. The operator's key for reusing an earlier
+# extraction job (byoc.tuning.features_flow.features_key) includes it, so a newer trainer never gets
+# an older job's features.
+FEATURE_FORMAT_VERSION = 2
 
 # ---- features as a dataset (container_train.features_dataset) -----------------------------------
 # A task=extract-features job writes the backbone's features of every split as its model artifact;
@@ -185,7 +190,7 @@ FEATURES_MANIFEST = "features.json"
 # use the extraction job's values (the trainer checks the fingerprint itself; the operator side
 # passes these through unchanged and never tunes them on a features channel).
 FEATURE_HYPERPARAMETERS = ("arch", "pretrained", "pretrained-weights", "image-size", "resize-size",
-                           "feature-cache-views")
+                           "feature-cache-views", "amp")      # amp: the dtype the backbone runs in
 
 # ---- checkpoints (/opt/ml/checkpoints, SageMaker syncs it to S3 for spot training) ------------
 CHECKPOINT_FILE = "checkpoint.pth"

@@ -62,7 +62,12 @@ from byoc_common import durable
 from byoc_common.architectures import head_name, split_backbone_head
 from byoc_common.preprocessing import eval_transform
 from container_train import feature_reuse
-from container_train.contract import FEATURE_CACHE_DIR, FEATURE_CACHE_DIR_ENV, quote_path
+from container_train.contract import (
+    FEATURE_CACHE_DIR,
+    FEATURE_CACHE_DIR_ENV,
+    FEATURE_FORMAT_VERSION,
+    quote_path,
+)
 from container_train.data import Batch, ImageFolderDataset, train_transform
 from container_train.feature_extraction import (
     Extraction,
@@ -71,9 +76,6 @@ from container_train.feature_extraction import (
     FeatureSet,
     compute_features,
 )
-
-CACHE_FORMAT_VERSION = 1
-
 
 # ---- fingerprints -----------------------------------------------------------------------------
 
@@ -123,7 +125,7 @@ class FeatureSpec:
     views: int = 0          # 0 = one evaluation view; n >= 1 = n training-transform views
     autocast: str = "none"  # the dtype the backbone ran in (container_train.precision.extraction_autocast)
     torch_version: str = torch.__version__
-    format_version: int = CACHE_FORMAT_VERSION
+    format_version: int = FEATURE_FORMAT_VERSION
 
     def digest(self) -> str:
         """SHA-256 of the spec alone: cache files with equal digests hold interchangeable rows."""
@@ -198,7 +200,7 @@ class FeatureCache:
 
     @staticmethod
     def _store(target: Path, key: str, split: str, content: dict) -> None:
-        record = {"format_version": CACHE_FORMAT_VERSION, "key": key, "split": split, **content}
+        record = {"format_version": FEATURE_FORMAT_VERSION, "key": key, "split": split, **content}
         durable.write_with(target, lambda f: torch.save(record, f))
 
     @staticmethod
@@ -207,7 +209,7 @@ class FeatureCache:
             d = torch.load(target, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - truncated/garbled file: report and recompute
             raise FeatureCacheError(f"cannot read: {e}") from e
-        if not isinstance(d, dict) or d.get("key") != key or d.get("format_version") != CACHE_FORMAT_VERSION:
+        if not isinstance(d, dict) or d.get("key") != key or d.get("format_version") != FEATURE_FORMAT_VERSION:
             raise FeatureCacheError("key or format version does not match")
         return d
 

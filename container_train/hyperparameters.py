@@ -109,7 +109,8 @@ _TABLE: tuple[Hyperparameter, ...] = (
                    check=lambda v: 0 <= v < 1, check_text="in [0, 1)"),
     Hyperparameter("amp", parse_bool, True,
                    "mixed precision: float16 on a GPU; bfloat16 + channels-last on a CPU with AVX-512 BF16 or AMX "
-                   "(ml.c7i/m7i); float32 elsewhere and for freeze=head (container_train/precision.py)"),
+                   "(ml.c7i/m7i); float32 elsewhere. freeze=head: the head trains in float32 and the frozen "
+                   "backbone computes the cached features in this precision (container_train/precision.py)"),
     Hyperparameter("early-stopping-patience", int, 0,
                    "stop after this many epochs without a better validation accuracy (0 = never)",
                    check=_non_negative, check_text=">= 0", resume_must_match=False),

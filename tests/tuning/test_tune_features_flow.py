@@ -54,3 +54,14 @@ def test_the_key_changes_with_the_image_the_data_and_the_settings(tmp_path, demo
     assert before != features_key("byoc-train:1", folder_version(tmp_path), {**hps, "image-size": "64"})
     os.utime(image, ns=(1, 1))                                   # a replaced or touched image
     assert before != features_key("byoc-train:1", folder_version(tmp_path), hps)
+
+
+def test_the_key_changes_with_the_features_format(monkeypatch, demo):
+    """An image tag or a process-mode run names no code version: a trainer whose features are another
+    format (2 added the backbone's dtype) must not be handed an older extraction job's channel."""
+    from byoc.tuning import features_flow
+
+    hps = extraction_hyperparameters(demo)
+    before = features_key("process mode", "data", hps)
+    monkeypatch.setattr(features_flow, "FEATURE_FORMAT_VERSION", features_flow.FEATURE_FORMAT_VERSION + 1)
+    assert before != features_key("process mode", "data", hps)

@@ -133,7 +133,8 @@ def _first_line(text: str, limit: int = 300) -> str:
 def _figures(state: PipelineState, run_dir: Path) -> list[dict]:
     figures = []
     for key, caption in (("history", "tuning: optimization history"),
-                         ("importances", "tuning: hyperparameter importances")):
+                         ("importances", "tuning: hyperparameter importances"),
+                         ("trial_time", "tuning: where each trial's time went")):
         png = state.outputs("tune").get("plots", {}).get(key)
         if png and Path(png).exists():
             figures.append({"href": _rel(png, run_dir), "caption": caption})

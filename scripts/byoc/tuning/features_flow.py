@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from byoc.tuning.spec import TuningSpec
-from container_train.contract import FEATURE_HYPERPARAMETERS, FEATURES_CHANNEL, TASK_EXTRACT_FEATURES
+from container_train.contract import (
+    FEATURE_FORMAT_VERSION,
+    FEATURE_HYPERPARAMETERS,
+    FEATURES_CHANNEL,
+    TASK_EXTRACT_FEATURES,
+)
 from container_train.hyperparameters import DEFAULTS, to_sagemaker_strings
 
 CHANNEL = FEATURES_CHANNEL
@@ -63,8 +68,10 @@ def extraction_hyperparameters(spec: TuningSpec) -> dict[str, str]:
 
 def features_key(image: str, data_version: str, hyperparameters: dict[str, str]) -> str:
     """What an extraction's output depends on, hashed: the training image, the dataset (its location and a
-    version of its contents: object ETags, or file sizes and times) and the extraction's hyperparameters."""
-    payload = json.dumps({"image": image, "data": data_version, "hyperparameters": hyperparameters}, sort_keys=True)
+    version of its contents: object ETags, or file sizes and times), the extraction's hyperparameters and
+    the features' format version (an image tag or a process-mode run names no code version)."""
+    payload = json.dumps({"image": image, "data": data_version, "hyperparameters": hyperparameters,
+                          "format": FEATURE_FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
