@@ -52,7 +52,7 @@ def figure(rows: list[dict], path: Path) -> Path | None:
     if not timed:
         return None
     colours = {"waiting_s": "#b42318", "extraction_s": "#f79009", "training_s": "#1f77b4", "other_s": "#98a2b3"}
-    fig, ax = plt.subplots(figsize=(7, 0.8 + 0.35 * len(timed)))
+    fig, ax = plt.subplots(figsize=(7, 1.4 + 0.35 * len(timed)))
     labels = [f"trial {r['trial']}" for r in timed]
     left = [0.0] * len(timed)
     for column, colour in colours.items():
@@ -60,9 +60,9 @@ def figure(rows: list[dict], path: Path) -> Path | None:
         ax.barh(labels, widths, left=left, color=colour, label=column.removesuffix("_s"))
         left = [a + b for a, b in zip(left, widths, strict=True)]
     ax.invert_yaxis()
-    ax.set_xlabel("seconds")
+    ax.set_xlabel("seconds (other: the job's start, imports, reading its channels, saving)")
     ax.set_title("Where each trial's time went")
-    ax.legend(fontsize=8, ncols=4, loc="lower right")
+    ax.legend(fontsize=8, ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.12), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
